@@ -1,0 +1,1 @@
+//! Discover the config from the ECS instance metadata service (issue 6).

@@ -1,0 +1,2 @@
+//! The only module that talks rtnetlink: dumps, changes, route lookups and namespace entry.
+pub mod netns;
