@@ -262,6 +262,8 @@ impl fmt::Display for ConfigError {
 pub struct Warning {
     pub line: usize,
     pub message: String,
+    /// A note (information, e.g. a mode's known limits) rather than a warning.
+    pub note: bool,
 }
 
 /// A loaded, valid configuration with the warnings its validation produced.
@@ -476,6 +478,16 @@ impl Validator {
         self.warnings.push(Warning {
             line,
             message: message.into(),
+            note: false,
+        });
+    }
+
+    fn note(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let line = self.line(span);
+        self.warnings.push(Warning {
+            line,
+            message: message.into(),
+            note: true,
         });
     }
 
@@ -962,14 +974,14 @@ impl Validator {
                     );
                 }
             }
-            self.warn(
-                &espan,
-                format!(
-                    "eni {name:?}: nat mode has no ALG: H.323, SIP, DNS and RTSP through its EIPs may break"
-                ),
-            );
-            if eips.is_empty() {
-                self.warnings.pop();
+            if !eips.is_empty() {
+                self.note(
+                    &espan,
+                    format!(
+                        "eni {name:?}: nat mode has no ALG: H.323, SIP, DNS and RTSP through its \
+                         EIPs may break (use cut-through or multi-eip for them)"
+                    ),
+                );
             }
         }
         if mode == Mode::MultiEip && !region.map(|r| MULTI_EIP_REGIONS.contains(&r)).unwrap_or(false)
