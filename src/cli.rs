@@ -1,10 +1,12 @@
 //! Command line: argument parsing, exit codes, and the wiring of each verb.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, LoadError, Loaded};
+use crate::ops::{self, OpError, Target};
 use crate::output::{self, Format};
 use crate::plan;
 use crate::render;
@@ -51,6 +53,22 @@ pub struct Cli {
 pub enum Command {
     /// Check the config; touches nothing, needs no privilege
     Validate,
+    /// The changes apply would make, as `ip`-style lines (+ add, - remove, ~ change)
+    Plan {
+        /// Exit 2 when changes are pending (0: none)
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Converge the kernel to the config; verify; roll back everything on failure
+    Apply {
+        /// Wait this long for ENIs that are not there yet (e.g. 30s, 2m)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// What eniroute owns now, per ENI, and whether each source routes right
+    Status,
+    /// Remove everything eniroute owns; restore the sysctls it changed
+    Flush,
     /// The whole desired state (an `ip -batch` script, or JSON)
     Render {
         #[arg(long, value_enum, default_value_t = RenderFormat::Ip)]
@@ -99,14 +117,86 @@ pub fn run(cli: &Cli) -> i32 {
             }
             exit::OK
         }
+        Command::Plan { detailed_exitcode } => with_config(cli, &out, |l, t| {
+            let report = ops::plan(&l.config, t)?;
+            output::plan(&out, &report);
+            Ok(if *detailed_exitcode && !report.is_empty() { exit::CHANGES } else { exit::OK })
+        }),
+        Command::Apply { wait } => with_config(cli, &out, |l, t| {
+            let opts = ops::ApplyOptions { wait: *wait };
+            let report = ops::apply(&l.config, t, &opts)?;
+            output::applied(&out, &report);
+            Ok(exit::OK)
+        }),
+        Command::Status => with_config(cli, &out, |l, t| {
+            let report = ops::status(&l.config, t)?;
+            output::status(&out, &report);
+            Ok(if report.healthy() { exit::OK } else { exit::FAILED })
+        }),
+        Command::Flush => {
+            // flush needs only the protocol tag: without a config file it uses the default.
+            let proto = if cli.config.exists() {
+                match load(cli, &out) {
+                    Ok(l) => l.config.routing.protocol,
+                    Err(code) => return code,
+                }
+            } else {
+                out.warn(&format!(
+                    "{} not found: flushing objects tagged with the default protocol {}",
+                    cli.config.display(),
+                    config::Routing::default().protocol
+                ));
+                config::Routing::default().protocol
+            };
+            let target = Target { netns: cli.netns.clone() };
+            match ops::flush(proto, &target) {
+                Ok(r) => {
+                    output::flushed(&out, &r);
+                    if r.errors.is_empty() { exit::OK } else { exit::FAILED }
+                }
+                Err(e) => fail(&out, &e),
+            }
+        }
     }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 2m, 1m30s)"))
+}
+
+/// Load the config, then run `f` against the target; map errors to exit codes.
+fn with_config(
+    cli: &Cli,
+    out: &output::Out,
+    f: impl FnOnce(&Loaded, &Target) -> Result<i32, OpError>,
+) -> i32 {
+    let loaded = match load(cli, out) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let target = Target { netns: cli.netns.clone() };
+    match f(&loaded, &target) {
+        Ok(code) => code,
+        Err(e) => fail(out, &e),
+    }
+}
+
+fn fail(out: &output::Out, e: &OpError) -> i32 {
+    if let OpError::RolledBack { report, .. } = e {
+        output::rolled_back(out, report);
+    }
+    out.error(&e.to_string());
+    e.exit_code()
 }
 
 /// Load and validate the config, reporting problems and warnings. Err = the exit code.
 pub fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
     match config::load_file(&cli.config) {
         Ok(l) => {
-            out.warnings(&l.path, &l.warnings);
+            // Notes (a mode's known limits) belong to validate and plan; warnings to all.
+            let notes = matches!(cli.command, Command::Validate | Command::Plan { .. });
+            let shown: Vec<_> = l.warnings.iter().filter(|w| notes || !w.note).cloned().collect();
+            out.warnings(&l.path, &shown);
             Ok(l)
         }
         Err(LoadError::Read { path, source }) => {

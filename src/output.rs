@@ -98,3 +98,170 @@ pub fn print_json<T: Serialize>(v: &T) {
         Err(e) => eprintln!("error: cannot encode JSON: {e}"),
     }
 }
+
+use crate::ops::{ApplyReport, FlushReport, PlanReport, StatusReport, Verdict};
+use crate::reconcile::Change;
+use crate::sysctl::SysctlChange;
+
+fn change_line(c: &Change) -> String {
+    format!("{} {c}", c.sign())
+}
+
+fn sysctl_line(s: &SysctlChange) -> String {
+    format!("~ sysctl {} {} -> {}", s.name, s.old, s.new)
+}
+
+fn counts(changes: &[Change]) -> (usize, usize, usize) {
+    let add = changes.iter().filter(|c| c.sign() == '+').count();
+    let change = changes.iter().filter(|c| c.sign() == '~').count();
+    let del = changes.iter().filter(|c| c.sign() == '-').count();
+    (add, change, del)
+}
+
+/// `plan` output.
+pub fn plan(out: &Out, r: &PlanReport) {
+    if out.format == Format::Json {
+        return print_json(&serde_json::json!({ "changes_pending": !r.is_empty(), "plan": r }));
+    }
+    for n in &r.notes {
+        out.detail(&format!("note: {n}"));
+    }
+    for c in &r.changes {
+        out.info(&change_line(c));
+    }
+    for s in r.sysctls.iter().chain(&r.restores) {
+        out.info(&sysctl_line(s));
+    }
+    if r.is_empty() {
+        out.info("No changes: the kernel matches the configuration.");
+    } else {
+        let (a, c, d) = counts(&r.changes);
+        out.info(&format!(
+            "Plan: {a} to add, {c} to change, {d} to remove, {} sysctl(s) to set.",
+            r.sysctls.len() + r.restores.len()
+        ));
+    }
+}
+
+fn verdict_line(v: &Verdict) -> String {
+    let what = match v.source {
+        Some(s) => format!("from {s}"),
+        None => "unbound".to_string(),
+    };
+    if v.ok {
+        format!("  ok    {:<10} {what}: {}", v.eni, v.seen)
+    } else {
+        format!("  WRONG {:<10} {what}: expected {}, kernel says {}", v.eni, v.expected, v.seen)
+    }
+}
+
+/// `apply` output.
+pub fn applied(out: &Out, r: &ApplyReport) {
+    if out.format == Format::Json {
+        return print_json(&serde_json::json!({ "ok": true, "report": r }));
+    }
+    for c in &r.applied {
+        out.info(&change_line(c));
+    }
+    for s in r.plan.sysctls.iter().chain(&r.plan.restores) {
+        out.info(&sysctl_line(s));
+    }
+    if r.plan.is_empty() {
+        out.info("No changes: the kernel matches the configuration.");
+    } else {
+        let (a, c, d) = counts(&r.applied);
+        out.info(&format!(
+            "Applied: {a} added, {c} changed, {d} removed, {} sysctl(s) set.",
+            r.plan.sysctls.len() + r.plan.restores.len()
+        ));
+    }
+    if !r.verification.is_empty() {
+        let ok = r.verification.iter().filter(|v| v.ok).count();
+        out.info(&format!("Verified: {ok}/{} route lookups as planned.", r.verification.len()));
+        if out.verbose > 0 {
+            for v in &r.verification {
+                out.info(&verdict_line(v));
+            }
+        }
+    }
+}
+
+/// What a failed apply had done before it rolled back (stderr / JSON).
+pub fn rolled_back(out: &Out, r: &ApplyReport) {
+    match out.format {
+        Format::Json => print_json(&serde_json::json!({ "ok": false, "rolled_back": true, "report": r })),
+        Format::Text => {
+            for v in r.verification.iter().filter(|v| !v.ok) {
+                eprintln!("{}", verdict_line(v));
+            }
+        }
+    }
+}
+
+/// `flush` output.
+pub fn flushed(out: &Out, r: &FlushReport) {
+    if out.format == Format::Json {
+        return print_json(r);
+    }
+    for c in &r.removed {
+        out.info(&change_line(c));
+    }
+    for s in &r.restored {
+        out.info(&sysctl_line(s));
+    }
+    for e in &r.errors {
+        eprintln!("error: {e}");
+    }
+    out.info(&format!(
+        "Flushed: {} object(s) removed, {} sysctl(s) restored.",
+        r.removed.len(),
+        r.restored.len()
+    ));
+}
+
+/// `status` output.
+pub fn status(out: &Out, r: &StatusReport) {
+    if out.format == Format::Json {
+        return print_json(&serde_json::json!({ "healthy": r.healthy(), "status": r }));
+    }
+    for e in &r.enis {
+        let head = match (&e.interface, &e.reason) {
+            (Some(i), _) => format!("eni {} ({}, {}): tables {:?}", e.name, i, mode_name(e), e.tables),
+            (None, reason) => format!(
+                "eni {} ({}): MISSING{}",
+                e.name,
+                mode_name(e),
+                reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+        };
+        out.info(&head);
+        if !e.addresses.is_empty() {
+            out.info(&format!("  addresses: {}", e.addresses.join(", ")));
+        }
+        for rule in &e.rules {
+            out.info(&format!("  rule {rule}"));
+        }
+        for v in &e.verification {
+            out.info(&verdict_line(v));
+        }
+    }
+    for v in &r.egress {
+        out.info(&verdict_line(v));
+    }
+    out.info(&format!(
+        "Owned (protocol {}): {} address(es), {} route(s), {} rule(s); {}",
+        r.protocol,
+        r.owned.addresses,
+        r.owned.routes,
+        r.owned.rules,
+        match r.pending_changes {
+            0 => "in sync with the config.".to_string(),
+            usize::MAX => "conflicts with foreign objects (see plan).".to_string(),
+            n => format!("{n} change(s) pending (see plan)."),
+        }
+    ));
+}
+
+fn mode_name(e: &crate::ops::EniStatus) -> String {
+    e.mode.to_string()
+}

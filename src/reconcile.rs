@@ -1,0 +1,214 @@
+//! Reconcile: desired x observed -> the ordered changes that converge the kernel. Pure.
+//!
+//! Only objects carrying eniroute's protocol tag are ever changed or removed. Foreign objects
+//! are read only to skip addresses that are already there (DHCP) and to refuse conflicts (a
+//! foreign route holding the place of a desired one) before anything changes.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::kernel::Observed;
+use crate::plan::Desired;
+use crate::render;
+use crate::state::{Address, Iface, Route, Rule};
+
+/// One kernel change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    LinkUp(Iface),
+    LinkDown(Iface),
+    AddAddress(Address),
+    DelAddress(Address),
+    AddRoute(Route),
+    ReplaceRoute { old: Route, new: Route },
+    DelRoute(Route),
+    AddRule(Rule),
+    DelRule(Rule),
+}
+
+impl Change {
+    /// Changes of one phase are independent and may be made concurrently; phases run in
+    /// order: links, addresses, link routes, gateway routes, rules; then removals.
+    pub fn phase(&self) -> u8 {
+        match self {
+            Change::LinkUp(_) | Change::LinkDown(_) => 0,
+            Change::AddAddress(_) => 1,
+            Change::AddRoute(r) | Change::ReplaceRoute { new: r, .. } => {
+                if r.nexthops.iter().any(|n| n.gateway.is_some()) {
+                    3
+                } else {
+                    2
+                }
+            }
+            Change::AddRule(_) => 4,
+            Change::DelRule(_) => 5,
+            Change::DelRoute(_) => 6,
+            Change::DelAddress(_) => 7,
+        }
+    }
+
+    /// The change that undoes this one.
+    pub fn inverse(&self) -> Change {
+        match self.clone() {
+            Change::LinkUp(i) => Change::LinkDown(i),
+            Change::LinkDown(i) => Change::LinkUp(i),
+            Change::AddAddress(a) => Change::DelAddress(a),
+            Change::DelAddress(a) => Change::AddAddress(a),
+            Change::AddRoute(r) => Change::DelRoute(r),
+            Change::ReplaceRoute { old, new } => Change::ReplaceRoute { old: new, new: old },
+            Change::DelRoute(r) => Change::AddRoute(r),
+            Change::AddRule(r) => Change::DelRule(r),
+            Change::DelRule(r) => Change::AddRule(r),
+        }
+    }
+
+    /// '+' add, '-' remove, '~' change in place.
+    pub fn sign(&self) -> char {
+        match self {
+            Change::LinkUp(_) | Change::AddAddress(_) | Change::AddRoute(_) | Change::AddRule(_) => '+',
+            Change::LinkDown(_) | Change::DelAddress(_) | Change::DelRoute(_) | Change::DelRule(_) => '-',
+            Change::ReplaceRoute { .. } => '~',
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    /// `ip`-style, without the sign: `rule 20200 from 192.168.10.22 lookup 20002`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::LinkUp(i) => write!(f, "link set dev {} up", i.name),
+            Change::LinkDown(i) => write!(f, "link set dev {} down", i.name),
+            Change::AddAddress(a) | Change::DelAddress(a) => write!(f, "address {a}"),
+            Change::AddRoute(r) | Change::DelRoute(r) => write!(f, "route {r}"),
+            Change::ReplaceRoute { old, new } => write!(f, "route {new} (was: {old})"),
+            Change::AddRule(r) | Change::DelRule(r) => {
+                let s = r.to_string();
+                write!(f, "rule {}", s.strip_prefix("priority ").unwrap_or(&s))
+            }
+        }
+    }
+}
+
+/// A foreign object in the way of the desired state: nothing is changed while there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    pub message: String,
+}
+
+/// The changes that turn `observed` into `desired`, in apply order; or the conflicts.
+pub fn reconcile(desired: &Desired, observed: &Observed) -> Result<Vec<Change>, Vec<Conflict>> {
+    let mut changes = Vec::new();
+    let mut conflicts = Vec::new();
+    let proto = desired.protocol;
+
+    // Links: up.
+    for i in &desired.links_up {
+        if let Some(l) = observed.links.iter().find(|l| l.index == i.index && i.index != 0) {
+            if !l.up {
+                changes.push(Change::LinkUp(i.clone()));
+            }
+        }
+    }
+
+    // Addresses: ensure present; one already there (any tag) is left alone.
+    for a in &desired.addresses {
+        let same_link = |o: &&Address| o.iface.index == a.iface.index && o.addr == a.addr;
+        if observed.addresses.iter().any(|o| same_link(&o)) || observed.foreign_addresses.iter().any(|o| same_link(&o)) {
+            continue;
+        }
+        if let Some(o) = observed.foreign_addresses.iter().find(|o| o.addr == a.addr) {
+            conflicts.push(Conflict {
+                message: format!(
+                    "address {} is already on {} (not eniroute's); it cannot also go on {}",
+                    a.addr, o.iface.name, a.iface.name
+                ),
+            });
+            continue;
+        }
+        changes.push(Change::AddAddress(a.clone()));
+    }
+
+    // Routes: by key (family, table, destination, metric).
+    let owned: HashMap<_, &Route> = observed.routes.iter().map(|r| (r.key(), r)).collect();
+    let foreign: HashMap<_, &Route> = observed.foreign_routes.iter().map(|r| (r.key(), r)).collect();
+    let mut wanted = HashSet::new();
+    for r in &desired.routes {
+        wanted.insert(r.key());
+        if let Some(f) = foreign.get(&r.key()) {
+            conflicts.push(Conflict {
+                message: format!(
+                    "table {} already holds a route that is not eniroute's: `{}`; eniroute would add `{}` (remove it, or move eniroute with routing.table_base)",
+                    r.table,
+                    f,
+                    render::route_line("add", r, proto)
+                ),
+            });
+            continue;
+        }
+        match owned.get(&r.key()) {
+            Some(o) if *o == r => {}
+            Some(o) => changes.push(Change::ReplaceRoute {
+                old: (*o).clone(),
+                new: r.clone(),
+            }),
+            None => changes.push(Change::AddRoute(r.clone())),
+        }
+    }
+
+    // Rules: cannot be replaced; add the missing, delete the stale (and duplicates).
+    let mut present: HashSet<&Rule> = HashSet::new();
+    let desired_rules: HashSet<&Rule> = desired.rules.iter().collect();
+    let mut dels = Vec::new();
+    for r in &observed.rules {
+        if desired_rules.contains(r) && present.insert(r) {
+            continue;
+        }
+        dels.push(Change::DelRule(r.clone()));
+    }
+    for r in &desired.rules {
+        if !present.contains(r) {
+            changes.push(Change::AddRule(r.clone()));
+        }
+    }
+    changes.extend(dels);
+
+    for r in &observed.routes {
+        if !wanted.contains(&r.key()) {
+            changes.push(Change::DelRoute(r.clone()));
+        }
+    }
+    for a in observed.addresses.iter().rev() {
+        let kept = desired
+            .addresses
+            .iter()
+            .any(|d| d.iface.index == a.iface.index && d.addr == a.addr);
+        if !kept {
+            changes.push(Change::DelAddress(a.clone()));
+        }
+    }
+
+    if !conflicts.is_empty() {
+        return Err(conflicts);
+    }
+    changes.sort_by_key(Change::phase);
+    Ok(changes)
+}
+
+/// Everything eniroute owns, removed (for flush): rules, then routes, then addresses.
+pub fn flush(observed: &Observed) -> Vec<Change> {
+    let mut changes: Vec<Change> = observed.rules.iter().cloned().map(Change::DelRule).collect();
+    changes.extend(observed.routes.iter().cloned().map(Change::DelRoute));
+    // Newest first: secondaries before the primary whose removal would take them along.
+    changes.extend(observed.addresses.iter().rev().cloned().map(Change::DelAddress));
+    changes
+}
+
+/// Group ordered changes into runs of one phase (each run may be applied concurrently).
+pub fn phases(changes: &[Change]) -> Vec<&[Change]> {
+    changes
+        .chunk_by(|a, b| a.phase() == b.phase())
+        .collect()
+}
