@@ -36,8 +36,8 @@ pub struct Cli {
     /// Run against the named network namespace (/run/netns/NAME)
     #[arg(long, global = true, value_name = "NAME")]
     pub netns: Option<String>,
-    /// Output format
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Text)]
+    /// Output format (text for people, json for programs)
+    #[arg(short = 'o', long = "output-format", global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
     /// More detail (repeatable)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -69,6 +69,18 @@ pub enum Command {
     Status,
     /// Remove everything eniroute owns; restore the sysctls it changed
     Flush,
+    /// Write a config from the ECS instance metadata service
+    Discover {
+        /// Metadata service base URL
+        #[arg(long, value_name = "URL", default_value = crate::discover::DEFAULT_ENDPOINT)]
+        endpoint: String,
+        /// Lifetime of the metadata token (security-hardening mode)
+        #[arg(long, value_name = "SECONDS", default_value_t = crate::discover::DEFAULT_TOKEN_TTL)]
+        token_ttl: u32,
+        /// Write the config here (atomically, mode 0600) instead of standard output
+        #[arg(long = "output", value_name = "FILE")]
+        output_file: Option<PathBuf>,
+    },
     /// The whole desired state (an `ip -batch` script, or JSON)
     Render {
         #[arg(long, value_enum, default_value_t = RenderFormat::Ip)]
@@ -117,6 +129,11 @@ pub fn run(cli: &Cli) -> i32 {
             }
             exit::OK
         }
+        Command::Discover {
+            endpoint,
+            token_ttl,
+            output_file,
+        } => discover(&out, endpoint, *token_ttl, output_file.as_deref()),
         Command::Plan { detailed_exitcode } => with_config(cli, &out, |l, t| {
             let report = ops::plan(&l.config, t)?;
             output::plan(&out, &report);
@@ -158,6 +175,42 @@ pub fn run(cli: &Cli) -> i32 {
             }
         }
     }
+}
+
+fn discover(out: &output::Out, endpoint: &str, token_ttl: u32, file: Option<&std::path::Path>) -> i32 {
+    use crate::discover::{self, DiscoverError, DiscoverOptions};
+    let opts = DiscoverOptions {
+        endpoint: endpoint.to_string(),
+        token_ttl,
+        ..DiscoverOptions::default()
+    };
+    let found = match discover::discover(&opts) {
+        Ok(d) => d,
+        Err(e) => {
+            out.error(&e.to_string());
+            return match e {
+                DiscoverError::Option(_) | DiscoverError::Endpoint { .. } => exit::USAGE,
+                _ => exit::FAILED,
+            };
+        }
+    };
+    let text = discover::to_toml(&found, &opts.endpoint);
+    match file {
+        None => print!("{text}"),
+        Some(path) => {
+            if let Err(e) = discover::write_atomic(path, &text) {
+                out.error(&e.to_string());
+                return exit::FAILED;
+            }
+            out.info(&format!(
+                "wrote {} ({} ENI(s)); check it with: eniroute -c {} validate",
+                path.display(),
+                found.enis.len(),
+                path.display()
+            ));
+        }
+    }
+    exit::OK
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
