@@ -118,7 +118,7 @@ impl fmt::Display for Mode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Eni {
     pub name: String,
-    #[serde(serialize_with = "ser_opt_display")]
+    #[serde(serialize_with = "ser_mac")]
     pub mac: Option<MacAddr6>,
     pub interface: Option<String>,
     pub id: Option<String>,
@@ -212,12 +212,9 @@ pub struct Via {
     pub weight: u16,
 }
 
-fn ser_opt_display<S: serde::Serializer, T: fmt::Display>(
-    v: &Option<T>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn ser_mac<S: serde::Serializer>(v: &Option<MacAddr6>, s: S) -> Result<S::Ok, S::Error> {
     match v {
-        Some(v) => s.collect_str(v),
+        Some(v) => s.serialize_str(&v.to_string().to_lowercase()),
         None => s.serialize_none(),
     }
 }
@@ -300,10 +297,7 @@ pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
 pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
     let lines = LineIndex::new(text);
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map(|s| lines.position(s.start))
-            .unwrap_or((0, 0));
+        let (line, column) = e.span().map(|s| lines.position(s.start)).unwrap_or((0, 0));
         let mut message = e.message().trim_end().to_string();
         if line > 0 {
             if let Some(src) = text.lines().nth(line - 1) {
@@ -670,17 +664,24 @@ impl Validator {
         if !valid_label(&name) {
             self.err(
                 &e.name.span(),
-                format!(
-                    "{ctx}name must be 1-64 characters of letters, digits, '-', '_' or '.'"
-                ),
+                format!("{ctx}name must be 1-64 characters of letters, digits, '-', '_' or '.'"),
             );
         }
         let mac = e.mac.as_ref().and_then(|m| {
-            let mac = self.parse(ctx, "mac", m, |s| s.parse::<MacAddr6>().ok(), "a MAC address")?;
+            let mac = self.parse(
+                ctx,
+                "mac",
+                m,
+                |s| s.parse::<MacAddr6>().ok(),
+                "a MAC address",
+            )?;
             if mac.is_nil() || mac.is_multicast() {
                 self.err(
                     &m.span(),
-                    format!("{ctx}mac {mac} is not a unicast MAC address"),
+                    format!(
+                        "{ctx}mac {} is not a unicast MAC address",
+                        mac.to_string().to_lowercase()
+                    ),
                 );
             }
             Some(mac)
@@ -721,7 +722,11 @@ impl Validator {
         };
         let primary = e.primary.as_ref().map(|p| *p.get_ref()).unwrap_or(false);
         if primary && mode != Mode::Nat {
-            let span = e.primary.as_ref().map(|p| p.span()).unwrap_or(espan.clone());
+            let span = e
+                .primary
+                .as_ref()
+                .map(|p| p.span())
+                .unwrap_or(espan.clone());
             self.err(
                 &span,
                 format!(
@@ -755,7 +760,10 @@ impl Validator {
         let needs_subnet = mode != Mode::CutThrough;
         if needs_subnet {
             if e.cidr.is_none() {
-                self.err(&espan, format!("{ctx}{mode} mode requires `cidr` (the vSwitch CIDR)"));
+                self.err(
+                    &espan,
+                    format!("{ctx}{mode} mode requires `cidr` (the vSwitch CIDR)"),
+                );
             }
             if e.gateway.is_none() {
                 self.err(
@@ -766,7 +774,10 @@ impl Validator {
         }
         if let (Some(g), Some(gw), Some(net)) = (&e.gateway, gateway, cidr) {
             if !net.contains(gw) {
-                self.err(&g.span(), format!("{ctx}gateway {gw} is not inside cidr {net}"));
+                self.err(
+                    &g.span(),
+                    format!("{ctx}gateway {gw} is not inside cidr {net}"),
+                );
             }
         }
 
@@ -779,8 +790,7 @@ impl Validator {
                             &p.span(),
                             format!("{ctx}private IP {ip} is not inside cidr {net}"),
                         );
-                    } else if net.prefix() < 31 && (ip == net.network() || ip == net.broadcast())
-                    {
+                    } else if net.prefix() < 31 && (ip == net.network() || ip == net.broadcast()) {
                         self.err(
                             &p.span(),
                             format!(
@@ -825,10 +835,7 @@ impl Validator {
                 continue;
             };
             if n.network() != n.ip() {
-                self.err(
-                    &p.span(),
-                    format!("{ctx}prefix {n} has host bits set"),
-                );
+                self.err(&p.span(), format!("{ctx}prefix {n} has host bits set"));
             }
             if mode == Mode::CutThrough {
                 self.err(
@@ -838,7 +845,10 @@ impl Validator {
             }
             if let Some(net) = cidr {
                 if !(net.contains(n.network()) && net.contains(n.broadcast())) {
-                    self.err(&p.span(), format!("{ctx}prefix {n} is not inside cidr {net}"));
+                    self.err(
+                        &p.span(),
+                        format!("{ctx}prefix {n} is not inside cidr {net}"),
+                    );
                 }
             }
             if let Some(ip) = private_ips.iter().find(|ip| n.contains(**ip)) {
@@ -848,7 +858,10 @@ impl Validator {
                 );
             }
             if let Some(gw) = gateway.filter(|gw| n.contains(*gw)) {
-                self.err(&p.span(), format!("{ctx}prefix {n} contains the gateway {gw}"));
+                self.err(
+                    &p.span(),
+                    format!("{ctx}prefix {n} contains the gateway {gw}"),
+                );
             }
             if let Some(o) = prefixes.iter().find(|o: &&Ipv4Network| o.overlaps(n)) {
                 self.err(&p.span(), format!("{ctx}prefix {n} overlaps prefix {o}"));
@@ -875,21 +888,33 @@ impl Validator {
             if let Some(ip) = self.v6(ctx, "ipv6", a) {
                 if let Some(net) = ipv6_cidr {
                     if !net.contains(ip) {
-                        self.err(&a.span(), format!("{ctx}IPv6 address {ip} is not inside ipv6_cidr {net}"));
+                        self.err(
+                            &a.span(),
+                            format!("{ctx}IPv6 address {ip} is not inside ipv6_cidr {net}"),
+                        );
                     }
                 }
                 if ip.is_unicast_link_local() || ip.is_multicast() || ip.is_loopback() {
-                    self.err(&a.span(), format!("{ctx}IPv6 address {ip} is not a global unicast address"));
+                    self.err(
+                        &a.span(),
+                        format!("{ctx}IPv6 address {ip} is not a global unicast address"),
+                    );
                 }
                 ipv6.push(ip);
             }
         }
         if !e.ipv6.is_empty() {
             if e.ipv6_cidr.is_none() {
-                self.err(&espan, format!("{ctx}`ipv6_cidr` is required when `ipv6` is set"));
+                self.err(
+                    &espan,
+                    format!("{ctx}`ipv6_cidr` is required when `ipv6` is set"),
+                );
             }
             if e.ipv6_gateway.is_none() {
-                self.err(&espan, format!("{ctx}`ipv6_gateway` is required when `ipv6` is set"));
+                self.err(
+                    &espan,
+                    format!("{ctx}`ipv6_gateway` is required when `ipv6` is set"),
+                );
             }
         } else if let Some(k) = e.ipv6_cidr.as_ref().or(e.ipv6_gateway.as_ref()) {
             self.err(
@@ -914,7 +939,10 @@ impl Validator {
                 .map(|n| n as u32)
                 .unwrap_or(DEFAULT_MULTI_EIP_QUOTA),
             (Some(q), _) => {
-                self.err(&q.span(), format!("{ctx}`eip_quota` applies only to multi-eip mode"));
+                self.err(
+                    &q.span(),
+                    format!("{ctx}`eip_quota` applies only to multi-eip mode"),
+                );
                 DEFAULT_MULTI_EIP_QUOTA
             }
             (None, _) => DEFAULT_MULTI_EIP_QUOTA,
@@ -984,10 +1012,15 @@ impl Validator {
                 );
             }
         }
-        if mode == Mode::MultiEip && !region.map(|r| MULTI_EIP_REGIONS.contains(&r)).unwrap_or(false)
+        if mode == Mode::MultiEip
+            && !region
+                .map(|r| MULTI_EIP_REGIONS.contains(&r))
+                .unwrap_or(false)
         {
             let span = region_span.map(|r| r.span()).unwrap_or(espan.clone());
-            let where_ = region.map(|r| format!("region {r:?}")).unwrap_or("an undeclared region".into());
+            let where_ = region
+                .map(|r| format!("region {r:?}"))
+                .unwrap_or("an undeclared region".into());
             self.warn(
                 &span,
                 format!(
@@ -1056,7 +1089,9 @@ impl Validator {
             (Some(g), Mode::Nat) => {
                 self.err(
                     &g.span(),
-                    format!("{ctx}EIP {shown}: `gateway` applies only to cut-through and multi-eip"),
+                    format!(
+                        "{ctx}EIP {shown}: `gateway` applies only to cut-through and multi-eip"
+                    ),
                 );
                 None
             }
@@ -1073,13 +1108,20 @@ impl Validator {
         };
         if let (Some(a), Some(gw), Some(g)) = (address, gateway, &r.gateway) {
             if gw == a {
-                self.err(&g.span(), format!("{ctx}EIP {a}: the gateway is the EIP itself"));
+                self.err(
+                    &g.span(),
+                    format!("{ctx}EIP {a}: the gateway is the EIP itself"),
+                );
             } else if prefix < 32 {
                 let net = Ipv4Network::new(a, prefix).ok();
                 if let Some(net) = net.filter(|n| !n.contains(gw)) {
                     self.err(
                         &g.span(),
-                        format!("{ctx}EIP {a}: gateway {gw} is not inside {}/{}", net.network(), prefix),
+                        format!(
+                            "{ctx}EIP {a}: gateway {gw} is not inside {}/{}",
+                            net.network(),
+                            prefix
+                        ),
                     );
                 }
             }
@@ -1123,10 +1165,19 @@ impl Validator {
     fn cross_eni(&mut self, raw: &[S<RawEni>], enis: &[Eni], all_valid: bool) {
         let primaries: Vec<&S<RawEni>> = raw
             .iter()
-            .filter(|e| e.get_ref().primary.as_ref().map(|p| *p.get_ref()).unwrap_or(false))
+            .filter(|e| {
+                e.get_ref()
+                    .primary
+                    .as_ref()
+                    .map(|p| *p.get_ref())
+                    .unwrap_or(false)
+            })
             .collect();
         if primaries.len() > 1 {
-            let names: Vec<String> = primaries.iter().map(|e| e.get_ref().name.get_ref().clone()).collect();
+            let names: Vec<String> = primaries
+                .iter()
+                .map(|e| e.get_ref().name.get_ref().clone())
+                .collect();
             self.err(
                 &primaries[1].span(),
                 format!("at most one ENI may be primary; {} are", names.join(", ")),
@@ -1140,18 +1191,22 @@ impl Validator {
             let name = r.name.get_ref().clone();
             let line = self.line(&r.name.span());
             if let Some(first) = names.insert(name.clone(), line) {
-                self.err(&r.name.span(), format!("eni name {name:?} appears twice (first at line {first})"));
+                self.err(
+                    &r.name.span(),
+                    format!("eni name {name:?} appears twice (first at line {first})"),
+                );
             }
             if let Some(m) = &r.mac {
                 if let Ok(mac) = m.get_ref().trim().parse::<MacAddr6>() {
-                    let key = mac.to_string();
+                    let key = mac.to_string().to_lowercase();
                     if let Some((other, l)) = macs.insert(key.clone(), (name.clone(), line)) {
                         self.err(&m.span(), format!("eni {name:?}: mac {key} appears twice (also eni {other:?}, line {l})"));
                     }
                 }
             }
             if let Some(i) = &r.interface {
-                if let Some((other, l)) = ifnames.insert(i.get_ref().clone(), (name.clone(), line)) {
+                if let Some((other, l)) = ifnames.insert(i.get_ref().clone(), (name.clone(), line))
+                {
                     self.err(&i.span(), format!("eni {name:?}: interface {:?} appears twice (also eni {other:?}, line {l})", i.get_ref()));
                 }
             }
@@ -1164,18 +1219,26 @@ impl Validator {
         let mut prefix_owner: Vec<(Ipv4Network, String)> = Vec::new();
         for (e, re) in enis.iter().zip(raw) {
             let r = re.get_ref();
-            let mut record = |v: &mut Validator, ip: IpAddr, what: &'static str, span: Range<usize>| {
-                let line = v.line(&span);
-                if let Some(s) = seen.get(&ip) {
-                    let msg = format!(
-                        "eni {:?}: {what} {ip} appears twice (also {} of eni {:?}, line {})",
-                        e.name, s.what, s.eni, s.line
-                    );
-                    v.err(&span, msg);
-                } else {
-                    seen.insert(ip, Seen { what, eni: e.name.clone(), line });
-                }
-            };
+            let mut record =
+                |v: &mut Validator, ip: IpAddr, what: &'static str, span: Range<usize>| {
+                    let line = v.line(&span);
+                    if let Some(s) = seen.get(&ip) {
+                        let msg = format!(
+                            "eni {:?}: {what} {ip} appears twice (also {} of eni {:?}, line {})",
+                            e.name, s.what, s.eni, s.line
+                        );
+                        v.err(&span, msg);
+                    } else {
+                        seen.insert(
+                            ip,
+                            Seen {
+                                what,
+                                eni: e.name.clone(),
+                                line,
+                            },
+                        );
+                    }
+                };
             for (ip, s) in e.private_ips.iter().zip(&r.private_ips) {
                 record(self, IpAddr::V4(*ip), "private IP", s.span());
             }
@@ -1183,7 +1246,12 @@ impl Validator {
                 record(self, IpAddr::V6(*ip), "IPv6 address", s.span());
             }
             for (eip, s) in e.eips.iter().zip(&r.eip) {
-                record(self, IpAddr::V4(eip.address), "EIP", s.get_ref().address.span());
+                record(
+                    self,
+                    IpAddr::V4(eip.address),
+                    "EIP",
+                    s.get_ref().address.span(),
+                );
             }
             for p in &e.prefixes {
                 prefix_owner.push((*p, e.name.clone()));
@@ -1199,10 +1267,25 @@ impl Validator {
                     })
                     .filter(|(_, owner)| owner != &e.name)
                 {
-                    self.err(&s.span(), format!("eni {:?}: prefix {p} contains {ip} of eni {owner:?}", e.name));
+                    self.err(
+                        &s.span(),
+                        format!(
+                            "eni {:?}: prefix {p} contains {ip} of eni {owner:?}",
+                            e.name
+                        ),
+                    );
                 }
-                if let Some((o, owner)) = prefix_owner.iter().find(|(o, owner)| owner != &e.name && o.overlaps(*p)) {
-                    self.err(&s.span(), format!("eni {:?}: prefix {p} overlaps prefix {o} of eni {owner:?}", e.name));
+                if let Some((o, owner)) = prefix_owner
+                    .iter()
+                    .find(|(o, owner)| owner != &e.name && o.overlaps(*p))
+                {
+                    self.err(
+                        &s.span(),
+                        format!(
+                            "eni {:?}: prefix {p} overlaps prefix {o} of eni {owner:?}",
+                            e.name
+                        ),
+                    );
                 }
             }
         }
@@ -1218,7 +1301,10 @@ impl Validator {
                 "failover" => Strategy::Failover,
                 "balance" => Strategy::Balance,
                 other => {
-                    self.err(&s.span(), format!("{ctx}strategy = {other:?} is not one of failover, balance"));
+                    self.err(
+                        &s.span(),
+                        format!("{ctx}strategy = {other:?} is not one of failover, balance"),
+                    );
                     Strategy::Failover
                 }
             },
@@ -1227,20 +1313,29 @@ impl Validator {
             None => Hash::L4,
             Some(h) => {
                 if strategy != Strategy::Balance {
-                    self.err(&h.span(), format!("{ctx}`hash` applies only to strategy = \"balance\""));
+                    self.err(
+                        &h.span(),
+                        format!("{ctx}`hash` applies only to strategy = \"balance\""),
+                    );
                 }
                 match h.get_ref().as_str() {
                     "l3" => Hash::L3,
                     "l4" => Hash::L4,
                     other => {
-                        self.err(&h.span(), format!("{ctx}hash = {other:?} is not one of l3, l4"));
+                        self.err(
+                            &h.span(),
+                            format!("{ctx}hash = {other:?} is not one of l3, l4"),
+                        );
                         Hash::L4
                     }
                 }
             }
         };
         if r.via.is_empty() {
-            self.err(&se.span(), format!("{ctx}at least one [[egress.via]] is required"));
+            self.err(
+                &se.span(),
+                format!("{ctx}at least one [[egress.via]] is required"),
+            );
         }
         let mut via = Vec::new();
         let mut used: HashMap<String, usize> = HashMap::new();
@@ -1249,15 +1344,24 @@ impl Validator {
             let name = v.eni.get_ref().clone();
             let line = self.line(&v.eni.span());
             if let Some(first) = used.insert(name.clone(), line) {
-                self.err(&v.eni.span(), format!("{ctx}eni {name:?} is listed twice (first at line {first})"));
+                self.err(
+                    &v.eni.span(),
+                    format!("{ctx}eni {name:?} is listed twice (first at line {first})"),
+                );
             }
             let eni = enis.iter().find(|e| e.name == name);
             if eni.is_none() && enis_valid {
-                self.err(&v.eni.span(), format!("{ctx}via eni {name:?} is not a declared ENI"));
+                self.err(
+                    &v.eni.span(),
+                    format!("{ctx}via eni {name:?} is not a declared ENI"),
+                );
             }
             if let Some(e) = eni {
                 if e.uplink_gateways().is_empty() {
-                    self.err(&v.eni.span(), format!("{ctx}eni {name:?} has no gateway to send through"));
+                    self.err(
+                        &v.eni.span(),
+                        format!("{ctx}eni {name:?} has no gateway to send through"),
+                    );
                 }
             }
             let weight = match &v.weight {
@@ -1281,12 +1385,20 @@ impl Validator {
                 }
                 Some(ip)
             });
-            via.push(Via { eni: name, source, weight });
+            via.push(Via {
+                eni: name,
+                source,
+                weight,
+            });
         }
         if self.problems.len() > before {
             return None;
         }
-        Some(Egress { strategy, hash, via })
+        Some(Egress {
+            strategy,
+            hash,
+            via,
+        })
     }
 
     /// Every table eniroute would use avoids 0 and 253-255 and fits u32.
@@ -1295,18 +1407,24 @@ impl Validator {
             .and_then(|r| r.get_ref().table_base.as_ref().map(|t| t.span()))
             .or_else(|| raw.map(|r| r.span()))
             .unwrap_or(0..0);
-        let check = |v: &mut Validator, what: String, t: Option<u32>| match t {
+        let check = |v: &mut Validator, what: String, t: Option<u32>| {
+            match t {
             None => v.err(&span, format!("routing.table_base = {}: {what} does not fit a 32-bit table id", routing.table_base)),
             Some(t) if t == 0 || (253..=255).contains(&t) => v.err(
                 &span,
                 format!("routing.table_base = {}: {what} would be table {t}, which is reserved (0, 253 default, 254 main, 255 local)", routing.table_base),
             ),
             Some(_) => {}
+        }
         };
         check(self, "the egress table".into(), Some(routing.table_base));
         for (k, e) in enis.iter().enumerate() {
             for j in 0..e.uplink_gateways().len().max(1) {
-                check(self, format!("eni {:?}'s uplink table {}", e.name, j), table_id(routing.table_base, k, j));
+                check(
+                    self,
+                    format!("eni {:?}'s uplink table {}", e.name, j),
+                    table_id(routing.table_base, k, j),
+                );
             }
         }
     }
@@ -1316,7 +1434,8 @@ impl Validator {
 pub fn table_id(base: u32, k: usize, j: usize) -> Option<u32> {
     let k = u32::try_from(k).ok()?;
     let j = u32::try_from(j).ok()?;
-    base.checked_add(k + 1)?.checked_add(TABLE_STRIDE.checked_mul(j)?)
+    base.checked_add(k + 1)?
+        .checked_add(TABLE_STRIDE.checked_mul(j)?)
 }
 
 /// Whether `ip` can be a `source` of egress via `e`.
@@ -1357,7 +1476,8 @@ pub fn not_public(a: Ipv4Addr) -> Option<&'static str> {
 fn valid_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// A name the kernel accepts for an interface (IFNAMSIZ - 1 bytes, no '/', ':' or space).
@@ -1366,5 +1486,7 @@ pub fn valid_ifname(s: &str) -> bool {
         && s.len() <= 15
         && s != "."
         && s != ".."
-        && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        && !s
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }

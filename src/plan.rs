@@ -30,9 +30,14 @@ pub struct HostLink {
     pub up: bool,
 }
 
+/// A MAC as iproute2 prints it (lower case).
+pub fn mac_text(m: MacAddr6) -> String {
+    m.to_string().to_lowercase()
+}
+
 fn ser_mac<S: serde::Serializer>(m: &Option<MacAddr6>, s: S) -> Result<S::Ok, S::Error> {
     match m {
-        Some(m) => s.collect_str(m),
+        Some(m) => s.serialize_str(&mac_text(*m)),
         None => s.serialize_none(),
     }
 }
@@ -134,22 +139,24 @@ fn resolve(cfg: &Config, links: Option<&[HostLink]>) -> (Vec<(Iface, bool)>, Vec
             .as_ref()
             .and_then(|n| links.iter().find(|l| &l.name == n));
         let found = match (e.mac, &e.interface) {
-            (Some(_), Some(name)) => match (by_mac.iter().find(|l| &l.name == name), by_mac.first()) {
-                (Some(l), _) => Ok(*l),
-                (None, Some(other)) => Err(format!(
-                    "mac {} is on interface {}, not {name}",
-                    e.mac.map(|m| m.to_string()).unwrap_or_default(),
-                    other.name
-                )),
-                (None, None) => Err(match by_name {
-                    Some(l) => format!(
-                        "interface {name} has mac {}, not {}",
-                        l.mac.map(|m| m.to_string()).unwrap_or("none".into()),
-                        e.mac.map(|m| m.to_string()).unwrap_or_default()
-                    ),
-                    None => "no interface has that mac or name".to_string(),
-                }),
-            },
+            (Some(_), Some(name)) => {
+                match (by_mac.iter().find(|l| &l.name == name), by_mac.first()) {
+                    (Some(l), _) => Ok(*l),
+                    (None, Some(other)) => Err(format!(
+                        "mac {} is on interface {}, not {name}",
+                        e.mac.map(mac_text).unwrap_or_default(),
+                        other.name
+                    )),
+                    (None, None) => Err(match by_name {
+                        Some(l) => format!(
+                            "interface {name} has mac {}, not {}",
+                            l.mac.map(mac_text).unwrap_or("none".into()),
+                            e.mac.map(mac_text).unwrap_or_default()
+                        ),
+                        None => "no interface has that mac or name".to_string(),
+                    }),
+                }
+            }
             (Some(_), None) => by_mac
                 .first()
                 .copied()
@@ -167,7 +174,7 @@ fn resolve(cfg: &Config, links: Option<&[HostLink]>) -> (Vec<(Iface, bool)>, Vec
             Err(reason) => {
                 missing.push(Missing {
                     eni: e.name.clone(),
-                    mac: e.mac.map(|m| m.to_string()),
+                    mac: e.mac.map(mac_text),
                     interface: e.interface.clone(),
                     reason,
                 });
@@ -246,7 +253,13 @@ fn link_route(table: u32, dst: IpNetwork, iface: &Iface) -> Route {
     }
 }
 
-fn default_route(table: u32, gateway: IpAddr, iface: &Iface, metric: u32, src: Option<IpAddr>) -> Route {
+fn default_route(
+    table: u32,
+    gateway: IpAddr,
+    iface: &Iface,
+    metric: u32,
+    src: Option<IpAddr>,
+) -> Route {
     let (dst, onlink, metric) = match gateway {
         IpAddr::V4(_) => (default_v4(), true, metric),
         IpAddr::V6(_) if metric == 0 => (default_v6(), false, IPV6_DEFAULT_METRIC),
@@ -268,7 +281,9 @@ fn eni_uplinks(cfg: &Config, k: usize, e: &Eni, iface: &Iface) -> (Vec<Uplink>, 
     let mut uplinks = Vec::new();
     let mut routes = Vec::new();
     for (j, gw) in e.uplink_gateways().into_iter().enumerate() {
-        let Some(table) = table_id(base, k, j) else { continue };
+        let Some(table) = table_id(base, k, j) else {
+            continue;
+        };
         let own = j == 0 && e.mode != Mode::CutThrough;
         let eips: Vec<_> = e.eips.iter().filter(|x| x.gateway == Some(gw)).collect();
         // On-link subnets of this uplink.
@@ -313,7 +328,8 @@ fn eni_uplinks(cfg: &Config, k: usize, e: &Eni, iface: &Iface) -> (Vec<Uplink>, 
         });
     }
     // IPv6 shares the ENI's first table number (IPv6 tables are a separate namespace).
-    if let (Some(cidr), Some(gw), Some(table)) = (e.ipv6_cidr, e.ipv6_gateway, table_id(base, k, 0)) {
+    if let (Some(cidr), Some(gw), Some(table)) = (e.ipv6_cidr, e.ipv6_gateway, table_id(base, k, 0))
+    {
         if !e.ipv6.is_empty() {
             routes.push(link_route(table, IpNetwork::V6(cidr), iface));
             routes.push(default_route(table, IpAddr::V6(gw), iface, 0, None));
@@ -408,7 +424,9 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
             let local: Vec<IpAddr> = match u.family {
                 Family::V4 => {
                     let mut v: Vec<IpAddr> = Vec::new();
-                    if e.uses_private_ips() && u.gateway == IpAddr::V4(e.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED)) {
+                    if e.uses_private_ips()
+                        && u.gateway == IpAddr::V4(e.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED))
+                    {
                         v.extend(e.private_ips.iter().map(|a| IpAddr::V4(*a)));
                     }
                     if e.mode != Mode::Nat {
@@ -446,11 +464,14 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
 
         // Sysctls per managed ENI.
         if let Some(v) = r.rp_filter.sysctl_value() {
-            d.sysctls.push(Sysctl::conf(Family::V4, &iface.name, "rp_filter", v));
+            d.sysctls
+                .push(Sysctl::conf(Family::V4, &iface.name, "rp_filter", v));
         }
         if r.arp_isolation {
-            d.sysctls.push(Sysctl::conf(Family::V4, &iface.name, "arp_ignore", 1));
-            d.sysctls.push(Sysctl::conf(Family::V4, &iface.name, "arp_announce", 2));
+            d.sysctls
+                .push(Sysctl::conf(Family::V4, &iface.name, "arp_ignore", 1));
+            d.sysctls
+                .push(Sysctl::conf(Family::V4, &iface.name, "arp_announce", 2));
         }
     }
 
@@ -460,25 +481,33 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
         for family in [Family::V4, Family::V6] {
             let mut hops: Vec<(Iface, IpAddr, u16, Option<IpAddr>)> = Vec::new();
             for v in &eg.via {
-                let Some(k) = cfg.enis.iter().position(|e| e.name == v.eni) else { continue };
+                let Some(k) = cfg.enis.iter().position(|e| e.name == v.eni) else {
+                    continue;
+                };
                 let e = &cfg.enis[k];
                 let iface = &ifaces[k].0;
                 let gw = match family {
                     Family::V4 => e.uplink_gateways().first().map(|g| IpAddr::V4(*g)),
-                    Family::V6 => e.ipv6_gateway.filter(|_| !e.ipv6.is_empty()).map(IpAddr::V6),
+                    Family::V6 => e
+                        .ipv6_gateway
+                        .filter(|_| !e.ipv6.is_empty())
+                        .map(IpAddr::V6),
                 };
                 let Some(gw) = gw else { continue };
                 // A nat EIP is not in the OS: originate from the private IP it maps to.
-                let src = v.source.filter(|s| Family::of(s) == family).map(|s| match s {
-                    IpAddr::V4(a) if e.mode == Mode::Nat => e
-                        .eips
-                        .iter()
-                        .find(|x| x.address == a)
-                        .and_then(|x| x.private_ip)
-                        .map(IpAddr::V4)
-                        .unwrap_or(s),
-                    other => other,
-                });
+                let src = v
+                    .source
+                    .filter(|s| Family::of(s) == family)
+                    .map(|s| match s {
+                        IpAddr::V4(a) if e.mode == Mode::Nat => e
+                            .eips
+                            .iter()
+                            .find(|x| x.address == a)
+                            .and_then(|x| x.private_ip)
+                            .map(IpAddr::V4)
+                            .unwrap_or(s),
+                        other => other,
+                    });
                 hops.push((iface.clone(), gw, v.weight, src));
             }
             if hops.is_empty() {
@@ -487,7 +516,8 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
             match eg.strategy {
                 Strategy::Failover => {
                     for (i, (iface, gw, _, src)) in hops.iter().enumerate() {
-                        d.routes.push(default_route(egress_table, *gw, iface, i as u32 + 1, *src));
+                        d.routes
+                            .push(default_route(egress_table, *gw, iface, i as u32 + 1, *src));
                     }
                 }
                 Strategy::Balance => {
@@ -514,7 +544,12 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
                 }
             }
             for (iface, ..) in &hops {
-                d.sysctls.push(Sysctl::conf(family, &iface.name, "ignore_routes_with_linkdown", 1));
+                d.sysctls.push(Sysctl::conf(
+                    family,
+                    &iface.name,
+                    "ignore_routes_with_linkdown",
+                    1,
+                ));
             }
             d.egress_checks.push(EgressCheck {
                 family,
@@ -580,7 +615,13 @@ mod tests {
     #[test]
     fn aggregate_merges_only_exact_siblings() {
         assert_eq!(aggregate(&[n("10.0.0.21/32"), n("10.0.0.22/32")]).len(), 2);
-        assert_eq!(aggregate(&[n("10.0.0.20/32"), n("10.0.0.21/32")]), vec![n("10.0.0.20/31")]);
-        assert_eq!(aggregate(&[n("10.0.0.48/28"), n("10.0.0.50/32")]), vec![n("10.0.0.48/28")]);
+        assert_eq!(
+            aggregate(&[n("10.0.0.20/32"), n("10.0.0.21/32")]),
+            vec![n("10.0.0.20/31")]
+        );
+        assert_eq!(
+            aggregate(&[n("10.0.0.48/28"), n("10.0.0.50/32")]),
+            vec![n("10.0.0.48/28")]
+        );
     }
 }
