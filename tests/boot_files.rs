@@ -372,9 +372,9 @@ fn write_files_entry(yaml: &str, path: &str) -> (Vec<String>, String) {
     while i < lines.len() {
         let l = lines[i];
         let indent = l.len() - l.trim_start_matches([' ', '-']).len();
-        if i > start
-            && (!l.trim().is_empty() && indent < key_indent || l.trim_start().starts_with("- "))
-        {
+        // The entry ends at a line indented less than its keys, or at the next list item.
+        let dedented = !l.trim().is_empty() && indent < key_indent;
+        if i > start && (dedented || l.trim_start().starts_with("- ")) {
             break;
         }
         keys.push(l.trim().trim_start_matches("- ").to_string());
