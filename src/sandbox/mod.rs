@@ -1,0 +1,723 @@
+//! `eniroute sandbox`: build the instance a config describes inside network namespaces, with a
+//! VPC that behaves like Alibaba Cloud's (per-ENI anti-spoofing, 1:1 NAT for nat EIPs, routed
+//! multi-eip and cut-through EIPs, no Internet without an EIP) and an Internet host; apply the
+//! config with the eniroute binary itself; and prove with real TCP connections, before and after
+//! apply, that every address works.
+//!
+//! Three namespaces per run (`<prefix>-guest`, `<prefix>-vpc`, `<prefix>-inet`), removed on
+//! success, failure and Ctrl-C unless `keep`.
+
+pub mod cleanup;
+pub mod probe;
+pub mod report;
+pub mod topology;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::{self, Config, ConfigError, LoadError, Strategy};
+use crate::kernel::netns::run_in_netns;
+use crate::kernel::sim::{self, SimError};
+
+pub use report::{Check, Outcome, SandboxReport, Step, Timings};
+pub use topology::{Kind, Names};
+
+use probe::{Probe, ProbeResult, Reply};
+use topology::{ConnCheck, EgressCheck, Expect, Topology, PORT};
+
+/// The bundled demo configuration (`eniroute sandbox` without `-c`).
+pub const DEMO_CONFIG: &str = include_str!("../../configs/examples/demo.toml");
+
+/// Options of one sandbox run.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    /// The config to simulate; None = the bundled demo.
+    pub config: Option<PathBuf>,
+    /// Keep the namespaces (with the config applied) instead of removing them.
+    pub keep: bool,
+    /// The eniroute binary run for apply/plan/flush.
+    pub exe: PathBuf,
+    /// Namespace name prefix; None = `ers-<pid>-<counter>`.
+    pub ns_prefix: Option<String>,
+    /// How many unbound connections the egress check opens.
+    pub unbound_connections: usize,
+    /// Timeout of each connect, and of each answer.
+    pub timeout: Duration,
+    /// Timeout of each eniroute step.
+    pub step_timeout: Duration,
+}
+
+impl SandboxOptions {
+    /// Defaults: the bundled demo, this executable, 64 unbound connections, 1.2 s timeouts.
+    pub fn new(config: Option<PathBuf>, keep: bool) -> Self {
+        SandboxOptions {
+            config,
+            keep,
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("eniroute")),
+            ns_prefix: None,
+            unbound_connections: 64,
+            timeout: Duration::from_millis(1200),
+            step_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions::new(None, false)
+    }
+}
+
+/// Why the sandbox could not run at all (a failing check is not an error: see the report).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0}")]
+    Config(#[from] LoadError),
+    #[error("the bundled demo config is invalid: {0}")]
+    Demo(ConfigError),
+    #[error(
+        "nft (nftables) is not installed; the simulated VPC needs it for NAT and \
+         anti-spoofing: apt-get install nftables"
+    )]
+    NftMissing,
+    #[error("network namespace {ns:?}: nft -f (the VPC ruleset) failed: {message}")]
+    Nft { ns: String, message: String },
+    #[error("cannot simulate this config: {0}")]
+    Topology(String),
+    #[error(
+        "{0}\n(the sandbox creates network namespaces: it needs root, CAP_SYS_ADMIN and \
+         CAP_NET_ADMIN; try sudo)"
+    )]
+    NotPermitted(SimError),
+    #[error("{0}")]
+    Sim(#[from] SimError),
+    #[error("{0}")]
+    Probe(String),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Find the `nft` binary (PATH, then the sbin directories sudo may leave out of PATH).
+pub fn find_nft() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in ["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/bin"] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("nft"))
+        .find(|p| p.is_file())
+}
+
+/// Run the sandbox. `Err` only when it cannot run at all; check results are in the report.
+pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
+    let started = Instant::now();
+    let (loaded, shown) = match &opts.config {
+        Some(p) => (config::load_file(p)?, p.display().to_string()),
+        None => (
+            config::load_str(DEMO_CONFIG, "configs/examples/demo.toml")
+                .map_err(SandboxError::Demo)?,
+            "bundled demo config (configs/examples/demo.toml)".to_string(),
+        ),
+    };
+    let nft = find_nft().ok_or(SandboxError::NftMissing)?;
+    let prefix = opts.ns_prefix.clone().unwrap_or_else(|| {
+        format!(
+            "ers-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        )
+    });
+    let names = Names {
+        guest: format!("{prefix}-guest"),
+        vpc: format!("{prefix}-vpc"),
+        internet: format!("{prefix}-inet"),
+    };
+    let topo = topology::build(&loaded.config, names.clone()).map_err(SandboxError::Topology)?;
+
+    // The config file the eniroute child reads.
+    let (config_file, temp_files) = match &opts.config {
+        Some(p) => (p.clone(), Vec::new()),
+        None => {
+            let dir = std::env::temp_dir().join(format!("eniroute-sandbox-{prefix}"));
+            let file = dir.join("demo.toml");
+            let io = |source| SandboxError::Io {
+                path: file.display().to_string(),
+                source,
+            };
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            std::fs::write(&file, DEMO_CONFIG).map_err(io)?;
+            (file.clone(), vec![file])
+        }
+    };
+
+    let guard = cleanup::register(cleanup::Entry {
+        namespaces: names.all().iter().map(|s| s.to_string()).collect(),
+        files: temp_files.clone(),
+        keep: opts.keep,
+        child: None,
+    });
+    let mut ctx = Run {
+        opts,
+        config: &loaded.config,
+        topo: &topo,
+        config_file: &config_file,
+        guard: &guard,
+        nft: &nft,
+    };
+    let result = ctx.go(shown, started);
+
+    // Teardown (servers were stopped when `go` returned).
+    let t = Instant::now();
+    let keep = opts.keep && result.is_ok();
+    if !keep {
+        for ns in names.all() {
+            let _ = sim::delete_netns(ns);
+        }
+        for f in &temp_files {
+            let _ = std::fs::remove_file(f);
+            if let Some(d) = f.parent() {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+    drop(guard);
+    let mut report = result?;
+    report.timings.teardown_ms = ms(t.elapsed());
+    report.timings.total_ms = ms(started.elapsed());
+    report.kept = keep;
+    report.passed = report.passed();
+    Ok(report)
+}
+
+struct Run<'a> {
+    opts: &'a SandboxOptions,
+    config: &'a Config,
+    topo: &'a Topology,
+    config_file: &'a Path,
+    guard: &'a cleanup::Guard,
+    nft: &'a Path,
+}
+
+impl Run<'_> {
+    fn go(&mut self, shown: String, started: Instant) -> Result<SandboxReport, SandboxError> {
+        let topo = self.topo;
+        let names = &topo.names;
+        // --- build ---
+        for ns in names.all() {
+            sim::create_netns(ns).map_err(|e| match &e {
+                SimError::Namespace { source, .. }
+                    if source.raw_os_error() == Some(nix::libc::EPERM)
+                        || source.raw_os_error() == Some(nix::libc::EACCES) =>
+                {
+                    SandboxError::NotPermitted(e)
+                }
+                _ => SandboxError::Sim(e),
+            })?;
+        }
+        sim::apply(Some(&names.guest), topo.guest_pre.clone())?;
+        sim::apply(Some(&names.internet), topo.internet_pre.clone())?;
+        sim::apply(Some(&names.vpc), topo.vpc_ops.clone())?;
+        sim::apply(Some(&names.guest), topo.guest_ops.clone())?;
+        sim::apply(Some(&names.internet), topo.internet_ops.clone())?;
+        self.load_nft()?;
+        let mut binds = vec![SocketAddr::from(([0, 0, 0, 0], PORT))];
+        if topo.has_ipv6 {
+            binds.push(SocketAddr::from(([0u16; 8], PORT)));
+        }
+        let _servers = [
+            probe::serve(&names.internet, binds.clone(), Reply::PeerAddr),
+            probe::serve(&names.vpc, binds.clone(), Reply::PeerAddr),
+            probe::serve(&names.guest, binds, Reply::LocalAddr),
+        ]
+        .into_iter()
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(SandboxError::Probe)?;
+        let mut timings = Timings {
+            setup_ms: ms(started.elapsed()),
+            ..Timings::default()
+        };
+
+        // --- before apply ---
+        let t = Instant::now();
+        let before = self.matrix(10000)?;
+        timings.before_ms = ms(t.elapsed());
+
+        let mut checks = self.rows(&before);
+        let mut steps = Vec::new();
+        let protocol = self.config.routing.protocol;
+
+        // --- apply, plan, after, flush ---
+        let t = Instant::now();
+        let apply = self.step("apply", &["apply"]);
+        let applied = apply.ok;
+        checks.push(step_row("eniroute apply", "exit 0", &apply, None));
+        steps.push(apply);
+        if applied {
+            let plan = self.step("plan", &["plan", "--detailed-exitcode"]);
+            let seen = if plan.ok {
+                None
+            } else if plan.exit_code == Some(2) {
+                Some(format!(
+                    "exit 2: changes pending after apply: {}",
+                    first_lines(&plan.stdout, 3)
+                ))
+            } else {
+                None
+            };
+            checks.push(step_row(
+                "eniroute plan --detailed-exitcode (nothing left to change)",
+                "exit 0",
+                &plan,
+                seen,
+            ));
+            steps.push(plan);
+        }
+        timings.apply_ms = ms(t.elapsed());
+
+        let t = Instant::now();
+        if applied {
+            let after = self.matrix(11000)?;
+            for (row, o) in checks.iter_mut().zip(after) {
+                row.after = Some(o);
+            }
+        }
+        timings.after_ms = ms(t.elapsed());
+
+        let t = Instant::now();
+        if applied {
+            let flush = self.step("flush", &["flush"]);
+            let flushed = flush.ok;
+            checks.push(step_row("eniroute flush", "exit 0", &flush, None));
+            steps.push(flush);
+            let left = if flushed {
+                match sim::owned_objects(&names.guest, protocol) {
+                    Ok(v) if v.is_empty() => Outcome::ok("nothing left"),
+                    Ok(v) => Outcome::fail(format!("{} left: {}", v.len(), v.join("; "))),
+                    Err(e) => Outcome::fail(format!("cannot list: {e}")),
+                }
+            } else {
+                Outcome::fail("flush failed")
+            };
+            checks.push(Check {
+                kind: Kind::Step,
+                name: format!("nothing tagged protocol {protocol} left after flush"),
+                eni: None,
+                expected: "none left".into(),
+                before: None,
+                after: Some(left),
+            });
+            if self.opts.keep {
+                // Leave the kept instance configured, for the user to explore.
+                let again = self.step("apply (again, for --keep)", &["apply"]);
+                steps.push(again);
+            }
+        }
+        timings.flush_ms = ms(t.elapsed());
+
+        let mut notes = topo.notes.clone();
+        if !applied {
+            notes.push("apply failed: the after-apply checks were not run".into());
+        }
+        Ok(SandboxReport {
+            config: shown,
+            namespaces: names.clone(),
+            internet_host: topo.internet.to_string(),
+            checks,
+            steps,
+            notes,
+            kept: false,
+            config_file: self.config_file.display().to_string(),
+            timings,
+            passed: false,
+        })
+    }
+
+    fn load_nft(&self) -> Result<(), SandboxError> {
+        let ns = self.topo.names.vpc.clone();
+        let nft = self.nft.to_path_buf();
+        let ruleset = self.topo.nft.clone();
+        let out = run_in_netns(Some(&ns), move || async move {
+            // A child process starts in the network namespace of the thread that forks it.
+            let mut child = Command::new(&nft)
+                .args(["-f", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot run {}: {e}", nft.display()))?;
+            if let Some(mut stdin) = child.stdin.take() {
+                use std::io::Write;
+                stdin
+                    .write_all(ruleset.as_bytes())
+                    .map_err(|e| format!("writing the ruleset: {e}"))?;
+            }
+            let out = child
+                .wait_with_output()
+                .map_err(|e| format!("waiting for nft: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}\n{}",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    ruleset
+                ))
+            }
+        })
+        .map_err(|e| SandboxError::Nft {
+            ns: ns.clone(),
+            message: e.to_string(),
+        })?;
+        out.map_err(|message| SandboxError::Nft { ns, message })
+    }
+
+    /// Run the whole connection matrix once; one outcome per row of `rows` (connection checks,
+    /// then the egress check).
+    fn matrix(&self, sport_base: u16) -> Result<Vec<Outcome>, SandboxError> {
+        let topo = self.topo;
+        let timeout = self.opts.timeout;
+        let mut guest_probes: Vec<Probe> = Vec::new();
+        let mut guest_idx = Vec::new();
+        let mut inet_probes: Vec<Probe> = Vec::new();
+        let mut inet_idx = Vec::new();
+        for (i, c) in topo.checks.iter().enumerate() {
+            let p = Probe {
+                bind: c.bind,
+                sport: 0,
+                target: c.target,
+            };
+            if c.from_internet {
+                inet_probes.push(p);
+                inet_idx.push(i);
+            } else {
+                guest_probes.push(p);
+                guest_idx.push(i);
+            }
+        }
+        let n_conn = topo.checks.len();
+        let unbound_from = guest_probes.len();
+        if topo.egress.is_some() {
+            for k in 0..self.opts.unbound_connections {
+                let dst = topo.extra_destinations[k % topo.extra_destinations.len()];
+                guest_probes.push(Probe {
+                    bind: None,
+                    sport: sport_base.saturating_add(u16::try_from(k).unwrap_or(u16::MAX)),
+                    target: SocketAddr::new(IpAddr::V4(dst), PORT),
+                });
+            }
+        }
+        let (guest_res, inet_res) = std::thread::scope(|s| {
+            let g = s.spawn(|| probe::run(&topo.names.guest, guest_probes, timeout));
+            let i = s.spawn(|| probe::run(&topo.names.internet, inet_probes, timeout));
+            (
+                g.join()
+                    .unwrap_or_else(|_| Err("guest probe thread panicked".into())),
+                i.join()
+                    .unwrap_or_else(|_| Err("Internet probe thread panicked".into())),
+            )
+        });
+        let guest_res = guest_res.map_err(SandboxError::Probe)?;
+        let inet_res = inet_res.map_err(SandboxError::Probe)?;
+        let mut by_check: Vec<Option<ProbeResult>> = vec![None; n_conn];
+        for (i, r) in guest_idx.iter().zip(&guest_res) {
+            by_check[*i] = Some(r.clone());
+        }
+        for (i, r) in inet_idx.iter().zip(&inet_res) {
+            by_check[*i] = Some(r.clone());
+        }
+        let mut out: Vec<Outcome> = topo
+            .checks
+            .iter()
+            .zip(by_check)
+            .map(|(c, r)| match r {
+                Some(r) => judge(c, &r),
+                None => Outcome::fail("not run"),
+            })
+            .collect();
+        if let Some(eg) = &topo.egress {
+            out.push(judge_egress(eg, &guest_res[unbound_from..]));
+        }
+        Ok(out)
+    }
+
+    /// The matrix rows with their before-apply outcomes.
+    fn rows(&self, before: &[Outcome]) -> Vec<Check> {
+        let mut rows: Vec<Check> = self
+            .topo
+            .checks
+            .iter()
+            .zip(before)
+            .map(|(c, o)| Check {
+                kind: c.kind,
+                name: c.subject.clone(),
+                eni: Some(c.eni.clone()),
+                expected: match c.expect {
+                    Expect::Answer(a) => match c.kind {
+                        topology::Kind::Inbound => format!("reaches {a}"),
+                        _ => format!("seen as {a}"),
+                    },
+                    Expect::NoPath => "no Internet path (no EIP)".into(),
+                },
+                before: Some(o.clone()),
+                after: None,
+            })
+            .collect();
+        if let Some(eg) = &self.topo.egress {
+            let n = self.opts.unbound_connections;
+            let (name, expected) = match eg.strategy {
+                Strategy::Balance => (
+                    format!("{n} unbound connections (balance)"),
+                    format!(
+                        "spread by weight over {}",
+                        eg.via
+                            .iter()
+                            .map(|(e, w)| format!("{e}:{w}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                ),
+                Strategy::Failover => (
+                    format!("{n} unbound connections (failover)"),
+                    match (eg.via.first(), eg.failover_seen) {
+                        (Some((e, _)), Some(a)) => format!("all via {e}, seen as {a}"),
+                        (Some((e, _)), None) => format!("all via {e}"),
+                        (None, _) => "-".into(),
+                    },
+                ),
+            };
+            rows.push(Check {
+                kind: Kind::Egress,
+                name,
+                eni: None,
+                expected,
+                before: before.get(self.topo.checks.len()).cloned(),
+                after: None,
+            });
+        }
+        rows
+    }
+
+    /// Run `exe --netns GUEST -c CONFIG <args>`, with a timeout.
+    fn step(&self, name: &str, args: &[&str]) -> Step {
+        let t = Instant::now();
+        let mut command: Vec<String> = vec![
+            self.opts.exe.display().to_string(),
+            "--netns".into(),
+            self.topo.names.guest.clone(),
+            "-c".into(),
+            self.config_file.display().to_string(),
+        ];
+        command.extend(args.iter().map(|a| a.to_string()));
+        let mut step = Step {
+            name: name.to_string(),
+            command: command.clone(),
+            exit_code: None,
+            ok: false,
+            stdout: String::new(),
+            stderr: String::new(),
+            duration_ms: 0,
+        };
+        let child = Command::new(&self.opts.exe)
+            .args(&command[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                step.stderr = format!("cannot run {}: {e}", self.opts.exe.display());
+                step.duration_ms = ms(t.elapsed());
+                return step;
+            }
+        };
+        self.guard.update(|e| e.child = Some(child.id()));
+        let mut out_pipe = child.stdout.take();
+        let mut err_pipe = child.stderr.take();
+        let out_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(p) = out_pipe.as_mut() {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        });
+        let err_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(p) = err_pipe.as_mut() {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        });
+        let deadline = Instant::now() + self.opts.step_timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => break None,
+            }
+        };
+        self.guard.update(|e| e.child = None);
+        step.stdout = out_t.join().unwrap_or_default();
+        step.stderr = err_t.join().unwrap_or_default();
+        match status {
+            Some(st) => {
+                step.exit_code = st.code();
+                step.ok = st.success();
+            }
+            None => {
+                step.stderr.push_str(&format!(
+                    "\n(killed after {}s)",
+                    self.opts.step_timeout.as_secs()
+                ));
+            }
+        }
+        step.duration_ms = ms(t.elapsed());
+        step
+    }
+}
+
+fn first_lines(s: &str, n: usize) -> String {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn step_row(name: &str, expected: &str, step: &Step, seen: Option<String>) -> Check {
+    let outcome = if step.ok {
+        Outcome::ok("exit 0")
+    } else {
+        let why = seen.unwrap_or_else(|| {
+            let code = step
+                .exit_code
+                .map(|c| format!("exit {c}"))
+                .unwrap_or_else(|| "no exit status".into());
+            let detail = first_lines(&step.stderr, 2);
+            if detail.is_empty() {
+                code
+            } else {
+                format!("{code}: {detail}")
+            }
+        });
+        Outcome::fail(why)
+    };
+    Check {
+        kind: Kind::Step,
+        name: name.to_string(),
+        eni: None,
+        expected: expected.to_string(),
+        before: None,
+        after: Some(outcome),
+    }
+}
+
+/// Judge one connection check.
+fn judge(c: &ConnCheck, r: &ProbeResult) -> Outcome {
+    match (&c.expect, r) {
+        (Expect::Answer(want), ProbeResult::Answer(_)) => {
+            if r.addr() == Some(*want) {
+                Outcome::ok(r.describe())
+            } else {
+                Outcome::fail(r.describe())
+            }
+        }
+        (Expect::Answer(_), _) => Outcome::fail(r.describe()),
+        (Expect::NoPath, ProbeResult::NoConnection(e) | ProbeResult::NoAnswer(e)) => {
+            Outcome::ok(format!("no path ({e})"))
+        }
+        (Expect::NoPath, _) => Outcome::fail(r.describe()),
+    }
+}
+
+/// Judge the unbound connections: which ENI each left through, from the address the Internet
+/// host saw.
+fn judge_egress(eg: &EgressCheck, results: &[ProbeResult]) -> Outcome {
+    let mut per_eni: BTreeMap<String, usize> = BTreeMap::new();
+    let mut other: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut seen_addrs: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    for r in results {
+        match r.addr() {
+            Some(a) => {
+                *seen_addrs.entry(a).or_default() += 1;
+                match eg.public_to_eni.get(&a) {
+                    Some(e) => *per_eni.entry(e.clone()).or_default() += 1,
+                    None => *other.entry(a.to_string()).or_default() += 1,
+                }
+            }
+            None => *failed.entry(r.describe()).or_default() += 1,
+        }
+    }
+    let n = results.len();
+    let mut parts: Vec<String> = eg
+        .via
+        .iter()
+        .map(|(e, _)| format!("{e} {}", per_eni.get(e).copied().unwrap_or(0)))
+        .collect();
+    for (e, c) in &per_eni {
+        if !eg.via.iter().any(|(v, _)| v == e) {
+            parts.push(format!("{e} {c} (not a via)"));
+        }
+    }
+    for (a, c) in &other {
+        parts.push(format!("{c} seen as {a} (no ENI)"));
+    }
+    for (why, c) in &failed {
+        parts.push(format!("{c} failed: {why}"));
+    }
+    let seen = parts.join(", ");
+    let failed_n: usize = failed.values().sum();
+    let other_n: usize = other.values().sum();
+    let ok = match eg.strategy {
+        Strategy::Failover => {
+            let first = eg.via.first().map(|(e, _)| e.clone()).unwrap_or_default();
+            let all_first = per_eni.get(&first).copied().unwrap_or(0) == n;
+            let right_addr = match eg.failover_seen {
+                Some(a) => seen_addrs.get(&a).copied().unwrap_or(0) == n,
+                None => true,
+            };
+            n > 0 && all_first && right_addr
+        }
+        Strategy::Balance => {
+            let total: u32 = eg.via.iter().map(|(_, w)| u32::from(*w)).sum();
+            let in_via: usize = eg
+                .via
+                .iter()
+                .map(|(e, _)| per_eni.get(e).copied().unwrap_or(0))
+                .sum();
+            let spread = eg.via.iter().all(|(e, w)| {
+                let expected = n as f64 * f64::from(*w) / f64::from(total.max(1));
+                let got = per_eni.get(e).copied().unwrap_or(0) as f64;
+                expected < 4.0 || got >= (expected / 3.0).max(1.0)
+            });
+            n > 0 && failed_n == 0 && other_n == 0 && in_via == n && spread
+        }
+    };
+    if ok {
+        Outcome::ok(seen)
+    } else {
+        Outcome::fail(seen)
+    }
+}

@@ -1,0 +1,257 @@
+//! End-to-end tests of `eniroute sandbox`: real namespaces, a simulated VPC, real TCP.
+//! They need root (network namespaces); without it they fail loudly, never pass silently.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use eniroute::sandbox::{self, Kind, SandboxOptions, SandboxReport};
+
+fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_string();
+    assert!(
+        euid == "0",
+        "the sandbox tests create network namespaces and need root (euid is {euid}); \
+         run them with sudo -E cargo test --test sandbox"
+    );
+}
+
+fn options(tag: &str, config: Option<PathBuf>) -> SandboxOptions {
+    let mut o = SandboxOptions::new(config, false);
+    o.exe = PathBuf::from(env!("CARGO_BIN_EXE_eniroute"));
+    o.ns_prefix = Some(format!("erst-{}-{tag}", std::process::id()));
+    o
+}
+
+fn run(opts: &SandboxOptions) -> SandboxReport {
+    require_root();
+    match sandbox::run(opts) {
+        Ok(r) => r,
+        Err(e) => panic!("the sandbox could not run: {e}"),
+    }
+}
+
+fn assert_gone(r: &SandboxReport) {
+    for ns in [
+        &r.namespaces.guest,
+        &r.namespaces.vpc,
+        &r.namespaces.internet,
+    ] {
+        assert!(
+            !Path::new("/run/netns").join(ns).exists(),
+            "namespace {ns} is still there after the run"
+        );
+    }
+}
+
+fn before_of<'a>(r: &'a SandboxReport, name_part: &str) -> &'a sandbox::Outcome {
+    let c = r
+        .checks
+        .iter()
+        .find(|c| c.name.contains(name_part))
+        .unwrap_or_else(|| panic!("no check named like {name_part:?}:\n{}", r.render_text()));
+    c.before
+        .as_ref()
+        .unwrap_or_else(|| panic!("check {:?} has no before-apply outcome", c.name))
+}
+
+/// Before apply, only the primary ENI works: the sandbox demonstrably fails where it must.
+/// (A bogus eniroute path makes apply fail: this test does not depend on apply.)
+#[test]
+fn demo_before_apply_fails_where_it_must_and_failed_run_tears_down() {
+    let mut o = options("bogus", None);
+    o.exe = PathBuf::from("/nonexistent/eniroute");
+    let r = run(&o);
+    println!("{}", r.render_text());
+
+    // The primary ENI works out of the box.
+    assert!(before_of(&r, "-> 203.0.113.10 (").ok, "{}", r.render_text());
+    assert!(
+        before_of(&r, "192.168.0.10 (eth0) -> Internet").ok,
+        "{}",
+        r.render_text()
+    );
+    // Every secondary ENI's EIP does not.
+    for eip in [
+        "-> 203.0.113.11 (",
+        "-> 203.0.113.12 (",
+        "-> 198.51.100.20 (",
+        "-> 198.51.100.21 (",
+        "-> 198.51.100.130 (",
+    ] {
+        let inbound = r
+            .checks
+            .iter()
+            .find(|c| c.kind == Kind::Inbound && c.name.contains(eip))
+            .unwrap_or_else(|| panic!("no inbound check for {eip}"));
+        assert!(
+            !inbound.before.as_ref().is_some_and(|o| o.ok),
+            "inbound {eip} should fail before apply:\n{}",
+            r.render_text()
+        );
+    }
+    // eth1's primary private IP leaves through eth0 and is dropped by anti-spoofing, both to the
+    // Internet and to the peer on the shared vSwitch.
+    assert!(!before_of(&r, "192.168.0.11 (eth1) -> Internet").ok);
+    assert!(!before_of(&r, "192.168.0.11 (eth1) -> peer").ok);
+    // The multi-eip private IP has no Internet path, with or without eniroute.
+    assert!(before_of(&r, "192.168.20.10 (eth2) -> Internet").ok);
+    // Balance over eth0 and eth1 does not happen without eniroute.
+    let egress = r
+        .checks
+        .iter()
+        .find(|c| c.kind == Kind::Egress)
+        .expect("an egress check");
+    assert!(!egress.before.as_ref().is_some_and(|o| o.ok));
+
+    // The failed apply is reported with the reason, and the run fails.
+    let apply = r
+        .steps
+        .iter()
+        .find(|s| s.name == "apply")
+        .expect("apply step");
+    assert!(!apply.ok);
+    assert!(apply.stderr.contains("cannot run"), "{}", apply.stderr);
+    assert!(!r.passed());
+    assert!(r.render_text().contains("FAIL"));
+    assert_gone(&r);
+}
+
+/// The bundled demo passes every after-apply check, and its namespaces are removed.
+#[test]
+fn demo_passes_after_apply() {
+    let r = run(&options("demo", None));
+    println!("{}", r.render_text());
+    assert!(
+        r.passed(),
+        "the demo must pass after apply:\n{}",
+        r.render_text()
+    );
+    // And the before column shows the problem eniroute solves.
+    assert!(r
+        .checks
+        .iter()
+        .any(|c| c.before.as_ref().is_some_and(|o| !o.ok)));
+    assert_gone(&r);
+}
+
+/// Every example config passes after apply.
+#[test]
+fn every_example_config_passes_after_apply() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no example configs in {}", dir.display());
+    let mut failed = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let r = run(&options(&format!("ex{i}"), Some(f.clone())));
+        println!("{}", r.render_text());
+        assert_gone(&r);
+        if !r.passed() {
+            failed.push(format!("{}:\n{}", f.display(), r.render_text()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} example config(s) fail in the sandbox:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+/// --keep leaves the three namespaces, with the instance as the config describes it; an
+/// independent observer (iproute2) sees the ENIs with their MACs.
+#[test]
+fn keep_leaves_the_namespaces() {
+    require_root();
+    let mut o = options("keep", None);
+    o.keep = true;
+    o.exe = PathBuf::from("/nonexistent/eniroute");
+    let r = run(&o);
+    let names = r.namespaces.clone();
+    let cleanup = || {
+        for ns in [&names.guest, &names.vpc, &names.internet] {
+            let _ = eniroute::kernel::sim::delete_netns(ns);
+        }
+    };
+    let present = [&names.guest, &names.vpc, &names.internet]
+        .iter()
+        .all(|ns| Path::new("/run/netns").join(ns).exists());
+    let links = Command::new("ip")
+        .args(["-n", &names.guest, "-j", "link", "show"])
+        .output();
+    let addrs = Command::new("ip")
+        .args(["-n", &names.guest, "-4", "-o", "addr", "show"])
+        .output();
+    cleanup();
+    assert!(r.kept, "{}", r.render_text());
+    assert!(present, "--keep must leave the namespaces");
+    assert!(r
+        .render_text()
+        .contains(&format!("ip netns exec {} bash", names.guest)));
+    let links = links.expect("ip -j link");
+    let text = String::from_utf8_lossy(&links.stdout);
+    for (ifname, mac) in [
+        ("eth0", "00:16:3e:0d:e0:00"),
+        ("eth1", "00:16:3e:0d:e0:01"),
+        ("eth2", "00:16:3e:0d:e0:02"),
+        ("eth3", "00:16:3e:0d:e0:03"),
+    ] {
+        assert!(
+            text.contains(&format!("\"ifname\":\"{ifname}\"")) && text.contains(mac),
+            "guest link {ifname} with {mac} missing: {text}"
+        );
+    }
+    // What DHCP leaves: primary private IPs and the cut-through EIP, nothing else.
+    let addrs = String::from_utf8_lossy(&addrs.expect("ip addr").stdout).to_string();
+    for want in [
+        "192.168.0.10/24",
+        "192.168.0.11/24",
+        "192.168.20.10/24",
+        "198.51.100.130/25",
+    ] {
+        assert!(addrs.contains(want), "guest lacks {want}: {addrs}");
+    }
+    assert!(!addrs.contains("192.168.0.12"), "{addrs}");
+    assert!(!addrs.contains("198.51.100.20"), "{addrs}");
+}
+
+/// The JSON report carries every check with both phases.
+#[test]
+fn report_serializes_to_json() {
+    let mut o = options("json", None);
+    o.exe = PathBuf::from("/nonexistent/eniroute");
+    let r = run(&o);
+    let v = serde_json::to_value(&r).expect("report serializes");
+    assert_eq!(v["passed"], serde_json::Value::Bool(false));
+    let checks = v["checks"].as_array().expect("checks array");
+    assert!(checks.len() >= 15, "{v}");
+    assert!(checks
+        .iter()
+        .any(|c| c["kind"] == "inbound" && c["before"]["ok"] == false));
+    assert!(v["steps"][0]["stderr"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    assert_gone(&r);
+}
+
+/// The bundled demo is a valid config.
+#[test]
+fn demo_config_is_valid() {
+    let loaded = eniroute::config::load_str(sandbox::DEMO_CONFIG, "demo.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.config.enis.len(), 4);
+    assert!(loaded
+        .warnings
+        .iter()
+        .all(|w| !w.message.contains("was offered only")));
+}
