@@ -137,7 +137,11 @@ pub fn run(cli: &Cli) -> i32 {
         Command::Plan { detailed_exitcode } => with_config(cli, &out, |l, t| {
             let report = ops::plan(&l.config, t)?;
             output::plan(&out, &report);
-            Ok(if *detailed_exitcode && !report.is_empty() { exit::CHANGES } else { exit::OK })
+            Ok(if *detailed_exitcode && !report.is_empty() {
+                exit::CHANGES
+            } else {
+                exit::OK
+            })
         }),
         Command::Apply { wait } => with_config(cli, &out, |l, t| {
             let opts = ops::ApplyOptions { wait: *wait };
@@ -148,7 +152,11 @@ pub fn run(cli: &Cli) -> i32 {
         Command::Status => with_config(cli, &out, |l, t| {
             let report = ops::status(&l.config, t)?;
             output::status(&out, &report);
-            Ok(if report.healthy() { exit::OK } else { exit::FAILED })
+            Ok(if report.healthy() {
+                exit::OK
+            } else {
+                exit::FAILED
+            })
         }),
         Command::Flush => {
             // flush needs only the protocol tag: without a config file it uses the default.
@@ -165,11 +173,17 @@ pub fn run(cli: &Cli) -> i32 {
                 ));
                 config::Routing::default().protocol
             };
-            let target = Target { netns: cli.netns.clone() };
+            let target = Target {
+                netns: cli.netns.clone(),
+            };
             match ops::flush(proto, &target) {
                 Ok(r) => {
                     output::flushed(&out, &r);
-                    if r.errors.is_empty() { exit::OK } else { exit::FAILED }
+                    if r.errors.is_empty() {
+                        exit::OK
+                    } else {
+                        exit::FAILED
+                    }
                 }
                 Err(e) => fail(&out, &e),
             }
@@ -177,7 +191,12 @@ pub fn run(cli: &Cli) -> i32 {
     }
 }
 
-fn discover(out: &output::Out, endpoint: &str, token_ttl: u32, file: Option<&std::path::Path>) -> i32 {
+fn discover(
+    out: &output::Out,
+    endpoint: &str,
+    token_ttl: u32,
+    file: Option<&std::path::Path>,
+) -> i32 {
     use crate::discover::{self, DiscoverError, DiscoverOptions};
     let opts = DiscoverOptions {
         endpoint: endpoint.to_string(),
@@ -227,7 +246,9 @@ fn with_config(
         Ok(l) => l,
         Err(code) => return code,
     };
-    let target = Target { netns: cli.netns.clone() };
+    let target = Target {
+        netns: cli.netns.clone(),
+    };
     match f(&loaded, &target) {
         Ok(code) => code,
         Err(e) => fail(out, &e),
@@ -248,7 +269,12 @@ pub fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
         Ok(l) => {
             // Notes (a mode's known limits) belong to validate and plan; warnings to all.
             let notes = matches!(cli.command, Command::Validate | Command::Plan { .. });
-            let shown: Vec<_> = l.warnings.iter().filter(|w| notes || !w.note).cloned().collect();
+            let shown: Vec<_> = l
+                .warnings
+                .iter()
+                .filter(|w| notes || !w.note)
+                .cloned()
+                .collect();
             out.warnings(&l.path, &shown);
             Ok(l)
         }

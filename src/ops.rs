@@ -76,14 +76,22 @@ fn missing_text(m: &[Missing]) -> String {
             if let Some(i) = &m.interface {
                 id.push(format!("interface {i}"));
             }
-            format!("ENI {:?} ({}) not found: {}", m.eni, id.join(", "), m.reason)
+            format!(
+                "ENI {:?} ({}) not found: {}",
+                m.eni,
+                id.join(", "),
+                m.reason
+            )
         })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
 fn conflict_text(c: &[Conflict]) -> String {
-    c.iter().map(|c| c.message.as_str()).collect::<Vec<_>>().join("; ")
+    c.iter()
+        .map(|c| c.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The target of an operation.
@@ -139,8 +147,11 @@ pub struct ApplyOptions {
 fn with_kernel<R, F>(target: &Target, proto: u8, f: F) -> Result<R, OpError>
 where
     R: Send + 'static,
-    F: for<'k> FnOnce(&'k Kernel) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<R, OpError>> + 'k>>
-        + Send
+    F: for<'k> FnOnce(
+            &'k Kernel,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<R, OpError>> + 'k>,
+        > + Send
         + 'static,
 {
     run_in_netns(target.netns.as_deref(), move || async move {
@@ -183,12 +194,17 @@ async fn links_when_ready(
     let Some(wait) = wait else {
         let links = k.links().await?;
         let m = missing(&links);
-        return if m.is_empty() { Ok(links) } else { Err(OpError::Missing(m)) };
+        return if m.is_empty() {
+            Ok(links)
+        } else {
+            Err(OpError::Missing(m))
+        };
     };
     let deadline = Instant::now() + wait;
     // Subscribe before the first dump so that no event falls between the two.
     let (conn, _handle, mut events) =
-        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link]).map_err(KernelError::Socket)?;
+        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+            .map_err(KernelError::Socket)?;
     let task = tokio::spawn(conn);
     let result = loop {
         let links = k.links().await?;
@@ -203,7 +219,10 @@ async fn links_when_ready(
         match tokio::time::timeout(left, events.next()).await {
             Ok(Some(_)) => {
                 // Drain a burst of events before dumping again.
-                while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(20), events.next()).await {}
+                while let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_millis(20), events.next()).await
+                {
+                }
             }
             Ok(None) => tokio::time::sleep(left.min(Duration::from_millis(200))).await,
             Err(_) => {}
@@ -240,7 +259,11 @@ async fn compute(k: &Kernel, cfg: &Config, links: Vec<HostLink>) -> Result<Compu
             if &cur != value {
                 restores.push(SysctlChange {
                     path: path.clone(),
-                    name: crate::state::Sysctl { path: path.clone(), value: String::new() }.name(),
+                    name: crate::state::Sysctl {
+                        path: path.clone(),
+                        value: String::new(),
+                    }
+                    .name(),
                     old: cur,
                     new: value.clone(),
                 });
@@ -274,11 +297,20 @@ pub fn plan(cfg: &Config, target: &Target) -> Result<PlanReport, OpError> {
 }
 
 /// Apply changes phase by phase; returns what was applied, or that and the error.
-async fn converge(k: &Kernel, changes: &[Change]) -> Result<Vec<Change>, (Vec<Change>, KernelError)> {
+async fn converge(
+    k: &Kernel,
+    changes: &[Change],
+) -> Result<Vec<Change>, (Vec<Change>, KernelError)> {
     let mut applied = Vec::new();
     for phase in reconcile::phases(changes) {
         let (done, err) = k.apply_batch(phase).await;
-        applied.extend(phase.iter().zip(done).filter(|(_, ok)| *ok).map(|(c, _)| c.clone()));
+        applied.extend(
+            phase
+                .iter()
+                .zip(done)
+                .filter(|(_, ok)| *ok)
+                .map(|(c, _)| c.clone()),
+        );
         if let Some(e) = err {
             return Err((applied, e));
         }
@@ -309,7 +341,11 @@ async fn verify(k: &Kernel, d: &Desired, links: &[HostLink]) -> Result<Vec<Verdi
             .map(|l| l.name.clone())
             .unwrap_or_else(|| "nowhere".into())
     };
-    let covered = |ip: IpAddr| d.routes.iter().any(|r| r.dst.prefix() > 0 && r.dst.contains(ip));
+    let covered = |ip: IpAddr| {
+        d.routes
+            .iter()
+            .any(|r| r.dst.prefix() > 0 && r.dst.contains(ip))
+    };
     let probe4 = PROBE_V4
         .iter()
         .map(|a| IpAddr::V4(*a))
@@ -322,13 +358,25 @@ async fn verify(k: &Kernel, d: &Desired, links: &[HostLink]) -> Result<Vec<Verdi
     let mut out = Vec::new();
     for c in &d.checks {
         let expected = format!("dev {} via {}", c.iface.name, c.gateway);
-        let (seen, ok) = match k.route_get(Some(c.source), probe(Family::of(&c.source))).await {
+        let (seen, ok) = match k
+            .route_get(Some(c.source), probe(Family::of(&c.source)))
+            .await
+        {
             Ok(l) => {
-                let gw = l.gateway.map(|g| g.to_string()).unwrap_or_else(|| "none".into());
+                let gw = l
+                    .gateway
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| "none".into());
                 let ok = l.oif == Some(c.iface.index) && l.gateway == Some(c.gateway);
                 (format!("dev {} via {gw}", name(l.oif)), ok)
             }
-            Err(e) => (format!("no route ({})", e.errno().map(errno_text).unwrap_or_else(|| e.to_string())), false),
+            Err(e) => (
+                format!(
+                    "no route ({})",
+                    e.errno().map(errno_text).unwrap_or_else(|| e.to_string())
+                ),
+                false,
+            ),
         };
         out.push(Verdict {
             eni: c.eni.clone(),
@@ -344,7 +392,9 @@ async fn verify(k: &Kernel, d: &Desired, links: &[HostLink]) -> Result<Vec<Verdi
         let (seen, ok) = match k.route_get(None, probe(e.family)).await {
             Ok(l) => (
                 format!("dev {}", name(l.oif)),
-                l.oif.map(|o| e.ifaces.iter().any(|i| i.index == o)).unwrap_or(false),
+                l.oif
+                    .map(|o| e.ifaces.iter().any(|i| i.index == o))
+                    .unwrap_or(false),
             ),
             Err(err) => (format!("no route ({err})"), false),
         };
@@ -397,7 +447,10 @@ pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<Apply
                 Ok(applied) => report.applied = applied,
                 Err((applied, e)) => {
                     let errs = undo(k, &applied, &[]).await;
-                    return Err(fail(report, rollback_message(&e.to_string(), applied.len(), &errs)));
+                    return Err(fail(
+                        report,
+                        rollback_message(&e.to_string(), applied.len(), &errs),
+                    ));
                 }
             }
             // Sysctls: write, remembering each original the first time eniroute changes it.
@@ -413,14 +466,19 @@ pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<Apply
                 written.push(s.clone());
             }
             for s in &c.sysctls {
-                saved.values.entry(s.path.clone()).or_insert_with(|| s.old.clone());
+                saved
+                    .values
+                    .entry(s.path.clone())
+                    .or_insert_with(|| s.old.clone());
             }
             for s in &c.restores {
                 saved.values.remove(&s.path);
             }
             // Forget saved values of sysctls no longer wanted whose interface is gone.
             let wanted: Vec<&str> = c.desired.sysctls.iter().map(|s| s.path.as_str()).collect();
-            saved.values.retain(|p, _| wanted.contains(&p.as_str()) || sysctl::read(p).is_ok());
+            saved
+                .values
+                .retain(|p, _| wanted.contains(&p.as_str()) || sysctl::read(p).is_ok());
 
             // Verification: the kernel's own lookups must agree with the plan.
             if cfg.routing.verify {
@@ -431,8 +489,14 @@ pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<Apply
                     .iter()
                     .filter(|v| !v.ok)
                     .map(|v| match v.source {
-                        Some(s) => format!("eni {:?}: from {s}: expected {}, kernel says {}", v.eni, v.expected, v.seen),
-                        None => format!("unbound traffic: expected {}, kernel says {}", v.expected, v.seen),
+                        Some(s) => format!(
+                            "eni {:?}: from {s}: expected {}, kernel says {}",
+                            v.eni, v.expected, v.seen
+                        ),
+                        None => format!(
+                            "unbound traffic: expected {}, kernel says {}",
+                            v.expected, v.seen
+                        ),
                     })
                     .collect();
                 if !bad.is_empty() {
@@ -440,7 +504,11 @@ pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<Apply
                     let n = report.applied.len();
                     return Err(fail(
                         report,
-                        rollback_message(&format!("verification failed: {}", bad.join("; ")), n, &errs),
+                        rollback_message(
+                            &format!("verification failed: {}", bad.join("; ")),
+                            n,
+                            &errs,
+                        ),
                     ));
                 }
             }
@@ -512,7 +580,11 @@ pub fn flush(proto: u8, target: &Target) -> Result<FlushReport, OpError> {
                     Ok(cur) if cur == value => {}
                     Ok(cur) => match sysctl::write(&path, &value) {
                         Ok(()) => report.restored.push(SysctlChange {
-                            name: crate::state::Sysctl { path: path.clone(), value: String::new() }.name(),
+                            name: crate::state::Sysctl {
+                                path: path.clone(),
+                                value: String::new(),
+                            }
+                            .name(),
                             path,
                             old: cur,
                             new: value,
@@ -566,7 +638,9 @@ pub struct Owned {
 
 impl StatusReport {
     pub fn healthy(&self) -> bool {
-        self.enis.iter().all(|e| e.found && e.verification.iter().all(|v| v.ok))
+        self.enis
+            .iter()
+            .all(|e| e.found && e.verification.iter().all(|v| v.ok))
             && self.egress.iter().all(|v| v.ok)
             && self.pending_changes == 0
     }
@@ -580,7 +654,9 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
             let observed = k.observe().await?;
             let d = plan::plan(&cfg, Some(&observed.links));
             let pending = if d.missing.is_empty() {
-                reconcile::reconcile(&d, &observed).map(|c| c.len()).unwrap_or(usize::MAX)
+                reconcile::reconcile(&d, &observed)
+                    .map(|c| c.len())
+                    .unwrap_or(usize::MAX)
             } else {
                 0
             };
@@ -595,7 +671,12 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
                     .chain(observed.foreign_addresses.iter().map(|a| (a, false)))
                     .filter(|(a, _)| ep.found && a.iface.index == ep.iface.index)
                     .map(|(a, own)| {
-                        format!("{}/{}{}", a.addr, a.prefix_len, if own { "" } else { " (not eniroute's)" })
+                        format!(
+                            "{}/{}{}",
+                            a.addr,
+                            a.prefix_len,
+                            if own { "" } else { " (not eniroute's)" }
+                        )
                     })
                     .collect();
                 let rules = observed
@@ -614,7 +695,11 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
                     tables: ep.tables.clone(),
                     rules,
                     verification: if ep.found {
-                        verdicts.iter().filter(|v| v.source.is_some() && v.eni == ep.name).cloned().collect()
+                        verdicts
+                            .iter()
+                            .filter(|v| v.source.is_some() && v.eni == ep.name)
+                            .cloned()
+                            .collect()
                     } else {
                         Vec::new()
                     },
@@ -623,7 +708,10 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
             Ok(StatusReport {
                 protocol: cfg.routing.protocol,
                 enis,
-                egress: verdicts.into_iter().filter(|v| v.source.is_none()).collect(),
+                egress: verdicts
+                    .into_iter()
+                    .filter(|v| v.source.is_none())
+                    .collect(),
                 owned: Owned {
                     addresses: observed.addresses.len(),
                     routes: observed.routes.len(),

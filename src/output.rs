@@ -151,7 +151,10 @@ fn verdict_line(v: &Verdict) -> String {
     if v.ok {
         format!("  ok    {:<10} {what}: {}", v.eni, v.seen)
     } else {
-        format!("  WRONG {:<10} {what}: expected {}, kernel says {}", v.eni, v.expected, v.seen)
+        format!(
+            "  WRONG {:<10} {what}: expected {}, kernel says {}",
+            v.eni, v.expected, v.seen
+        )
     }
 }
 
@@ -177,7 +180,10 @@ pub fn applied(out: &Out, r: &ApplyReport) {
     }
     if !r.verification.is_empty() {
         let ok = r.verification.iter().filter(|v| v.ok).count();
-        out.info(&format!("Verified: {ok}/{} route lookups as planned.", r.verification.len()));
+        out.info(&format!(
+            "Verified: {ok}/{} route lookups as planned.",
+            r.verification.len()
+        ));
         if out.verbose > 0 {
             for v in &r.verification {
                 out.info(&verdict_line(v));
@@ -189,7 +195,9 @@ pub fn applied(out: &Out, r: &ApplyReport) {
 /// What a failed apply had done before it rolled back (stderr / JSON).
 pub fn rolled_back(out: &Out, r: &ApplyReport) {
     match out.format {
-        Format::Json => print_json(&serde_json::json!({ "ok": false, "rolled_back": true, "report": r })),
+        Format::Json => {
+            print_json(&serde_json::json!({ "ok": false, "rolled_back": true, "report": r }))
+        }
         Format::Text => {
             for v in r.verification.iter().filter(|v| !v.ok) {
                 eprintln!("{}", verdict_line(v));
@@ -226,12 +234,21 @@ pub fn status(out: &Out, r: &StatusReport) {
     }
     for e in &r.enis {
         let head = match (&e.interface, &e.reason) {
-            (Some(i), _) => format!("eni {} ({}, {}): tables {:?}", e.name, i, mode_name(e), e.tables),
+            (Some(i), _) => format!(
+                "eni {} ({}, {}): tables {:?}",
+                e.name,
+                i,
+                mode_name(e),
+                e.tables
+            ),
             (None, reason) => format!(
                 "eni {} ({}): MISSING{}",
                 e.name,
                 mode_name(e),
-                reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
             ),
         };
         out.info(&head);

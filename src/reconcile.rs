@@ -68,8 +68,14 @@ impl Change {
     /// '+' add, '-' remove, '~' change in place.
     pub fn sign(&self) -> char {
         match self {
-            Change::LinkUp(_) | Change::AddAddress(_) | Change::AddRoute(_) | Change::AddRule(_) => '+',
-            Change::LinkDown(_) | Change::DelAddress(_) | Change::DelRoute(_) | Change::DelRule(_) => '-',
+            Change::LinkUp(_)
+            | Change::AddAddress(_)
+            | Change::AddRoute(_)
+            | Change::AddRule(_) => '+',
+            Change::LinkDown(_)
+            | Change::DelAddress(_)
+            | Change::DelRoute(_)
+            | Change::DelRule(_) => '-',
             Change::ReplaceRoute { .. } => '~',
         }
     }
@@ -106,7 +112,11 @@ pub fn reconcile(desired: &Desired, observed: &Observed) -> Result<Vec<Change>, 
 
     // Links: up.
     for i in &desired.links_up {
-        if let Some(l) = observed.links.iter().find(|l| l.index == i.index && i.index != 0) {
+        if let Some(l) = observed
+            .links
+            .iter()
+            .find(|l| l.index == i.index && i.index != 0)
+        {
             if !l.up {
                 changes.push(Change::LinkUp(i.clone()));
             }
@@ -116,7 +126,9 @@ pub fn reconcile(desired: &Desired, observed: &Observed) -> Result<Vec<Change>, 
     // Addresses: ensure present; one already there (any tag) is left alone.
     for a in &desired.addresses {
         let same_link = |o: &&Address| o.iface.index == a.iface.index && o.addr == a.addr;
-        if observed.addresses.iter().any(|o| same_link(&o)) || observed.foreign_addresses.iter().any(|o| same_link(&o)) {
+        if observed.addresses.iter().any(|o| same_link(&o))
+            || observed.foreign_addresses.iter().any(|o| same_link(&o))
+        {
             continue;
         }
         if let Some(o) = observed.foreign_addresses.iter().find(|o| o.addr == a.addr) {
@@ -133,7 +145,11 @@ pub fn reconcile(desired: &Desired, observed: &Observed) -> Result<Vec<Change>, 
 
     // Routes: by key (family, table, destination, metric).
     let owned: HashMap<_, &Route> = observed.routes.iter().map(|r| (r.key(), r)).collect();
-    let foreign: HashMap<_, &Route> = observed.foreign_routes.iter().map(|r| (r.key(), r)).collect();
+    let foreign: HashMap<_, &Route> = observed
+        .foreign_routes
+        .iter()
+        .map(|r| (r.key(), r))
+        .collect();
     let mut wanted = HashSet::new();
     for r in &desired.routes {
         wanted.insert(r.key());
@@ -199,16 +215,26 @@ pub fn reconcile(desired: &Desired, observed: &Observed) -> Result<Vec<Change>, 
 
 /// Everything eniroute owns, removed (for flush): rules, then routes, then addresses.
 pub fn flush(observed: &Observed) -> Vec<Change> {
-    let mut changes: Vec<Change> = observed.rules.iter().cloned().map(Change::DelRule).collect();
+    let mut changes: Vec<Change> = observed
+        .rules
+        .iter()
+        .cloned()
+        .map(Change::DelRule)
+        .collect();
     changes.extend(observed.routes.iter().cloned().map(Change::DelRoute));
     // Newest first: secondaries before the primary whose removal would take them along.
-    changes.extend(observed.addresses.iter().rev().cloned().map(Change::DelAddress));
+    changes.extend(
+        observed
+            .addresses
+            .iter()
+            .rev()
+            .cloned()
+            .map(Change::DelAddress),
+    );
     changes
 }
 
 /// Group ordered changes into runs of one phase (each run may be applied concurrently).
 pub fn phases(changes: &[Change]) -> Vec<&[Change]> {
-    changes
-        .chunk_by(|a, b| a.phase() == b.phase())
-        .collect()
+    changes.chunk_by(|a, b| a.phase() == b.phase()).collect()
 }

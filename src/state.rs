@@ -47,13 +47,22 @@ pub struct Address {
 impl Address {
     /// What identifies the address in the kernel.
     pub fn key(&self) -> (u32, &str, IpAddr, u8) {
-        (self.iface.index, &self.iface.name, self.addr, self.prefix_len)
+        (
+            self.iface.index,
+            &self.iface.name,
+            self.addr,
+            self.prefix_len,
+        )
     }
 }
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} dev {}", self.addr, self.prefix_len, self.iface.name)?;
+        write!(
+            f,
+            "{}/{} dev {}",
+            self.addr, self.prefix_len, self.iface.name
+        )?;
         if self.noprefixroute {
             f.write_str(" noprefixroute")?;
         }

@@ -50,7 +50,10 @@ fn owned_rules(ns: &Netns, v6: bool) -> BTreeSet<String> {
                 "{} {} {} {}",
                 r["priority"],
                 src,
-                r["table"].as_str().map(String::from).unwrap_or(r["table"].to_string()),
+                r["table"]
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or(r["table"].to_string()),
                 r["suppress_prefixlen"]
             )
         })
@@ -66,9 +69,17 @@ fn expected_rules(d: &Desired, v6: bool) -> BTreeSet<String> {
             format!(
                 "{} {} {} {}",
                 r.priority,
-                r.from.map(|f| format!("{}/{}", f.ip(), f.prefix())).unwrap_or("all".into()),
-                if r.table == 254 { "main".to_string() } else { r.table.to_string() },
-                r.suppress_prefixlength.map(|n| n.to_string()).unwrap_or("null".into())
+                r.from
+                    .map(|f| format!("{}/{}", f.ip(), f.prefix()))
+                    .unwrap_or("all".into()),
+                if r.table == 254 {
+                    "main".to_string()
+                } else {
+                    r.table.to_string()
+                },
+                r.suppress_prefixlength
+                    .map(|n| n.to_string())
+                    .unwrap_or("null".into())
             )
         })
         .collect()
@@ -83,22 +94,47 @@ fn owned_routes(ns: &Netns, v6: bool) -> BTreeSet<String> {
     };
     let j = ns.ip_json(args);
     let mut out = BTreeSet::new();
-    for r in j.as_array().unwrap().iter().filter(|r| proto_of(r) == PROTO) {
+    for r in j
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| proto_of(r) == PROTO)
+    {
         let dst = match r["dst"].as_str().unwrap() {
-            "default" => if v6 { "::/0".to_string() } else { "0.0.0.0/0".to_string() },
+            "default" => {
+                if v6 {
+                    "::/0".to_string()
+                } else {
+                    "0.0.0.0/0".to_string()
+                }
+            }
             d if d.contains('/') => d.to_string(),
             d => format!("{d}/{}", if v6 { 128 } else { 32 }),
         };
         let hops: Vec<String> = match r["nexthops"].as_array() {
             Some(h) => h
                 .iter()
-                .map(|n| format!("{}@{}w{}", n["gateway"].as_str().unwrap_or("-"), n["dev"].as_str().unwrap(), n["weight"].as_u64().unwrap_or(1)))
+                .map(|n| {
+                    format!(
+                        "{}@{}w{}",
+                        n["gateway"].as_str().unwrap_or("-"),
+                        n["dev"].as_str().unwrap(),
+                        n["weight"].as_u64().unwrap_or(1)
+                    )
+                })
                 .collect(),
-            None => vec![format!("{}@{}w1", r["gateway"].as_str().unwrap_or("-"), r["dev"].as_str().unwrap())],
+            None => vec![format!(
+                "{}@{}w1",
+                r["gateway"].as_str().unwrap_or("-"),
+                r["dev"].as_str().unwrap()
+            )],
         };
         out.insert(format!(
             "{} {} {} m{}",
-            r["table"].as_str().map(String::from).unwrap_or(r["table"].to_string()),
+            r["table"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or(r["table"].to_string()),
             dst,
             hops.join(","),
             r["metric"].as_u64().unwrap_or(0)
@@ -116,9 +152,23 @@ fn expected_routes(d: &Desired, v6: bool) -> BTreeSet<String> {
             let hops: Vec<String> = r
                 .nexthops
                 .iter()
-                .map(|n| format!("{}@{}w{}", n.gateway.map(|g| g.to_string()).unwrap_or("-".into()), n.iface.name, n.weight))
+                .map(|n| {
+                    format!(
+                        "{}@{}w{}",
+                        n.gateway.map(|g| g.to_string()).unwrap_or("-".into()),
+                        n.iface.name,
+                        n.weight
+                    )
+                })
                 .collect();
-            format!("{} {}/{} {} m{}", r.table, r.dst.ip(), r.dst.prefix(), hops.join(","), r.metric)
+            format!(
+                "{} {}/{} {} m{}",
+                r.table,
+                r.dst.ip(),
+                r.dst.prefix(),
+                hops.join(","),
+                r.metric
+            )
         })
         .collect()
 }
@@ -130,7 +180,12 @@ fn owned_addresses(ns: &Netns) -> BTreeSet<String> {
     for l in j.as_array().unwrap() {
         for a in l["addr_info"].as_array().unwrap() {
             if proto_of(a) == PROTO {
-                out.insert(format!("{} {}/{}", l["ifname"].as_str().unwrap(), a["local"].as_str().unwrap(), a["prefixlen"]));
+                out.insert(format!(
+                    "{} {}/{}",
+                    l["ifname"].as_str().unwrap(),
+                    a["local"].as_str().unwrap(),
+                    a["prefixlen"]
+                ));
             }
         }
     }
@@ -142,7 +197,12 @@ fn all_addresses(ns: &Netns) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for l in j.as_array().unwrap() {
         for a in l["addr_info"].as_array().unwrap() {
-            out.insert(format!("{} {}/{}", l["ifname"].as_str().unwrap(), a["local"].as_str().unwrap(), a["prefixlen"]));
+            out.insert(format!(
+                "{} {}/{}",
+                l["ifname"].as_str().unwrap(),
+                a["local"].as_str().unwrap(),
+                a["prefixlen"]
+            ));
         }
     }
     out
@@ -156,8 +216,16 @@ fn apply_and_check(example_name: &str) {
     assert!(out.contains("Verified:"), "{out}");
     let d = desired(&v);
     for v6 in [false, true] {
-        assert_eq!(owned_rules(&v.guest, v6), expected_rules(&d, v6), "rules (v6={v6})");
-        assert_eq!(owned_routes(&v.guest, v6), expected_routes(&d, v6), "routes (v6={v6})");
+        assert_eq!(
+            owned_rules(&v.guest, v6),
+            expected_rules(&d, v6),
+            "rules (v6={v6})"
+        );
+        assert_eq!(
+            owned_routes(&v.guest, v6),
+            expected_routes(&d, v6),
+            "routes (v6={v6})"
+        );
     }
     // Every desired address is on its link (eniroute's, or already there from "DHCP").
     let all = all_addresses(&v.guest);
@@ -166,7 +234,11 @@ fn apply_and_check(example_name: &str) {
         assert!(all.contains(&s), "address {s} missing; have {all:?}");
     }
     // Only planned addresses carry the tag.
-    let planned: BTreeSet<String> = d.addresses.iter().map(|a| format!("{} {}/{}", a.iface.name, a.addr, a.prefix_len)).collect();
+    let planned: BTreeSet<String> = d
+        .addresses
+        .iter()
+        .map(|a| format!("{} {}/{}", a.iface.name, a.addr, a.prefix_len))
+        .collect();
     assert!(owned_addresses(&v.guest).is_subset(&planned));
     // Real packets: each source's datagrams leave through its uplink's interface.
     for c in &d.checks {
@@ -177,18 +249,43 @@ fn apply_and_check(example_name: &str) {
         for (i, name) in ifaces.iter().enumerate() {
             let sent = after[i] - before[i];
             if *name == c.iface.name {
-                assert!(sent >= 20, "{}: only {sent} packets from {} left through {name}", example_name, c.source);
+                assert!(
+                    sent >= 20,
+                    "{}: only {sent} packets from {} left through {name}",
+                    example_name,
+                    c.source
+                );
             } else {
-                assert!(sent < 20, "{}: {sent} packets from {} left through {name}, expected {}", example_name, c.source, c.iface.name);
+                assert!(
+                    sent < 20,
+                    "{}: {sent} packets from {} left through {name}, expected {}",
+                    example_name,
+                    c.source,
+                    c.iface.name
+                );
             }
         }
     }
     // The kernel's own lookup agrees, observed with iproute2.
     for c in &d.checks {
-        let dst = if c.source.is_ipv4() { INTERNET } else { INTERNET6 };
-        let got = v.guest.ip(&["route", "get", dst, "from", &c.source.to_string()]);
-        assert!(got.contains(&format!("dev {}", c.iface.name)), "route get from {}: {got}", c.source);
-        assert!(got.contains(&format!("via {}", c.gateway)), "route get from {}: {got}", c.source);
+        let dst = if c.source.is_ipv4() {
+            INTERNET
+        } else {
+            INTERNET6
+        };
+        let got = v
+            .guest
+            .ip(&["route", "get", dst, "from", &c.source.to_string()]);
+        assert!(
+            got.contains(&format!("dev {}", c.iface.name)),
+            "route get from {}: {got}",
+            c.source
+        );
+        assert!(
+            got.contains(&format!("via {}", c.gateway)),
+            "route get from {}: {got}",
+            c.source
+        );
     }
     // Sysctls.
     for s in &d.sysctls {
@@ -219,12 +316,22 @@ fn egress_balance_apply() {
     let v = Vpc::new(&example("egress-balance.toml"));
     v.expect(&["apply"], 0);
     let j = v.guest.ip_json(&["route", "show", "table", "20000"]);
-    let hops = j[0]["nexthops"].as_array().expect("a multipath default in the egress table");
+    let hops = j[0]["nexthops"]
+        .as_array()
+        .expect("a multipath default in the egress table");
     let got: BTreeSet<(String, u64)> = hops
         .iter()
-        .map(|h| (h["dev"].as_str().unwrap().to_string(), h["weight"].as_u64().unwrap_or(1)))
+        .map(|h| {
+            (
+                h["dev"].as_str().unwrap().to_string(),
+                h["weight"].as_u64().unwrap_or(1),
+            )
+        })
         .collect();
-    assert_eq!(got, BTreeSet::from([("eth0".into(), 1), ("eth1".into(), 2)]));
+    assert_eq!(
+        got,
+        BTreeSet::from([("eth0".into(), 1), ("eth1".into(), 2)])
+    );
     assert_eq!(v.guest.sysctl("net/ipv4/fib_multipath_hash_policy"), "1");
     // Unbound traffic is spread: both ENIs carry some of 64 flows.
     let before = (v.guest.tx_packets("eth0"), v.guest.tx_packets("eth1"));
@@ -232,7 +339,10 @@ fn egress_balance_apply() {
         send_udp(&v.guest.name, None, INTERNET.parse().unwrap(), 1);
     }
     let after = (v.guest.tx_packets("eth0"), v.guest.tx_packets("eth1"));
-    assert!(after.0 - before.0 >= 3 && after.1 - before.1 >= 3, "flows not balanced: {before:?} -> {after:?}");
+    assert!(
+        after.0 - before.0 >= 3 && after.1 - before.1 >= 3,
+        "flows not balanced: {before:?} -> {after:?}"
+    );
 }
 
 #[test]
@@ -241,14 +351,27 @@ fn egress_failover_apply() {
     let v = Vpc::new(&example("egress-failover.toml"));
     v.expect(&["apply"], 0);
     let got = v.guest.ip(&["route", "get", INTERNET]);
-    assert!(got.contains("dev eth1"), "unbound traffic should take the first via: {got}");
-    assert!(got.contains("src 192.168.50.21"), "failover source should be the EIP's private IP: {got}");
-    assert_eq!(v.guest.sysctl("net/ipv4/conf/eth1/ignore_routes_with_linkdown"), "1");
+    assert!(
+        got.contains("dev eth1"),
+        "unbound traffic should take the first via: {got}"
+    );
+    assert!(
+        got.contains("src 192.168.50.21"),
+        "failover source should be the EIP's private IP: {got}"
+    );
+    assert_eq!(
+        v.guest
+            .sysctl("net/ipv4/conf/eth1/ignore_routes_with_linkdown"),
+        "1"
+    );
     // The first via loses its link: traffic fails over to the second.
     v.vpc.ip(&["link", "set", "v1", "down"]);
     std::thread::sleep(Duration::from_millis(200));
     let got = v.guest.ip(&["route", "get", INTERNET]);
-    assert!(got.contains("dev eth0"), "with eth1 down, unbound traffic should fail over: {got}");
+    assert!(
+        got.contains("dev eth0"),
+        "with eth1 down, unbound traffic should fail over: {got}"
+    );
 }
 
 #[test]
@@ -270,7 +393,15 @@ fn second_apply_changes_nothing() {
     let v = Vpc::new(&example("nat-secondary.toml"));
     v.expect(&["apply"], 0);
     let mut mon = Command::new("ip")
-        .args(["-n", &v.guest.name, "monitor", "link", "address", "route", "rule"])
+        .args([
+            "-n",
+            &v.guest.name,
+            "monitor",
+            "link",
+            "address",
+            "route",
+            "rule",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("ip monitor");
@@ -281,7 +412,10 @@ fn second_apply_changes_nothing() {
     mon.kill().ok();
     let seen = mon.wait_with_output().unwrap();
     let events = String::from_utf8_lossy(&seen.stdout);
-    assert!(events.trim().is_empty(), "a no-op apply changed the kernel:\n{events}");
+    assert!(
+        events.trim().is_empty(),
+        "a no-op apply changed the kernel:\n{events}"
+    );
     v.expect(&["plan", "--detailed-exitcode"], 0);
 }
 
@@ -292,13 +426,40 @@ fn foreign_objects_are_untouched() {
     let v = Vpc::new(&example("nat-secondary.toml"));
     let g = &v.guest;
     g.ip(&["link", "set", "eth1", "up"]);
-    g.ip(&["rule", "add", "priority", "20200", "from", "10.77.0.0/16", "lookup", "20002"]);
-    g.ip(&["rule", "add", "priority", "20000", "from", "192.168.10.22", "lookup", "100"]);
-    g.ip(&["route", "add", "10.99.0.0/16", "dev", "eth1", "table", "20002"]);
+    g.ip(&[
+        "rule",
+        "add",
+        "priority",
+        "20200",
+        "from",
+        "10.77.0.0/16",
+        "lookup",
+        "20002",
+    ]);
+    g.ip(&[
+        "rule",
+        "add",
+        "priority",
+        "20000",
+        "from",
+        "192.168.10.22",
+        "lookup",
+        "100",
+    ]);
+    g.ip(&[
+        "route",
+        "add",
+        "10.99.0.0/16",
+        "dev",
+        "eth1",
+        "table",
+        "20002",
+    ]);
     g.ip(&["addr", "add", "192.168.10.99/24", "dev", "eth1"]);
     let foreign = || {
         (
-            g.ip(&["rule", "show", "priority", "20200"]) + &g.ip(&["rule", "show", "priority", "20000"]),
+            g.ip(&["rule", "show", "priority", "20200"])
+                + &g.ip(&["rule", "show", "priority", "20000"]),
             g.ip(&["route", "show", "table", "20002", "10.99.0.0/16"]),
             g.ip(&["addr", "show", "dev", "eth1", "to", "192.168.10.99/32"]),
         )
@@ -307,13 +468,25 @@ fn foreign_objects_are_untouched() {
     assert!(before.0.contains("10.77.0.0/16") && before.1.contains("10.99.0.0/16"));
     v.expect(&["apply"], 0);
     let during = foreign();
-    assert!(during.0.contains("from 10.77.0.0/16 lookup 20002"), "{}", during.0);
-    assert!(during.0.contains("from 192.168.10.22 lookup 100"), "{}", during.0);
+    assert!(
+        during.0.contains("from 10.77.0.0/16 lookup 20002"),
+        "{}",
+        during.0
+    );
+    assert!(
+        during.0.contains("from 192.168.10.22 lookup 100"),
+        "{}",
+        during.0
+    );
     assert_eq!(during.1, before.1);
     assert_eq!(during.2, before.2);
     v.expect(&["flush"], 0);
     assert_eq!(foreign(), before);
-    assert!(owned_rules(g, false).is_empty() && owned_routes(g, false).is_empty() && owned_addresses(g).is_empty());
+    assert!(
+        owned_rules(g, false).is_empty()
+            && owned_routes(g, false).is_empty()
+            && owned_addresses(g).is_empty()
+    );
 }
 
 /// A foreign route holding one of eniroute's routes' places is refused before any change.
@@ -321,12 +494,16 @@ fn foreign_objects_are_untouched() {
 fn conflict_is_refused_before_any_change() {
     let v = Vpc::new(&example("nat-secondary.toml"));
     v.guest.ip(&["link", "set", "eth1", "up"]);
-    v.guest.ip(&["route", "add", "default", "dev", "eth1", "table", "20002"]);
+    v.guest
+        .ip(&["route", "add", "default", "dev", "eth1", "table", "20002"]);
     let before = v.guest.dump();
     let o = v.run(&["apply"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("table 20002 already holds a route that is not eniroute's"), "{err}");
+    assert!(
+        err.contains("table 20002 already holds a route that is not eniroute's"),
+        "{err}"
+    );
     assert_eq!(v.guest.dump(), before);
 }
 
@@ -336,14 +513,26 @@ fn conflict_is_refused_before_any_change() {
 fn kernel_refusal_rolls_back() {
     let v = Vpc::new(&example("ipv6.toml"));
     v.guest.set_sysctl("net/ipv6/conf/eth1/disable_ipv6", "1");
-    let sysctls = (v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"), v.guest.sysctl("net/ipv4/conf/eth0/arp_ignore"));
+    let sysctls = (
+        v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"),
+        v.guest.sysctl("net/ipv4/conf/eth0/arp_ignore"),
+    );
     let before = v.guest.dump();
     let o = v.run(&["apply"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("2001:db8:60::2") && err.contains("rolled back"), "{err}");
+    assert!(
+        err.contains("2001:db8:60::2") && err.contains("rolled back"),
+        "{err}"
+    );
     assert_eq!(v.guest.dump(), before);
-    assert_eq!((v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"), v.guest.sysctl("net/ipv4/conf/eth0/arp_ignore")), sysctls);
+    assert_eq!(
+        (
+            v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"),
+            v.guest.sysctl("net/ipv4/conf/eth0/arp_ignore")
+        ),
+        sysctls
+    );
 }
 
 /// Verification disagrees (a VPN-style split default in main wins over eniroute's tables):
@@ -352,14 +541,18 @@ fn kernel_refusal_rolls_back() {
 fn verification_failure_rolls_back() {
     let v = Vpc::new(&example("nat-secondary.toml"));
     for half in ["0.0.0.0/1", "128.0.0.0/1"] {
-        v.guest.ip(&["route", "add", half, "via", "192.168.10.253", "dev", "eth0"]);
+        v.guest
+            .ip(&["route", "add", half, "via", "192.168.10.253", "dev", "eth0"]);
     }
     let before = v.guest.dump();
     let rp = v.guest.sysctl("net/ipv4/conf/eth1/rp_filter");
     let o = v.run(&["apply"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("verification failed") && err.contains("from 192.168.10.21"), "{err}");
+    assert!(
+        err.contains("verification failed") && err.contains("from 192.168.10.21"),
+        "{err}"
+    );
     assert_eq!(v.guest.dump(), before);
     assert_eq!(v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"), rp);
 }
@@ -391,7 +584,9 @@ fn concurrent_applies() {
 fn locked_namespace_exits_75() {
     use std::os::unix::fs::MetadataExt;
     let v = Vpc::new(&example("nat-secondary.toml"));
-    let ino = std::fs::metadata(format!("/run/netns/{}", v.guest.name)).unwrap().ino();
+    let ino = std::fs::metadata(format!("/run/netns/{}", v.guest.name))
+        .unwrap()
+        .ino();
     let dir = format!("/run/eniroute/netns-{ino}");
     std::fs::create_dir_all(&dir).unwrap();
     let f = std::fs::File::create(format!("{dir}/lock")).unwrap();
@@ -445,7 +640,13 @@ fn invalid_config_touches_nothing() {
         let o = eniroute(&["--netns", &v.guest.name, "-c", bad.to_str().unwrap(), verb]);
         assert_eq!(o.status.code(), Some(65), "{verb}: {}", text(&o));
     }
-    let o = eniroute(&["--netns", "no-such-namespace-eniroute", "-c", bad.to_str().unwrap(), "apply"]);
+    let o = eniroute(&[
+        "--netns",
+        "no-such-namespace-eniroute",
+        "-c",
+        bad.to_str().unwrap(),
+        "apply",
+    ]);
     assert_eq!(o.status.code(), Some(65), "{}", text(&o));
     std::thread::sleep(Duration::from_millis(200));
     mon.kill().ok();
@@ -489,11 +690,24 @@ fn status_reports_per_eni() {
     v.expect(&["status"], 1);
     v.expect(&["apply"], 0);
     let out = v.expect(&["status"], 0);
-    assert!(out.contains("eni eth1 (eth1, multi-eip): tables [20002, 20102]"), "{out}");
-    assert!(out.contains("ok    eth1       from 203.0.113.50: dev eth1 via 203.0.113.49"), "{out}");
-    let j: serde_json::Value = serde_json::from_str(&v.expect(&["-o", "json", "status"], 0)).unwrap();
+    assert!(
+        out.contains("eni eth1 (eth1, multi-eip): tables [20002, 20102]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok    eth1       from 203.0.113.50: dev eth1 via 203.0.113.49"),
+        "{out}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&v.expect(&["-o", "json", "status"], 0)).unwrap();
     assert_eq!(j["healthy"], true);
-    assert_eq!(j["status"]["enis"][1]["verification"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        j["status"]["enis"][1]["verification"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
 }
 
 /// A missing ENI: exit 69 naming it by name and MAC, nothing changed; --wait picks up a
@@ -505,14 +719,25 @@ fn missing_eni_and_hotplug() {
     let o = v.run(&["apply"]);
     assert_eq!(o.status.code(), Some(69), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("\"eth1\"") && err.contains("00:16:3e:10:00:02"), "{err}");
+    assert!(
+        err.contains("\"eth1\"") && err.contains("00:16:3e:10:00:02"),
+        "{err}"
+    );
     assert_eq!(v.guest.dump(), before);
     let o = v.run(&["apply", "--wait", "1s"]);
     assert_eq!(o.status.code(), Some(69), "{}", text(&o));
 
     let cfg = v.config.to_string_lossy().into_owned();
     let child = Command::new(BIN)
-        .args(["--netns", &v.guest.name, "-c", &cfg, "apply", "--wait", "15s"])
+        .args([
+            "--netns",
+            &v.guest.name,
+            "-c",
+            &cfg,
+            "apply",
+            "--wait",
+            "15s",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -531,7 +756,13 @@ fn exit_codes() {
     v.expect(&["plan", "--detailed-exitcode"], 2);
     v.expect(&["plan"], 0);
     let ex = example("cut-through.toml");
-    let o = eniroute(&["--netns", "no-such-namespace-eniroute", "-c", ex.to_str().unwrap(), "apply"]);
+    let o = eniroute(&[
+        "--netns",
+        "no-such-namespace-eniroute",
+        "-c",
+        ex.to_str().unwrap(),
+        "apply",
+    ]);
     assert_eq!(o.status.code(), Some(69), "{}", text(&o));
     let o = eniroute(&["apply", "--wait", "soon"]);
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
@@ -556,13 +787,25 @@ fn config_change_converges() {
     assert_ne!(changed, base);
     std::fs::write(&path, &changed).unwrap();
     let plan = v.expect(&["plan"], 0);
-    assert!(plan.contains("- address 192.168.10.22/24 dev eth1"), "{plan}");
-    assert!(plan.contains("+ rule 21200 from 192.168.10.21 lookup 20002"), "{plan}");
-    assert!(plan.contains("- rule 20200 from 192.168.10.21 lookup 20002"), "{plan}");
+    assert!(
+        plan.contains("- address 192.168.10.22/24 dev eth1"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("+ rule 21200 from 192.168.10.21 lookup 20002"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("- rule 20200 from 192.168.10.21 lookup 20002"),
+        "{plan}"
+    );
     v.expect(&["apply"], 0);
     v.expect(&["plan", "--detailed-exitcode"], 0);
     let rules = v.guest.ip(&["rule"]);
-    assert!(!rules.contains("20200:") && rules.contains("21200:"), "{rules}");
+    assert!(
+        !rules.contains("20200:") && rules.contains("21200:"),
+        "{rules}"
+    );
     let _ = std::fs::remove_dir_all(dir);
     let _: Option<IpAddr> = None;
 }

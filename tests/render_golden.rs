@@ -4,7 +4,9 @@
 use std::path::Path;
 
 fn render(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/examples").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs/examples")
+        .join(name);
     let loaded = eniroute::config::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
     eniroute::render::ip_script(&eniroute::plan::plan(&loaded.config, None))
 }

@@ -19,15 +19,31 @@ fn batch(ns: &Netns, family: Option<&str>, script: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("ip");
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "ip -batch failed: {}\n{script}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip -batch failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn loads(name: &str) {
     let path = example(name);
     let cfg = load(&path);
-    let o = eniroute(&["-c", path.to_str().unwrap(), "-q", "render", "--format", "ip"]);
+    let o = eniroute(&[
+        "-c",
+        path.to_str().unwrap(),
+        "-q",
+        "render",
+        "--format",
+        "ip",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let script = String::from_utf8(o.stdout).unwrap();
     let (v4, v6) = match script.split_once(eniroute::render::IPV6_SECTION) {
@@ -36,7 +52,16 @@ fn loads(name: &str) {
     };
     let ns = Netns::new("render");
     for (k, e) in cfg.enis.iter().enumerate() {
-        ns.ip(&["link", "add", e.fallback_ifname(), "type", "veth", "peer", "name", &format!("peer{k}")]);
+        ns.ip(&[
+            "link",
+            "add",
+            e.fallback_ifname(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("peer{k}"),
+        ]);
     }
     batch(&ns, None, &v4);
     if !v6.trim().is_empty() {
@@ -49,10 +74,23 @@ fn loads(name: &str) {
     assert_eq!(tagged, want, "{rules}");
     let routes = ns.ip(&["-4", "route", "show", "table", "all", "proto", "225"])
         + &ns.ip(&["-6", "route", "show", "table", "all", "proto", "225"]);
-    let want = script.lines().filter(|l| l.starts_with("route add")).count();
-    assert_eq!(routes.lines().filter(|l| !l.starts_with(char::is_whitespace)).count(), want, "{routes}");
+    let want = script
+        .lines()
+        .filter(|l| l.starts_with("route add"))
+        .count();
+    assert_eq!(
+        routes
+            .lines()
+            .filter(|l| !l.starts_with(char::is_whitespace))
+            .count(),
+        want,
+        "{routes}"
+    );
     let addrs = ns.ip(&["addr"]);
-    let want = script.lines().filter(|l| l.starts_with("address add")).count();
+    let want = script
+        .lines()
+        .filter(|l| l.starts_with("address add"))
+        .count();
     assert_eq!(addrs.matches("proto 0xe1").count(), want, "{addrs}");
 }
 

@@ -14,8 +14,8 @@ use futures::stream::{self, StreamExt};
 use ipnetwork::IpNetwork;
 use macaddr::MacAddr6;
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
@@ -142,14 +142,19 @@ impl Kernel {
         what: &str,
     ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
         let _guard = self.dump_lock.lock().await;
-        self.request(msg, NLM_F_REQUEST | NLM_F_DUMP, || format!("dumping {what}"))
-            .await
+        self.request(msg, NLM_F_REQUEST | NLM_F_DUMP, || {
+            format!("dumping {what}")
+        })
+        .await
     }
 
     /// Every link: name, index, MAC, admin state.
     pub async fn links(&self) -> Result<Vec<HostLink>, KernelError> {
         let msgs = self
-            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), "links")
+            .dump(
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                "links",
+            )
             .await?;
         Ok(msgs
             .into_iter()
@@ -165,7 +170,10 @@ impl Kernel {
         let links = self.links().await?;
         let names: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
         let iface = |index: u32| Iface {
-            name: names.get(&index).cloned().unwrap_or_else(|| format!("if{index}")),
+            name: names
+                .get(&index)
+                .cloned()
+                .unwrap_or_else(|| format!("if{index}")),
             index,
         };
         let mut o = Observed {
@@ -173,7 +181,10 @@ impl Kernel {
             ..Default::default()
         };
         let addrs = self
-            .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()), "addresses")
+            .dump(
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                "addresses",
+            )
             .await?;
         for m in addrs {
             if let RouteNetlinkMessage::NewAddress(a) = m {
@@ -189,7 +200,9 @@ impl Kernel {
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut req = RouteMessage::default();
             req.header.address_family = family;
-            let routes = self.dump(RouteNetlinkMessage::GetRoute(req), "routes").await?;
+            let routes = self
+                .dump(RouteNetlinkMessage::GetRoute(req), "routes")
+                .await?;
             for m in routes {
                 if let RouteNetlinkMessage::NewRoute(r) = m {
                     if let Some((route, proto)) = parse_route(&r, &iface) {
@@ -203,7 +216,9 @@ impl Kernel {
             }
             let mut req = RuleMessage::default();
             req.header.family = family;
-            let rules = self.dump(RouteNetlinkMessage::GetRule(req), "rules").await?;
+            let rules = self
+                .dump(RouteNetlinkMessage::GetRule(req), "rules")
+                .await?;
             for m in rules {
                 if let RouteNetlinkMessage::NewRule(r) = m {
                     if let Some((rule, proto)) = parse_rule(&r) {
@@ -232,7 +247,8 @@ impl Kernel {
                 if matches!(change, Change::LinkUp(_)) {
                     m.header.flags = LinkFlags::Up;
                 }
-                self.request(RouteNetlinkMessage::SetLink(m), ack, what).await?;
+                self.request(RouteNetlinkMessage::SetLink(m), ack, what)
+                    .await?;
             }
             Change::AddAddress(a) => {
                 let m = address_message(a, self.proto);
@@ -245,7 +261,8 @@ impl Kernel {
             }
             Change::DelAddress(a) => {
                 let m = address_message(a, self.proto);
-                self.request(RouteNetlinkMessage::DelAddress(m), ack, what).await?;
+                self.request(RouteNetlinkMessage::DelAddress(m), ack, what)
+                    .await?;
             }
             Change::AddRoute(r) => {
                 let m = route_message(r, self.proto);
@@ -267,7 +284,8 @@ impl Kernel {
             }
             Change::DelRoute(r) => {
                 let m = route_message(r, self.proto);
-                self.request(RouteNetlinkMessage::DelRoute(m), ack, what).await?;
+                self.request(RouteNetlinkMessage::DelRoute(m), ack, what)
+                    .await?;
             }
             Change::AddRule(r) => {
                 let m = rule_message(r, self.proto);
@@ -280,7 +298,8 @@ impl Kernel {
             }
             Change::DelRule(r) => {
                 let m = rule_message(r, self.proto);
-                self.request(RouteNetlinkMessage::DelRule(m), ack, what).await?;
+                self.request(RouteNetlinkMessage::DelRule(m), ack, what)
+                    .await?;
             }
         }
         Ok(())
@@ -289,11 +308,12 @@ impl Kernel {
     /// Make a batch of independent changes concurrently. Returns, in input order, which
     /// succeeded, and the first error (after every request in flight has finished).
     pub async fn apply_batch(&self, changes: &[Change]) -> (Vec<bool>, Option<KernelError>) {
-        let results: Vec<(usize, Result<(), KernelError>)> = stream::iter(changes.iter().enumerate())
-            .map(|(i, c)| async move { (i, self.apply(c).await) })
-            .buffer_unordered(MAX_IN_FLIGHT)
-            .collect()
-            .await;
+        let results: Vec<(usize, Result<(), KernelError>)> =
+            stream::iter(changes.iter().enumerate())
+                .map(|(i, c)| async move { (i, self.apply(c).await) })
+                .buffer_unordered(MAX_IN_FLIGHT)
+                .collect()
+                .await;
         let mut done = vec![false; changes.len()];
         let mut first: Option<(usize, KernelError)> = None;
         for (i, r) in results {
@@ -317,10 +337,12 @@ impl Kernel {
             IpAddr::V6(_) => AddressFamily::Inet6,
         };
         m.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
-        m.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst)));
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
         if let Some(s) = src {
             m.header.source_prefix_length = if s.is_ipv4() { 32 } else { 128 };
-            m.attributes.push(RouteAttribute::Source(RouteAddress::from(s)));
+            m.attributes
+                .push(RouteAttribute::Source(RouteAddress::from(s)));
         }
         let what = || match src {
             Some(s) => format!("route lookup from {s} to {dst}"),
@@ -448,7 +470,8 @@ fn address_message(a: &Address, proto: u8) -> AddressMessage {
     if !flags.is_empty() {
         m.attributes.push(AddressAttribute::Flags(flags));
     }
-    m.attributes.push(AddressAttribute::Protocol(AddressProtocol::from(proto)));
+    m.attributes
+        .push(AddressAttribute::Protocol(AddressProtocol::from(proto)));
     m
 }
 
@@ -477,7 +500,11 @@ pub fn parse_route(r: &RouteMessage, iface: &impl Fn(u32) -> Iface) -> Option<(R
             _ => {}
         }
     }
-    let dst = IpNetwork::new(dst.unwrap_or(unspecified(family)), r.header.destination_prefix_length).ok()?;
+    let dst = IpNetwork::new(
+        dst.unwrap_or(unspecified(family)),
+        r.header.destination_prefix_length,
+    )
+    .ok()?;
     let nexthops = match multipath {
         Some(hops) => hops.iter().map(|h| nexthop(h, iface)).collect(),
         None => vec![NextHop {
@@ -540,18 +567,21 @@ fn route_message(r: &Route, proto: u8) -> RouteMessage {
     }
     m.attributes.push(RouteAttribute::Table(r.table));
     if r.dst.prefix() > 0 {
-        m.attributes.push(RouteAttribute::Destination(RouteAddress::from(r.dst.ip())));
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(r.dst.ip())));
     }
     if r.metric != 0 {
         m.attributes.push(RouteAttribute::Priority(r.metric));
     }
     if let Some(s) = r.src {
-        m.attributes.push(RouteAttribute::PrefSource(RouteAddress::from(s)));
+        m.attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::from(s)));
     }
     match r.nexthops.as_slice() {
         [nh] => {
             if let Some(g) = nh.gateway {
-                m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(g)));
+                m.attributes
+                    .push(RouteAttribute::Gateway(RouteAddress::from(g)));
             }
             if nh.iface.index != 0 {
                 m.attributes.push(RouteAttribute::Oif(nh.iface.index));
@@ -571,7 +601,8 @@ fn route_message(r: &Route, proto: u8) -> RouteMessage {
                         h.flags |= RouteNextHopFlags::Onlink;
                     }
                     if let Some(g) = nh.gateway {
-                        h.attributes.push(RouteAttribute::Gateway(RouteAddress::from(g)));
+                        h.attributes
+                            .push(RouteAttribute::Gateway(RouteAddress::from(g)));
                     }
                     h
                 })
@@ -594,14 +625,17 @@ pub fn parse_rule(r: &RuleMessage) -> Option<(Rule, u8)> {
         suppress_prefixlength: None,
     };
     let mut proto = 0;
-    let mut extra = r.header.action != RuleAction::ToTable || r.header.dst_len != 0 || r.header.tos != 0;
+    let mut extra =
+        r.header.action != RuleAction::ToTable || r.header.dst_len != 0 || r.header.tos != 0;
     for a in &r.attributes {
         match a {
             RuleAttribute::Priority(p) => rule.priority = *p,
             RuleAttribute::Source(s) => rule.from = IpNetwork::new(*s, r.header.src_len).ok(),
             RuleAttribute::Table(t) => rule.table = *t,
             // The kernel reports "unset" as -1.
-            RuleAttribute::SuppressPrefixLen(n) if *n != u32::MAX => rule.suppress_prefixlength = Some(*n),
+            RuleAttribute::SuppressPrefixLen(n) if *n != u32::MAX => {
+                rule.suppress_prefixlength = Some(*n)
+            }
             RuleAttribute::SuppressPrefixLen(_) => {}
             RuleAttribute::Protocol(p) => proto = u8::from(*p),
             // Attributes the kernel always reports and eniroute never sets differently.
@@ -631,6 +665,7 @@ fn rule_message(r: &Rule, proto: u8) -> RuleMessage {
     if let Some(n) = r.suppress_prefixlength {
         m.attributes.push(RuleAttribute::SuppressPrefixLen(n));
     }
-    m.attributes.push(RuleAttribute::Protocol(RouteProtocol::from(proto)));
+    m.attributes
+        .push(RuleAttribute::Protocol(RouteProtocol::from(proto)));
     m
 }

@@ -78,9 +78,16 @@ impl Netns {
 
     /// Read a sysctl inside the namespace (via `ip netns exec`).
     pub fn sysctl(&self, path: &str) -> String {
-        sh(&["ip", "netns", "exec", &self.name, "cat", &format!("/proc/sys/{path}")])
-            .trim()
-            .to_string()
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.name,
+            "cat",
+            &format!("/proc/sys/{path}"),
+        ])
+        .trim()
+        .to_string()
     }
 
     pub fn set_sysctl(&self, path: &str, value: &str) {
@@ -125,7 +132,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -194,7 +203,14 @@ impl Vpc {
                 }
             }
             if let (Some(c), Some(g)) = (e.ipv6_cidr, e.ipv6_gateway) {
-                gws.push(format!("{g}/{}", if g.is_unicast_link_local() { 64 } else { c.prefix() }));
+                gws.push(format!(
+                    "{g}/{}",
+                    if g.is_unicast_link_local() {
+                        64
+                    } else {
+                        c.prefix()
+                    }
+                ));
             }
             if !skip.contains(&e.name.as_str()) {
                 add_eni(&guest, &vpc, e, k);
@@ -212,10 +228,24 @@ impl Vpc {
                 let ifname = p.fallback_ifname();
                 guest.ip(&["link", "set", ifname, "up"]);
                 if let (Some(c), Some(ip)) = (p.cidr, p.private_ips.first()) {
-                    guest.ip(&["addr", "add", &format!("{ip}/{}", c.prefix()), "dev", ifname]);
+                    guest.ip(&[
+                        "addr",
+                        "add",
+                        &format!("{ip}/{}", c.prefix()),
+                        "dev",
+                        ifname,
+                    ]);
                 }
                 if let Some(g) = p.gateway {
-                    guest.ip(&["route", "add", "default", "via", &g.to_string(), "dev", ifname]);
+                    guest.ip(&[
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &g.to_string(),
+                        "dev",
+                        ifname,
+                    ]);
                 }
             }
         }
@@ -250,7 +280,12 @@ impl Vpc {
     /// eniroute, asserting the exit code.
     pub fn expect(&self, args: &[&str], code: i32) -> String {
         let o = self.run(args);
-        assert_eq!(o.status.code(), Some(code), "eniroute {args:?}: {}", text(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "eniroute {args:?}: {}",
+            text(&o)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
