@@ -238,3 +238,131 @@ pub fn flush(observed: &Observed) -> Vec<Change> {
 pub fn phases(changes: &[Change]) -> Vec<&[Change]> {
     changes.chunk_by(|a, b| a.phase() == b.phase()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+    use crate::plan::{plan, HostLink};
+
+    const CFG: &str = r#"
+[[eni]]
+name = "eth1"
+interface = "eth1"
+cidr = "192.168.10.0/24"
+gateway = "192.168.10.253"
+private_ips = ["192.168.10.21", "192.168.10.22"]
+"#;
+
+    fn setup() -> (Desired, Observed) {
+        let cfg = load_str(CFG, "t.toml").unwrap().config;
+        let links = vec![HostLink {
+            name: "eth1".into(),
+            index: 7,
+            mac: None,
+            up: true,
+        }];
+        let d = plan(&cfg, Some(&links));
+        let o = Observed {
+            links,
+            ..Default::default()
+        };
+        (d, o)
+    }
+
+    fn converged(d: &Desired, mut o: Observed) -> Observed {
+        o.addresses = d.addresses.clone();
+        o.routes = d.routes.clone();
+        o.rules = d.rules.clone();
+        o
+    }
+
+    #[test]
+    fn empty_kernel_gets_everything_in_dependency_order() {
+        let (d, o) = setup();
+        let c = reconcile(&d, &o).unwrap();
+        assert_eq!(c.len(), d.addresses.len() + d.routes.len() + d.rules.len());
+        let phases: Vec<u8> = c.iter().map(Change::phase).collect();
+        assert!(phases.windows(2).all(|w| w[0] <= w[1]), "{phases:?}");
+        assert!(matches!(c[0], Change::AddAddress(_)));
+        assert!(matches!(c.last(), Some(Change::AddRule(_))));
+    }
+
+    #[test]
+    fn equal_state_makes_no_change() {
+        let (d, o) = setup();
+        let o = converged(&d, o);
+        assert!(reconcile(&d, &o).unwrap().is_empty());
+    }
+
+    #[test]
+    fn stale_owned_objects_are_removed_after_adds() {
+        let (d, o) = setup();
+        let mut o = converged(&d, o);
+        let mut stale = o.rules[0].clone();
+        stale.priority += 1;
+        o.rules.push(stale.clone());
+        let mut addr = o.addresses[0].clone();
+        addr.addr = "192.168.10.99".parse().unwrap();
+        o.addresses.push(addr.clone());
+        let c = reconcile(&d, &o).unwrap();
+        assert_eq!(c, vec![Change::DelRule(stale), Change::DelAddress(addr)]);
+    }
+
+    #[test]
+    fn changed_route_is_replaced_in_place() {
+        let (d, o) = setup();
+        let mut o = converged(&d, o);
+        let i = o.routes.iter().position(|r| r.dst.prefix() == 0).unwrap();
+        let old = o.routes[i].clone();
+        o.routes[i].nexthops[0].onlink = false;
+        let c = reconcile(&d, &o).unwrap();
+        assert_eq!(
+            c,
+            vec![Change::ReplaceRoute {
+                old: o.routes[i].clone(),
+                new: old
+            }]
+        );
+    }
+
+    #[test]
+    fn foreign_objects_are_never_removed_and_block_their_place() {
+        let (d, mut o) = setup();
+        o.foreign_rules = d.rules.clone();
+        o.foreign_addresses = d.addresses.clone();
+        let c = reconcile(&d, &o).unwrap();
+        // Foreign rules do not count as ours: ours are added; foreign addresses are kept.
+        assert!(c
+            .iter()
+            .all(|c| !matches!(c, Change::DelRule(_) | Change::DelAddress(_))));
+        assert!(c.iter().all(|c| !matches!(c, Change::AddAddress(_))));
+        o.foreign_routes = vec![d.routes[1].clone()];
+        let err = reconcile(&d, &o).unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert!(
+            err[0].message.contains("not eniroute's"),
+            "{}",
+            err[0].message
+        );
+    }
+
+    #[test]
+    fn inverse_undoes() {
+        let (d, _) = setup();
+        let c = Change::AddRoute(d.routes[0].clone());
+        assert_eq!(c.inverse().inverse(), c);
+        assert_eq!(c.inverse(), Change::DelRoute(d.routes[0].clone()));
+    }
+
+    #[test]
+    fn flush_removes_only_owned_rules_routes_addresses_in_order() {
+        let (d, o) = setup();
+        let mut o = converged(&d, o);
+        o.foreign_rules = d.rules.clone();
+        let c = flush(&o);
+        assert_eq!(c.len(), d.rules.len() + d.routes.len() + d.addresses.len());
+        let phases: Vec<u8> = c.iter().map(Change::phase).collect();
+        assert!(phases.windows(2).all(|w| w[0] <= w[1]));
+    }
+}

@@ -669,3 +669,107 @@ fn rule_message(r: &Rule, proto: u8) -> RuleMessage {
         .push(RuleAttribute::Protocol(RouteProtocol::from(proto)));
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Scope;
+
+    fn iface(i: u32) -> Iface {
+        Iface {
+            name: format!("eth{i}"),
+            index: i,
+        }
+    }
+
+    fn roundtrip(r: &Route) -> Route {
+        let mut m = route_message(r, 225);
+        // What the kernel reports that a request does not carry.
+        m.header.kind = RouteType::Unicast;
+        let (back, proto) = parse_route(&m, &iface).unwrap();
+        assert_eq!(proto, 225);
+        back
+    }
+
+    #[test]
+    fn routes_survive_message_roundtrip() {
+        let single = Route {
+            table: 20002,
+            dst: "0.0.0.0/0".parse().unwrap(),
+            metric: 3,
+            scope: Scope::Universe,
+            src: Some("192.168.0.5".parse().unwrap()),
+            nexthops: vec![NextHop {
+                gateway: Some("192.168.0.253".parse().unwrap()),
+                iface: iface(2),
+                weight: 1,
+                onlink: true,
+            }],
+        };
+        assert_eq!(roundtrip(&single), single);
+        let mut multi = single.clone();
+        multi.src = None;
+        multi.nexthops.push(NextHop {
+            gateway: Some("192.168.1.253".parse().unwrap()),
+            iface: iface(3),
+            weight: 256,
+            onlink: true,
+        });
+        assert_eq!(roundtrip(&multi), multi);
+        let link = Route {
+            table: 7,
+            dst: "2001:db8::/64".parse().unwrap(),
+            metric: 1024,
+            scope: Scope::Universe,
+            src: None,
+            nexthops: vec![NextHop {
+                gateway: None,
+                iface: iface(2),
+                weight: 1,
+                onlink: false,
+            }],
+        };
+        assert_eq!(roundtrip(&link), link);
+    }
+
+    #[test]
+    fn rules_are_to_table_and_roundtrip() {
+        let r = Rule {
+            family: Family::V4,
+            priority: 20000,
+            from: Some("192.168.0.0/31".parse().unwrap()),
+            table: 20001,
+            suppress_prefixlength: Some(0),
+        };
+        let m = rule_message(&r, 225);
+        assert_eq!(m.header.action, RuleAction::ToTable);
+        assert_eq!(parse_rule(&m), Some((r, 225)));
+    }
+
+    #[test]
+    fn foreign_shaped_rules_are_not_owned() {
+        let r = Rule {
+            family: Family::V4,
+            priority: 20000,
+            from: None,
+            table: 20001,
+            suppress_prefixlength: None,
+        };
+        let mut m = rule_message(&r, 225);
+        m.attributes.push(RuleAttribute::FwMark(1));
+        assert_eq!(parse_rule(&m).map(|(_, p)| p), Some(0));
+    }
+
+    #[test]
+    fn addresses_roundtrip_with_flags_and_tag() {
+        let a = Address {
+            iface: iface(4),
+            addr: "203.0.113.9".parse().unwrap(),
+            prefix_len: 32,
+            noprefixroute: true,
+            nodad: false,
+        };
+        let m = address_message(&a, 225);
+        assert_eq!(parse_address(&m, &iface), Some((a, 225)));
+    }
+}
