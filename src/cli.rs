@@ -29,10 +29,9 @@ pub mod exit {
     about = "Source-based policy routing for every ENI and Elastic IP of a multi-NIC Linux instance"
 )]
 pub struct Cli {
-    /// Configuration file
-    #[arg(short = 'c', long = "config", env = "ENIROUTE_CONFIG", global = true,
-          default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    /// Configuration file [default: /etc/eniroute/eniroute.toml; sandbox: the bundled demo]
+    #[arg(short = 'c', long = "config", env = "ENIROUTE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Run against the named network namespace (/run/netns/NAME)
     #[arg(long, global = true, value_name = "NAME")]
     pub netns: Option<String>,
@@ -47,6 +46,15 @@ pub struct Cli {
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The configuration file: `-c`, else ENIROUTE_CONFIG, else the default path.
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,6 +88,12 @@ pub enum Command {
         /// Write the config here (atomically, mode 0600) instead of standard output
         #[arg(long = "output", value_name = "FILE")]
         output_file: Option<PathBuf>,
+    },
+    /// Simulate the config's VPC in network namespaces and test it with real packets
+    Sandbox {
+        /// Keep the namespaces afterwards (prints how to enter them)
+        #[arg(long)]
+        keep: bool,
     },
     /// The whole desired state (an `ip -batch` script, or JSON)
     Render {
@@ -134,6 +148,7 @@ pub fn run(cli: &Cli) -> i32 {
             token_ttl,
             output_file,
         } => discover(&out, endpoint, *token_ttl, output_file.as_deref()),
+        Command::Sandbox { keep } => sandbox(cli, &out, *keep),
         Command::Plan { detailed_exitcode } => with_config(cli, &out, |l, t| {
             let report = ops::plan(&l.config, t)?;
             output::plan(&out, &report);
@@ -160,7 +175,7 @@ pub fn run(cli: &Cli) -> i32 {
         }),
         Command::Flush => {
             // flush needs only the protocol tag: without a config file it uses the default.
-            let proto = if cli.config.exists() {
+            let proto = if cli.config_path().exists() {
                 match load(cli, &out) {
                     Ok(l) => l.config.routing.protocol,
                     Err(code) => return code,
@@ -168,7 +183,7 @@ pub fn run(cli: &Cli) -> i32 {
             } else {
                 out.warn(&format!(
                     "{} not found: flushing objects tagged with the default protocol {}",
-                    cli.config.display(),
+                    cli.config_path().display(),
                     config::Routing::default().protocol
                 ));
                 config::Routing::default().protocol
@@ -232,6 +247,32 @@ fn discover(
     exit::OK
 }
 
+fn sandbox(cli: &Cli, out: &output::Out, keep: bool) -> i32 {
+    use crate::sandbox::{self, SandboxError, SandboxOptions};
+    let opts = SandboxOptions::new(cli.config.clone(), keep);
+    match sandbox::run(&opts) {
+        Ok(report) => {
+            match out.format {
+                Format::Json => output::print_json(&report),
+                Format::Text => print!("{}", report.render_text()),
+            }
+            if report.passed() {
+                exit::OK
+            } else {
+                exit::FAILED
+            }
+        }
+        Err(e) => {
+            out.error(&e.to_string());
+            match e {
+                SandboxError::Config(LoadError::Invalid(_)) | SandboxError::Demo(_) => exit::CONFIG,
+                SandboxError::Config(LoadError::Read { .. }) => exit::CONFIG,
+                _ => exit::FAILED,
+            }
+        }
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 2m, 1m30s)"))
 }
@@ -265,7 +306,7 @@ fn fail(out: &output::Out, e: &OpError) -> i32 {
 
 /// Load and validate the config, reporting problems and warnings. Err = the exit code.
 pub fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
-    match config::load_file(&cli.config) {
+    match config::load_file(&cli.config_path()) {
         Ok(l) => {
             // Notes (a mode's known limits) belong to validate and plan; warnings to all.
             let notes = matches!(cli.command, Command::Validate | Command::Plan { .. });
