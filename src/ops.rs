@@ -356,12 +356,15 @@ async fn verify(k: &Kernel, d: &Desired, links: &[HostLink]) -> Result<Vec<Verdi
         Family::V6 => IpAddr::V6(PROBE_V6),
     };
     let mut out = Vec::new();
-    for c in &d.checks {
+    // Lookups are plain requests, not dumps: run them concurrently on the connection.
+    let lookups: Vec<_> = futures::stream::iter(&d.checks)
+        .map(|c| async move { k.route_get(Some(c.source), probe(Family::of(&c.source))).await })
+        .buffered(crate::kernel::MAX_IN_FLIGHT)
+        .collect()
+        .await;
+    for (c, lookup) in d.checks.iter().zip(lookups) {
         let expected = format!("dev {} via {}", c.iface.name, c.gateway);
-        let (seen, ok) = match k
-            .route_get(Some(c.source), probe(Family::of(&c.source)))
-            .await
-        {
+        let (seen, ok) = match lookup {
             Ok(l) => {
                 let gw = l
                     .gateway
