@@ -151,11 +151,22 @@ fn every_example_config_passes_after_apply() {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no example configs in {}", dir.display());
+    // All at once: each run has its own namespaces, and mostly waits on timeouts.
+    let reports: Vec<SandboxReport> = std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| s.spawn(move || run(&options(&format!("ex{i}"), Some(f.clone())))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sandbox run panicked"))
+            .collect()
+    });
     let mut failed = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let r = run(&options(&format!("ex{i}"), Some(f.clone())));
+    for (f, r) in files.iter().zip(&reports) {
         println!("{}", r.render_text());
-        assert_gone(&r);
+        assert_gone(r);
         if !r.passed() {
             failed.push(format!("{}:\n{}", f.display(), r.render_text()));
         }
@@ -181,6 +192,11 @@ fn keep_leaves_the_namespaces() {
     let cleanup = || {
         for ns in [&names.guest, &names.vpc, &names.internet] {
             let _ = eniroute::kernel::sim::delete_netns(ns);
+        }
+        let file = Path::new(&r.config_file);
+        let _ = std::fs::remove_file(file);
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::remove_dir(dir);
         }
     };
     let present = [&names.guest, &names.vpc, &names.internet]
@@ -223,6 +239,54 @@ fn keep_leaves_the_namespaces() {
     }
     assert!(!addrs.contains("192.168.0.12"), "{addrs}");
     assert!(!addrs.contains("198.51.100.20"), "{addrs}");
+}
+
+/// An eniroute that does nothing (exits 0 for every step) fails the sandbox: the after-apply
+/// checks see the same broken routing as before.
+#[test]
+fn a_no_op_eniroute_fails_the_sandbox() {
+    let mut o = options("noop", None);
+    o.exe = PathBuf::from("/bin/true");
+    let r = run(&o);
+    println!("{}", r.render_text());
+    assert!(r.steps.iter().all(|s| s.ok), "{}", r.render_text());
+    assert!(!r.passed(), "{}", r.render_text());
+    let inbound = r
+        .checks
+        .iter()
+        .find(|c| c.name.contains("-> 203.0.113.11 ("))
+        .expect("inbound check of eth1's EIP");
+    assert!(!inbound.after.as_ref().is_some_and(|o| o.ok));
+    assert_gone(&r);
+}
+
+/// A namespace that exists already is an error, and is never deleted by the sandbox.
+#[test]
+fn an_existing_namespace_is_left_alone() {
+    require_root();
+    let o = options("taken", None);
+    let prefix = o.ns_prefix.clone().expect("prefix");
+    let vpc = format!("{prefix}-vpc");
+    eniroute::kernel::sim::create_netns(&vpc).unwrap_or_else(|e| panic!("{e}"));
+    let result = sandbox::run(&o);
+    let still_there = Path::new("/run/netns").join(&vpc).exists();
+    let guest_left = Path::new("/run/netns")
+        .join(format!("{prefix}-guest"))
+        .exists();
+    let _ = eniroute::kernel::sim::delete_netns(&vpc);
+    let err = match result {
+        Ok(r) => panic!("the run should fail:\n{}", r.render_text()),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&vpc), "{err}");
+    assert!(
+        still_there,
+        "the sandbox deleted a namespace it did not create"
+    );
+    assert!(
+        !guest_left,
+        "the sandbox left its own guest namespace behind"
+    );
 }
 
 /// The JSON report carries every check with both phases.

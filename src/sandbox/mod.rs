@@ -167,7 +167,7 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     };
 
     let guard = cleanup::register(cleanup::Entry {
-        namespaces: names.all().iter().map(|s| s.to_string()).collect(),
+        namespaces: Vec::new(),
         files: temp_files.clone(),
         keep: opts.keep,
         child: None,
@@ -179,6 +179,7 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
         config_file: &config_file,
         guard: &guard,
         nft: &nft,
+        created: Vec::new(),
     };
     let result = ctx.go(shown, started);
 
@@ -186,7 +187,8 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     let t = Instant::now();
     let keep = opts.keep && result.is_ok();
     if !keep {
-        for ns in names.all() {
+        // Only the namespaces this run created: never one that was there before.
+        for ns in &ctx.created {
             let _ = sim::delete_netns(ns);
         }
         for f in &temp_files {
@@ -212,6 +214,7 @@ struct Run<'a> {
     config_file: &'a Path,
     guard: &'a cleanup::Guard,
     nft: &'a Path,
+    created: Vec<String>,
 }
 
 impl Run<'_> {
@@ -220,7 +223,12 @@ impl Run<'_> {
         let names = &topo.names;
         // --- build ---
         for ns in names.all() {
-            sim::create_netns(ns).map_err(|e| match &e {
+            let made = sim::create_netns(ns);
+            if made.is_ok() {
+                self.created.push(ns.to_string());
+                self.guard.update(|e| e.namespaces.push(ns.to_string()));
+            }
+            made.map_err(|e| match &e {
                 SimError::Namespace { source, .. }
                     if source.raw_os_error() == Some(nix::libc::EPERM)
                         || source.raw_os_error() == Some(nix::libc::EACCES) =>
@@ -422,15 +430,19 @@ impl Run<'_> {
                 });
             }
         }
+        // Both sides at once: the guest's probes on a second thread, the Internet's here.
         let (guest_res, inet_res) = std::thread::scope(|s| {
-            let g = s.spawn(|| probe::run(&topo.names.guest, guest_probes, timeout));
-            let i = s.spawn(|| probe::run(&topo.names.internet, inet_probes, timeout));
-            (
-                g.join()
+            let g = std::thread::Builder::new()
+                .name("sandbox-guest-probes".into())
+                .spawn_scoped(s, || probe::run(&topo.names.guest, guest_probes, timeout));
+            let i = probe::run(&topo.names.internet, inet_probes, timeout);
+            let g = match g {
+                Ok(h) => h
+                    .join()
                     .unwrap_or_else(|_| Err("guest probe thread panicked".into())),
-                i.join()
-                    .unwrap_or_else(|_| Err("Internet probe thread panicked".into())),
-            )
+                Err(e) => Err(format!("cannot start the guest probe thread: {e}")),
+            };
+            (g, i)
         });
         let guest_res = guest_res.map_err(SandboxError::Probe)?;
         let inet_res = inet_res.map_err(SandboxError::Probe)?;
@@ -548,22 +560,8 @@ impl Run<'_> {
             }
         };
         self.guard.update(|e| e.child = Some(child.id()));
-        let mut out_pipe = child.stdout.take();
-        let mut err_pipe = child.stderr.take();
-        let out_t = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(p) = out_pipe.as_mut() {
-                let _ = p.read_to_string(&mut s);
-            }
-            s
-        });
-        let err_t = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(p) = err_pipe.as_mut() {
-                let _ = p.read_to_string(&mut s);
-            }
-            s
-        });
+        let out_t = read_in_background(child.stdout.take());
+        let err_t = read_in_background(child.stderr.take());
         let deadline = Instant::now() + self.opts.step_timeout;
         let status = loop {
             match child.try_wait() {
@@ -578,8 +576,8 @@ impl Run<'_> {
             }
         };
         self.guard.update(|e| e.child = None);
-        step.stdout = out_t.join().unwrap_or_default();
-        step.stderr = err_t.join().unwrap_or_default();
+        step.stdout = out_t.and_then(|t| t.join().ok()).unwrap_or_default();
+        step.stderr = err_t.and_then(|t| t.join().ok()).unwrap_or_default();
         match status {
             Some(st) => {
                 step.exit_code = st.code();
@@ -595,6 +593,21 @@ impl Run<'_> {
         step.duration_ms = ms(t.elapsed());
         step
     }
+}
+
+/// Read a child's pipe to the end on a thread (so a chatty child never blocks on a full pipe).
+fn read_in_background<R: Read + Send + 'static>(
+    pipe: Option<R>,
+) -> Option<std::thread::JoinHandle<String>> {
+    let mut pipe = pipe?;
+    std::thread::Builder::new()
+        .name("sandbox-pipe".into())
+        .spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+        .ok()
 }
 
 fn first_lines(s: &str, n: usize) -> String {

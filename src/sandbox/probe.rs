@@ -224,17 +224,22 @@ pub fn run(ns: &str, probes: Vec<Probe>, timeout: Duration) -> Result<Vec<ProbeR
             .zip(&probes)
             .map(|(s, p)| {
                 let target = p.target;
-                scope.spawn(move || match s {
-                    Err(e) => ProbeResult::BindFailed(e),
-                    Ok(s) => connect(s, target, timeout),
-                })
+                std::thread::Builder::new()
+                    .name("sandbox-probe".into())
+                    .spawn_scoped(scope, move || match s {
+                        Err(e) => ProbeResult::BindFailed(e),
+                        Ok(s) => connect(s, target, timeout),
+                    })
+                    .map_err(|e| format!("cannot start a probe thread: {e}"))
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| ProbeResult::NoConnection("probe thread panicked".into()))
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| ProbeResult::NoConnection("probe thread panicked".into())),
+                Err(e) => ProbeResult::NoConnection(e),
             })
             .collect::<Vec<_>>()
     });
