@@ -289,8 +289,8 @@ impl Run<'_> {
                 None
             };
             checks.push(step_row(
-                "eniroute plan --detailed-exitcode (nothing left to change)",
-                "exit 0",
+                "eniroute plan --detailed-exitcode",
+                "exit 0 (nothing to change)",
                 &plan,
                 seen,
             ));

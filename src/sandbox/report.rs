@@ -147,7 +147,7 @@ impl SandboxReport {
         let mut w = [0usize; 3];
         for r in rows.iter().chain(std::iter::once(&header)) {
             for i in 0..3 {
-                w[i] = w[i].max(r[i].chars().count()).min(64);
+                w[i] = w[i].max(r[i].chars().count());
             }
         }
         for r in std::iter::once(&header).chain(rows.iter()) {
