@@ -128,6 +128,7 @@ fn watch(rd: OwnedFd) {
             continue;
         }
         for ns in &e.namespaces {
+            super::forget_state(ns);
             if let Err(err) = sim::delete_netns(ns) {
                 eprintln!("eniroute sandbox: {err}");
             }

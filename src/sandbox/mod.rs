@@ -189,6 +189,7 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     if !keep {
         // Only the namespaces this run created: never one that was there before.
         for ns in &ctx.created {
+            forget_state(ns);
             let _ = sim::delete_netns(ns);
         }
         for f in &temp_files {
@@ -225,6 +226,9 @@ impl Run<'_> {
         for ns in names.all() {
             let made = sim::create_netns(ns);
             if made.is_ok() {
+                // A new namespace may reuse a dead one's inode: drop any state eniroute left
+                // under that inode, so the run starts from a truly fresh instance.
+                forget_state(ns);
                 self.created.push(ns.to_string());
                 self.guard.update(|e| e.namespaces.push(ns.to_string()));
             }
@@ -592,6 +596,16 @@ impl Run<'_> {
         }
         step.duration_ms = ms(t.elapsed());
         step
+    }
+}
+
+/// Remove eniroute's per-namespace state (/run/eniroute/netns-<inode>) of a sandbox namespace
+/// about to be deleted: namespace inodes are reused, and a later namespace must not inherit it.
+pub(crate) fn forget_state(ns: &str) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = std::fs::metadata(crate::kernel::netns::netns_path(ns)) {
+        let dir = Path::new(crate::sysctl::RUN_DIR).join(format!("netns-{}", m.ino()));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
