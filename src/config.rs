@@ -580,15 +580,20 @@ impl Validator {
     fn routing(&mut self, r: &RawRouting) -> Option<Routing> {
         let d = Routing::default();
         let ctx = "routing.";
+        // Every field is checked (all problems are reported), then any failure fails all.
         let table_base = match &r.table_base {
-            Some(v) => self.int_in(ctx, "table_base", v, 1, u32::MAX as i64)? as u32,
-            None => d.table_base,
+            Some(v) => self
+                .int_in(ctx, "table_base", v, 1, u32::MAX as i64)
+                .map(|n| n as u32),
+            None => Some(d.table_base),
         };
         let rule_priority = match &r.rule_priority {
             Some(v) => {
                 let hi = (MAIN_RULE_PRIORITY - TOP_LAYER_OFFSET - 1) as i64;
                 let n = *v.get_ref();
-                if !(1..=hi).contains(&n) {
+                if (1..=hi).contains(&n) {
+                    Some(n as u32)
+                } else {
                     self.err(
                         &v.span(),
                         format!(
@@ -597,16 +602,17 @@ impl Validator {
                              `lookup main` rule at {MAIN_RULE_PRIORITY}"
                         ),
                     );
-                    return None;
+                    None
                 }
-                n as u32
             }
-            None => d.rule_priority,
+            None => Some(d.rule_priority),
         };
         let protocol = match &r.protocol {
             Some(v) => {
                 let n = *v.get_ref();
-                if !(5..=255).contains(&n) {
+                if (5..=255).contains(&n) {
+                    Some(n as u8)
+                } else {
                     self.err(
                         &v.span(),
                         format!(
@@ -614,18 +620,17 @@ impl Validator {
                              kernel's own (unspec, redirect, kernel, boot, static)"
                         ),
                     );
-                    return None;
+                    None
                 }
-                n as u8
             }
-            None => d.protocol,
+            None => Some(d.protocol),
         };
         let rp_filter = match &r.rp_filter {
             Some(v) => match v.get_ref().as_str() {
-                "loose" => RpFilter::Loose,
-                "strict" => RpFilter::Strict,
-                "off" => RpFilter::Off,
-                "keep" => RpFilter::Keep,
+                "loose" => Some(RpFilter::Loose),
+                "strict" => Some(RpFilter::Strict),
+                "off" => Some(RpFilter::Off),
+                "keep" => Some(RpFilter::Keep),
                 other => {
                     self.err(
                         &v.span(),
@@ -633,16 +638,16 @@ impl Validator {
                             "routing.rp_filter = {other:?} is not one of loose, strict, off, keep"
                         ),
                     );
-                    return None;
+                    None
                 }
             },
-            None => d.rp_filter,
+            None => Some(d.rp_filter),
         };
         Some(Routing {
-            table_base,
-            rule_priority,
-            protocol,
-            rp_filter,
+            table_base: table_base?,
+            rule_priority: rule_priority?,
+            protocol: protocol?,
+            rp_filter: rp_filter?,
             arp_isolation: r.arp_isolation.unwrap_or(d.arp_isolation),
             verify: r.verify.unwrap_or(d.verify),
         })
@@ -824,6 +829,7 @@ impl Validator {
         }
 
         let mut prefixes = Vec::new();
+        let mut prefix_spans = Vec::new();
         for p in &e.prefixes {
             let Some(n) = self.parse(
                 ctx,
@@ -867,6 +873,7 @@ impl Validator {
                 self.err(&p.span(), format!("{ctx}prefix {n} overlaps prefix {o}"));
             }
             prefixes.push(n);
+            prefix_spans.push(p.span());
         }
 
         // IPv6
@@ -948,9 +955,19 @@ impl Validator {
             (None, _) => DEFAULT_MULTI_EIP_QUOTA,
         };
         let mut eips = Vec::new();
+        let mut eip_spans = Vec::new();
         for se in &e.eip {
             if let Some(eip) = self.eip(ctx, se, mode, &private_ips, gateway) {
                 eips.push(eip);
+                eip_spans.push(se.span());
+            }
+        }
+        for (n, span) in prefixes.iter().zip(&prefix_spans) {
+            if let Some(x) = eips.iter().find(|x| n.contains(x.address)) {
+                self.err(
+                    span,
+                    format!("{ctx}prefix {n} contains EIP {} of this ENI", x.address),
+                );
             }
         }
         match mode {
@@ -976,25 +993,20 @@ impl Validator {
         }
         if mode == Mode::Nat {
             // at most one EIP per private IP
-            let mut by_private: BTreeMap<Ipv4Addr, Vec<(Ipv4Addr, usize)>> = BTreeMap::new();
-            for (eip, se) in eips.iter().zip(&e.eip) {
+            let mut by_private: BTreeMap<Ipv4Addr, Vec<(Ipv4Addr, Range<usize>)>> = BTreeMap::new();
+            for (eip, span) in eips.iter().zip(&eip_spans) {
                 if let Some(p) = eip.private_ip {
                     by_private
                         .entry(p)
                         .or_default()
-                        .push((eip.address, self.line(&se.span())));
+                        .push((eip.address, span.clone()));
                 }
             }
             for (p, list) in by_private {
-                if list.len() > 1 {
+                if let Some((_, span)) = list.get(1) {
                     let names: Vec<String> = list.iter().map(|(a, _)| a.to_string()).collect();
-                    let span = e.eip[eips
-                        .iter()
-                        .position(|x| x.address == list[1].0)
-                        .unwrap_or(0)]
-                    .span();
                     self.err(
-                        &span,
+                        span,
                         format!(
                             "{ctx}nat mode maps at most one EIP per private IP; {} both map to {p}",
                             names.join(" and ")

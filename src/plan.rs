@@ -486,8 +486,17 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
                 };
                 let e = &cfg.enis[k];
                 let iface = &ifaces[k].0;
+                // A source EIP leaves through the uplink of its own gateway (DESIGN §4).
+                let eip_gw = v.source.and_then(|s| {
+                    e.eips
+                        .iter()
+                        .find(|x| IpAddr::V4(x.address) == s)
+                        .and_then(|x| x.gateway)
+                });
                 let gw = match family {
-                    Family::V4 => e.uplink_gateways().first().map(|g| IpAddr::V4(*g)),
+                    Family::V4 => eip_gw
+                        .or_else(|| e.uplink_gateways().first().copied())
+                        .map(IpAddr::V4),
                     Family::V6 => e
                         .ipv6_gateway
                         .filter(|_| !e.ipv6.is_empty())

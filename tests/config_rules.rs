@@ -478,7 +478,6 @@ fn several_problems_are_all_reported() {
 
 /// Two bad numbers in [routing] are both reported.
 #[test]
-#[ignore = "BUG: Validator::routing returns at the first bad [routing] value (`return None` / `?`), so later ones are never reported"]
 fn several_routing_problems_are_all_reported() {
     let text = edit(&[
         ("rule_priority = 20000", "rule_priority = 0"),
@@ -1150,7 +1149,6 @@ fn prefix_overlapping_across_enis() {
 /// leaves through a different uplink (the EIP's own gateway). Both `from` rules would sit at
 /// the same priority, so which uplink the EIP's replies take depends on insertion order.
 #[test]
-#[ignore = "BUG: a prefix containing an EIP of the same ENI is not rejected (config.rs eni(): the prefix checks look only at private_ips; cross_eni() skips the ENI's own addresses)"]
 fn prefix_containing_own_eip_is_rejected() {
     let text = edit(&[
         ("cidr = \"192.168.2.0/24\"", "cidr = \"198.51.100.0/26\""),
@@ -1283,7 +1281,6 @@ fn nat_one_eip_per_private_ip_through_the_binary() {
 /// With an earlier EIP of the ENI invalid, the "both map to" problem must still point at the
 /// second EIP that maps to the private IP.
 #[test]
-#[ignore = "BUG: config.rs eni() nat check zips `eips` (valid EIPs only) with `e.eip` (all) and indexes e.eip by a position in eips: after an invalid EIP the problem names the wrong line"]
 fn nat_one_eip_per_private_ip_line_after_an_invalid_eip() {
     let text = edit(&[
         (

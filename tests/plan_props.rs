@@ -1300,7 +1300,6 @@ fn aggregate_never_covers_a_non_source() {
 /// traffic given that source must leave through the EIP's uplink (DESIGN §4: "each EIP -> the
 /// uplink of its gateway"), as its replies do, not through the ENI's vSwitch gateway.
 #[test]
-#[ignore = "BUG: plan.rs egress uses e.uplink_gateways().first() (the ENI's gateway) for every via, even when `source` is an EIP on another uplink"]
 fn egress_source_eip_leaves_through_its_own_gateway() {
     let text = r#"
 region = "cn-beijing"
