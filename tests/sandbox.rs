@@ -241,6 +241,80 @@ fn keep_leaves_the_namespaces() {
     assert!(!addrs.contains("198.51.100.20"), "{addrs}");
 }
 
+/// Objects tagged with eniroute's protocol (225) in the namespace, as iproute2 reports them.
+fn tagged_by_iproute2(ns: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for args in [
+        &["-4", "-j", "rule"][..],
+        &["-6", "-j", "rule"][..],
+        &["-4", "-j", "route", "show", "table", "all"][..],
+        &["-6", "-j", "route", "show", "table", "all"][..],
+    ] {
+        let o = Command::new("ip")
+            .args(["-n", ns])
+            .args(args)
+            .output()
+            .expect("ip (iproute2) runs");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        for x in v.as_array().into_iter().flatten() {
+            if x["protocol"] == "225" {
+                out.push(format!("{args:?}: {x}"));
+            }
+        }
+    }
+    let o = Command::new("ip")
+        .args(["-n", ns, "-j", "addr"])
+        .output()
+        .expect("ip (iproute2) runs");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    for l in v.as_array().into_iter().flatten() {
+        for a in l["addr_info"].as_array().into_iter().flatten() {
+            if a["protocol"] == "0xe1" || a["protocol"] == "225" {
+                out.push(format!("addr: {a}"));
+            }
+        }
+    }
+    out
+}
+
+/// --keep leaves the instance configured; iproute2, as an independent observer, sees eniroute's
+/// objects, and none after `eniroute flush`.
+#[test]
+fn keep_leaves_the_instance_configured_and_flush_empties_it() {
+    let mut o = options("keepapplied", None);
+    o.keep = true;
+    let r = run(&o);
+    let guest = r.namespaces.guest.clone();
+    let applied = tagged_by_iproute2(&guest);
+    let flush = Command::new(env!("CARGO_BIN_EXE_eniroute"))
+        .args(["--netns", &guest, "-c", &r.config_file, "flush"])
+        .output();
+    let flushed = tagged_by_iproute2(&guest);
+    for ns in [
+        &r.namespaces.guest,
+        &r.namespaces.vpc,
+        &r.namespaces.internet,
+    ] {
+        let _ = eniroute::kernel::sim::delete_netns(ns);
+    }
+    let file = Path::new(&r.config_file);
+    let _ = std::fs::remove_file(file);
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+    assert!(r.passed(), "{}", r.render_text());
+    assert!(r.kept);
+    assert!(
+        applied.iter().any(|x| x.contains("rule"))
+            && applied.iter().any(|x| x.contains("route"))
+            && applied.iter().any(|x| x.starts_with("addr")),
+        "the kept instance should be configured: {applied:#?}"
+    );
+    let flush = flush.expect("eniroute flush runs");
+    assert!(flush.status.success(), "{flush:?}");
+    assert!(flushed.is_empty(), "left after flush: {flushed:#?}");
+}
+
 /// An eniroute that does nothing (exits 0 for every step) fails the sandbox: the after-apply
 /// checks see the same broken routing as before.
 #[test]
