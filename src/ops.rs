@@ -259,11 +259,7 @@ async fn compute(k: &Kernel, cfg: &Config, links: Vec<HostLink>) -> Result<Compu
             if &cur != value {
                 restores.push(SysctlChange {
                     path: path.clone(),
-                    name: crate::state::Sysctl {
-                        path: path.clone(),
-                        value: String::new(),
-                    }
-                    .name(),
+                    name: sysctl::display_name(&path),
                     old: cur,
                     new: value.clone(),
                 });
@@ -358,7 +354,10 @@ async fn verify(k: &Kernel, d: &Desired, links: &[HostLink]) -> Result<Vec<Verdi
     let mut out = Vec::new();
     // Lookups are plain requests, not dumps: run them concurrently on the connection.
     let lookups: Vec<_> = futures::stream::iter(&d.checks)
-        .map(|c| async move { k.route_get(Some(c.source), probe(Family::of(&c.source))).await })
+        .map(|c| async move {
+            k.route_get(Some(c.source), probe(Family::of(&c.source)))
+                .await
+        })
         .buffered(crate::kernel::MAX_IN_FLIGHT)
         .collect()
         .await;
@@ -583,11 +582,7 @@ pub fn flush(proto: u8, target: &Target) -> Result<FlushReport, OpError> {
                     Ok(cur) if cur == value => {}
                     Ok(cur) => match sysctl::write(&path, &value) {
                         Ok(()) => report.restored.push(SysctlChange {
-                            name: crate::state::Sysctl {
-                                path: path.clone(),
-                                value: String::new(),
-                            }
-                            .name(),
+                            name: sysctl::display_name(&path),
                             path,
                             old: cur,
                             new: value,

@@ -50,7 +50,8 @@ fn file(path: &str) -> PathBuf {
     Path::new(PROC_SYS).join(path)
 }
 
-fn display_name(path: &str) -> String {
+/// The sysctl(8) name of a path below /proc/sys.
+pub fn display_name(path: &str) -> String {
     Sysctl {
         path: path.to_string(),
         value: String::new(),
