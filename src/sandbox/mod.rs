@@ -186,11 +186,14 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     // Teardown (servers were stopped when `go` returned).
     let t = Instant::now();
     let keep = opts.keep && result.is_ok();
+    let mut teardown_errors = Vec::new();
     if !keep {
         // Only the namespaces this run created: never one that was there before.
         for ns in &ctx.created {
             forget_state(ns);
-            let _ = sim::delete_netns(ns);
+            if let Err(e) = sim::delete_netns(ns) {
+                teardown_errors.push(format!("teardown: {e}"));
+            }
         }
         for f in &temp_files {
             let _ = std::fs::remove_file(f);
@@ -204,6 +207,7 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     report.timings.teardown_ms = ms(t.elapsed());
     report.timings.total_ms = ms(started.elapsed());
     report.kept = keep;
+    report.notes.extend(teardown_errors);
     report.passed = report.passed();
     Ok(report)
 }
