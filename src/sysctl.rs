@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -95,17 +94,15 @@ pub fn diff(wanted: &[Sysctl]) -> Result<Vec<SysctlChange>, SysctlError> {
     Ok(out)
 }
 
-/// The directory of this network namespace's state: /run/eniroute/netns-<inode>. The inode of
-/// the namespace identifies it whether it was entered by name or not.
+/// The directory of this network namespace's state: /run/eniroute/netns-<id>, where the id is
+/// the namespace's cookie (unique for the boot), so a namespace never inherits the state of
+/// an earlier one. Must be called on a thread inside the namespace.
 pub fn state_dir() -> Result<PathBuf, SysctlError> {
-    let ns = "/proc/thread-self/ns/net";
-    let ino = fs::metadata(ns)
-        .map_err(|source| SysctlError::State {
-            path: ns.into(),
-            source,
-        })?
-        .ino();
-    Ok(Path::new(RUN_DIR).join(format!("netns-{ino}")))
+    let id = crate::kernel::netns::current_netns_id().map_err(|source| SysctlError::State {
+        path: "the network namespace's cookie".into(),
+        source,
+    })?;
+    Ok(Path::new(RUN_DIR).join(format!("netns-{id}")))
 }
 
 /// Values found before eniroute's first change, by sysctl path.

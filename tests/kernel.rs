@@ -582,14 +582,13 @@ fn concurrent_applies() {
 /// A held lock makes apply exit 75 without changing anything.
 #[test]
 fn locked_namespace_exits_75() {
-    use std::os::unix::fs::MetadataExt;
     let v = Vpc::new(&example("nat-secondary.toml"));
-    let ino = std::fs::metadata(format!("/run/netns/{}", v.guest.name))
-        .unwrap()
-        .ino();
-    let dir = format!("/run/eniroute/netns-{ino}");
+    let dir = eniroute::kernel::netns::run_in_netns(Some(&v.guest.name), || async {
+        eniroute::sysctl::state_dir().unwrap()
+    })
+    .unwrap();
     std::fs::create_dir_all(&dir).unwrap();
-    let f = std::fs::File::create(format!("{dir}/lock")).unwrap();
+    let f = std::fs::File::create(dir.join("lock")).unwrap();
     f.lock().unwrap();
     let before = v.guest.dump();
     let o = v.run(&["apply"]);

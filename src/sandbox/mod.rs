@@ -603,12 +603,12 @@ impl Run<'_> {
     }
 }
 
-/// Remove eniroute's per-namespace state (/run/eniroute/netns-<inode>) of a sandbox namespace
-/// about to be deleted: namespace inodes are reused, and a later namespace must not inherit it.
+/// Remove eniroute's per-namespace state (/run/eniroute/netns-<id>) of a sandbox namespace
+/// about to be deleted, so that sandbox runs leave nothing behind in /run.
 pub(crate) fn forget_state(ns: &str) {
-    use std::os::unix::fs::MetadataExt;
-    if let Ok(m) = std::fs::metadata(crate::kernel::netns::netns_path(ns)) {
-        let dir = Path::new(crate::sysctl::RUN_DIR).join(format!("netns-{}", m.ino()));
+    if let Ok(Ok(dir)) =
+        crate::kernel::netns::run_in_netns(Some(ns), || async { crate::sysctl::state_dir() })
+    {
         let _ = std::fs::remove_dir_all(dir);
     }
 }

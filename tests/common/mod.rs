@@ -132,6 +132,12 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // eniroute's per-namespace state (/run/eniroute/netns-<cookie>) goes with it.
+        if let Ok(Ok(dir)) = eniroute::kernel::netns::run_in_netns(Some(&self.name), || async {
+            eniroute::sysctl::state_dir()
+        }) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
