@@ -136,7 +136,18 @@ pub fn run(cli: &Cli) -> i32 {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            let desired = plan::plan(&loaded.config, None);
+            // With --netns, the namespace's links give the real interface names; without,
+            // the config's names are used (and the script says so).
+            let links = match &cli.netns {
+                Some(ns) => match ops::host_links(&Target {
+                    netns: Some(ns.clone()),
+                }) {
+                    Ok(l) => Some(l),
+                    Err(e) => return fail(&out, &e),
+                },
+                None => None,
+            };
+            let desired = plan::plan(&loaded.config, links.as_deref());
             match format {
                 RenderFormat::Ip => print!("{}", render::ip_script(&desired)),
                 RenderFormat::Json => println!("{}", render::json(&desired)),

@@ -234,6 +234,7 @@ async fn links_when_ready(
 
 struct Computed {
     desired: Desired,
+    links: Vec<HostLink>,
     changes: Vec<Change>,
     sysctls: Vec<SysctlChange>,
     restores: Vec<SysctlChange>,
@@ -245,8 +246,9 @@ async fn compute(k: &Kernel, cfg: &Config, links: Vec<HostLink>) -> Result<Compu
     if !desired.missing.is_empty() {
         return Err(OpError::Missing(desired.missing));
     }
-    let observed = k.observe().await?;
+    let observed = k.observe(links).await?;
     let changes = reconcile::reconcile(&desired, &observed).map_err(OpError::Conflicts)?;
+    let links = observed.links;
     let sysctls = sysctl::diff(&desired.sysctls)?;
     let saved = Saved::load(&sysctl::state_dir()?);
     let mut restores = Vec::new();
@@ -268,11 +270,17 @@ async fn compute(k: &Kernel, cfg: &Config, links: Vec<HostLink>) -> Result<Compu
     }
     Ok(Computed {
         desired,
+        links,
         changes,
         sysctls,
         restores,
         saved,
     })
+}
+
+/// The links of the target namespace (for `render --netns`).
+pub fn host_links(target: &Target) -> Result<Vec<HostLink>, OpError> {
+    with_kernel(target, 0, |k| Box::pin(async move { Ok(k.links().await?) }))
 }
 
 /// `plan`: what apply would change. Needs no privilege and takes no lock.
@@ -484,8 +492,7 @@ pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<Apply
 
             // Verification: the kernel's own lookups must agree with the plan.
             if cfg.routing.verify {
-                let links = k.links().await?;
-                report.verification = verify(k, &c.desired, &links).await?;
+                report.verification = verify(k, &c.desired, &c.links).await?;
                 let bad: Vec<String> = report
                     .verification
                     .iter()
@@ -550,7 +557,7 @@ pub fn flush(proto: u8, target: &Target) -> Result<FlushReport, OpError> {
     with_kernel(target, proto, move |k| {
         Box::pin(async move {
             let _lock = lock()?;
-            let observed = k.observe().await?;
+            let observed = k.observe(k.links().await?).await?;
             let changes = reconcile::flush(&observed);
             let mut report = FlushReport {
                 removed: Vec::new(),
@@ -649,7 +656,7 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
     let cfg = cfg.clone();
     with_kernel(target, cfg.routing.protocol, move |k| {
         Box::pin(async move {
-            let observed = k.observe().await?;
+            let observed = k.observe(k.links().await?).await?;
             let d = plan::plan(&cfg, Some(&observed.links));
             let pending = if d.missing.is_empty() {
                 reconcile::reconcile(&d, &observed)

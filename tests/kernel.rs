@@ -819,3 +819,23 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// ENIs are found by MAC whatever the OS calls them: render --netns and apply use the real
+/// name; a config that also names the interface must agree with the host.
+#[test]
+fn eni_found_by_mac_after_rename() {
+    let v = Vpc::new(&example("multi-eip.toml"));
+    v.guest.ip(&["link", "set", "eth1", "name", "ens5"]);
+    let script = v.expect(&["-q", "render"], 0);
+    assert!(
+        script.contains("address add 192.168.31.20/24 dev ens5"),
+        "{script}"
+    );
+    assert!(!script.contains("dev eth1"), "{script}");
+    v.expect(&["apply"], 0);
+    let got = v
+        .guest
+        .ip(&["route", "get", INTERNET, "from", "198.51.100.40"]);
+    assert!(got.contains("dev ens5"), "{got}");
+    v.expect(&["flush"], 0);
+}

@@ -165,9 +165,9 @@ impl Kernel {
             .collect())
     }
 
-    /// Dump links, addresses, routes and rules (IPv4 and IPv6), split by ownership.
-    pub async fn observe(&self) -> Result<Observed, KernelError> {
-        let links = self.links().await?;
+    /// Dump addresses, routes (every table) and rules, IPv4 and IPv6 at once (one dump each),
+    /// split by ownership. `links` is this run's link dump, reused rather than dumped again.
+    pub async fn observe(&self, links: Vec<HostLink>) -> Result<Observed, KernelError> {
         let names: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
         let iface = |index: u32| Iface {
             name: names
@@ -197,36 +197,37 @@ impl Kernel {
                 }
             }
         }
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut req = RouteMessage::default();
-            req.header.address_family = family;
-            let routes = self
-                .dump(RouteNetlinkMessage::GetRoute(req), "routes")
-                .await?;
-            for m in routes {
-                if let RouteNetlinkMessage::NewRoute(r) = m {
-                    if let Some((route, proto)) = parse_route(&r, &iface) {
-                        if proto == self.proto {
-                            o.routes.push(route);
-                        } else {
-                            o.foreign_routes.push(route);
-                        }
+        // Family unspecified: the kernel dumps IPv4 and IPv6 in one go.
+        let routes = self
+            .dump(
+                RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+                "routes",
+            )
+            .await?;
+        for m in routes {
+            if let RouteNetlinkMessage::NewRoute(r) = m {
+                if let Some((route, proto)) = parse_route(&r, &iface) {
+                    if proto == self.proto {
+                        o.routes.push(route);
+                    } else {
+                        o.foreign_routes.push(route);
                     }
                 }
             }
-            let mut req = RuleMessage::default();
-            req.header.family = family;
-            let rules = self
-                .dump(RouteNetlinkMessage::GetRule(req), "rules")
-                .await?;
-            for m in rules {
-                if let RouteNetlinkMessage::NewRule(r) = m {
-                    if let Some((rule, proto)) = parse_rule(&r) {
-                        if proto == self.proto {
-                            o.rules.push(rule);
-                        } else {
-                            o.foreign_rules.push(rule);
-                        }
+        }
+        let rules = self
+            .dump(
+                RouteNetlinkMessage::GetRule(RuleMessage::default()),
+                "rules",
+            )
+            .await?;
+        for m in rules {
+            if let RouteNetlinkMessage::NewRule(r) = m {
+                if let Some((rule, proto)) = parse_rule(&r) {
+                    if proto == self.proto {
+                        o.rules.push(rule);
+                    } else {
+                        o.foreign_rules.push(rule);
                     }
                 }
             }
