@@ -360,15 +360,13 @@ async fn verify(k: &Kernel, d: &Desired, links: &[HostLink]) -> Result<Vec<Verdi
         Family::V6 => IpAddr::V6(PROBE_V6),
     };
     let mut out = Vec::new();
-    // Lookups are plain requests, not dumps: run them concurrently on the connection.
-    let lookups: Vec<_> = futures::stream::iter(&d.checks)
-        .map(|c| async move {
-            k.route_get(Some(c.source), probe(Family::of(&c.source)))
-                .await
-        })
-        .buffered(crate::kernel::MAX_IN_FLIGHT)
-        .collect()
-        .await;
+    // Lookups are plain requests, not dumps: they go to the kernel in batches.
+    let queries: Vec<_> = d
+        .checks
+        .iter()
+        .map(|c| (Some(c.source), probe(Family::of(&c.source))))
+        .collect();
+    let lookups = k.route_get_many(&queries).await;
     for (c, lookup) in d.checks.iter().zip(lookups) {
         let expected = format!("dev {} via {}", c.iface.name, c.gateway);
         let (seen, ok) = match lookup {

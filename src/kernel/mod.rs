@@ -10,7 +10,7 @@ pub mod sim;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use futures::stream::{self, StreamExt};
+use futures::StreamExt;
 use ipnetwork::IpNetwork;
 use macaddr::MacAddr6;
 use netlink_packet_core::{
@@ -28,14 +28,16 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{AsyncSocket, SocketAddr};
+use rtnetlink::proto::ConnectionHandle;
 use tokio::sync::Mutex;
 
 use crate::plan::HostLink;
 use crate::reconcile::Change;
 use crate::state::{Address, Family, Iface, NextHop, Route, Rule, Scope};
 
-/// How many change requests may be in flight at once on the connection.
-pub const MAX_IN_FLIGHT: usize = 64;
+/// How many requests go to the kernel in one `sendmsg`.
+pub const BATCH: usize = 128;
 
 /// Errors of the kernel layer: each names the object and the errno.
 #[derive(Debug, thiserror::Error)]
@@ -87,17 +89,29 @@ pub struct Lookup {
 
 /// A netlink connection in the current thread's network namespace.
 pub struct Kernel {
-    handle: rtnetlink::Handle,
+    handle: ConnectionHandle<RouteNetlinkMessage>,
     /// Held for the duration of each dump: two dumps at once on one socket fail with EBUSY.
     dump_lock: Mutex<()>,
     proto: u8,
 }
 
+/// What the kernel answered to one message of a batch.
+type Answer = Result<Vec<RouteNetlinkMessage>, std::io::Error>;
+
 impl Kernel {
-    /// Open the connection; must run inside a tokio runtime on a namespace thread.
+    /// Open the connection; must run inside a tokio runtime on a namespace thread. Strict
+    /// checking makes the kernel honour dump filters and reject attributes it does not know;
+    /// forwarded acks let a batch tell each message's success from its neighbours'.
     pub fn connect(proto: u8) -> Result<Kernel, KernelError> {
-        let (conn, handle, _) =
-            rtnetlink::new_connection_with_strict_check().map_err(KernelError::Socket)?;
+        let (mut conn, handle, _) = rtnetlink::proto::new_connection::<RouteNetlinkMessage>(
+            rtnetlink::sys::protocols::NETLINK_ROUTE,
+        )
+        .map_err(KernelError::Socket)?;
+        conn.socket_mut()
+            .socket_mut()
+            .set_netlink_get_strict_chk(true)
+            .map_err(KernelError::Socket)?;
+        conn.set_forward_ack(true);
         tokio::spawn(conn);
         Ok(Kernel {
             handle,
@@ -113,27 +127,55 @@ impl Kernel {
         flags: u16,
         what: impl FnOnce() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = flags;
-        let mut handle = self.handle.clone();
-        let mut responses = match handle.request(req) {
-            Ok(r) => r,
-            Err(_) => return Err(KernelError::Connection { what: what() }),
+        let answer = match self.exchange(vec![(msg, flags)]).await {
+            Ok(mut answers) => answers.pop(),
+            Err(()) => return Err(KernelError::Connection { what: what() }),
         };
-        let mut out = Vec::new();
+        match answer {
+            Some(Ok(out)) => Ok(out),
+            Some(Err(source)) => Err(KernelError::Request {
+                what: what(),
+                source,
+            }),
+            None => Err(KernelError::Unexpected { what: what() }),
+        }
+    }
+
+    /// Send several messages in one `sendmsg` and sort the answers back to their messages
+    /// (by sequence number: netlink-proto numbers a batch consecutively, and every message
+    /// of ours is answered, by data, an ack or an error). Err = the connection is gone.
+    async fn exchange(&self, msgs: Vec<(RouteNetlinkMessage, u16)>) -> Result<Vec<Answer>, ()> {
+        let n = msgs.len();
+        let batch = msgs.into_iter().map(|(m, flags)| {
+            let mut req = NetlinkMessage::from(m);
+            req.header.flags = flags;
+            req
+        });
+        let mut responses = self
+            .handle
+            .request_batch(batch, SocketAddr::new(0, 0))
+            .map_err(|_| ())?;
+        let mut got: Vec<(u32, NetlinkPayload<RouteNetlinkMessage>)> = Vec::new();
         while let Some(msg) = responses.next().await {
-            match msg.payload {
-                NetlinkPayload::InnerMessage(m) => out.push(m),
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(KernelError::Request {
-                        what: what(),
-                        source: e.to_io(),
-                    })
+            got.push((msg.header.sequence_number, msg.payload));
+        }
+        let base = got.iter().map(|(seq, _)| *seq).min().unwrap_or(0);
+        let mut answers: Vec<Answer> = (0..n).map(|_| Ok(Vec::new())).collect();
+        for (seq, payload) in got {
+            let Some(slot) = answers.get_mut(seq.wrapping_sub(base) as usize) else {
+                continue;
+            };
+            match payload {
+                NetlinkPayload::InnerMessage(m) => {
+                    if let Ok(v) = slot {
+                        v.push(m)
+                    }
                 }
+                NetlinkPayload::Error(e) if e.code.is_some() => *slot = Err(e.to_io()),
                 _ => {}
             }
         }
-        Ok(out)
+        Ok(answers)
     }
 
     async fn dump(
@@ -236,10 +278,11 @@ impl Kernel {
         Ok(o)
     }
 
-    /// Make one change.
-    pub async fn apply(&self, change: &Change) -> Result<(), KernelError> {
+    /// The request that makes one change, with its flags.
+    fn change_message(&self, change: &Change) -> (RouteNetlinkMessage, u16) {
         let ack = NLM_F_REQUEST | NLM_F_ACK;
-        let what = || change.to_string();
+        let create = ack | NLM_F_CREATE | NLM_F_EXCL;
+        let p = self.proto;
         match change {
             Change::LinkUp(i) | Change::LinkDown(i) => {
                 let mut m = LinkMessage::default();
@@ -248,130 +291,155 @@ impl Kernel {
                 if matches!(change, Change::LinkUp(_)) {
                     m.header.flags = LinkFlags::Up;
                 }
-                self.request(RouteNetlinkMessage::SetLink(m), ack, what)
-                    .await?;
+                (RouteNetlinkMessage::SetLink(m), ack)
             }
-            Change::AddAddress(a) => {
-                let m = address_message(a, self.proto);
-                self.request(
-                    RouteNetlinkMessage::NewAddress(m),
-                    ack | NLM_F_CREATE | NLM_F_EXCL,
-                    what,
-                )
-                .await?;
-            }
-            Change::DelAddress(a) => {
-                let m = address_message(a, self.proto);
-                self.request(RouteNetlinkMessage::DelAddress(m), ack, what)
-                    .await?;
-            }
-            Change::AddRoute(r) => {
-                let m = route_message(r, self.proto);
-                self.request(
-                    RouteNetlinkMessage::NewRoute(m),
-                    ack | NLM_F_CREATE | NLM_F_EXCL,
-                    what,
-                )
-                .await?;
-            }
-            Change::ReplaceRoute { new, .. } => {
-                let m = route_message(new, self.proto);
-                self.request(
-                    RouteNetlinkMessage::NewRoute(m),
-                    ack | NLM_F_CREATE | NLM_F_REPLACE,
-                    what,
-                )
-                .await?;
-            }
-            Change::DelRoute(r) => {
-                let m = route_message(r, self.proto);
-                self.request(RouteNetlinkMessage::DelRoute(m), ack, what)
-                    .await?;
-            }
-            Change::AddRule(r) => {
-                let m = rule_message(r, self.proto);
-                self.request(
-                    RouteNetlinkMessage::NewRule(m),
-                    ack | NLM_F_CREATE | NLM_F_EXCL,
-                    what,
-                )
-                .await?;
-            }
-            Change::DelRule(r) => {
-                let m = rule_message(r, self.proto);
-                self.request(RouteNetlinkMessage::DelRule(m), ack, what)
-                    .await?;
-            }
+            Change::AddAddress(a) => (
+                RouteNetlinkMessage::NewAddress(address_message(a, p)),
+                create,
+            ),
+            Change::DelAddress(a) => (RouteNetlinkMessage::DelAddress(address_message(a, p)), ack),
+            Change::AddRoute(r) => (RouteNetlinkMessage::NewRoute(route_message(r, p)), create),
+            Change::ReplaceRoute { new, .. } => (
+                RouteNetlinkMessage::NewRoute(route_message(new, p)),
+                ack | NLM_F_CREATE | NLM_F_REPLACE,
+            ),
+            Change::DelRoute(r) => (RouteNetlinkMessage::DelRoute(route_message(r, p)), ack),
+            Change::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_message(r, p)), create),
+            Change::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_message(r, p)), ack),
         }
-        Ok(())
     }
 
-    /// Make a batch of independent changes concurrently. Returns, in input order, which
-    /// succeeded, and the first error (after every request in flight has finished).
+    /// Make one change.
+    pub async fn apply(&self, change: &Change) -> Result<(), KernelError> {
+        let (m, flags) = self.change_message(change);
+        self.request(m, flags, || change.to_string())
+            .await
+            .map(|_| ())
+    }
+
+    /// Make independent changes, [`BATCH`] messages per `sendmsg`. Returns, in input order,
+    /// which succeeded, and the error of the first that failed (the kernel goes on with the
+    /// rest of a batch after an error).
     pub async fn apply_batch(&self, changes: &[Change]) -> (Vec<bool>, Option<KernelError>) {
-        let results: Vec<(usize, Result<(), KernelError>)> =
-            stream::iter(changes.iter().enumerate())
-                .map(|(i, c)| async move { (i, self.apply(c).await) })
-                .buffer_unordered(MAX_IN_FLIGHT)
-                .collect()
-                .await;
-        let mut done = vec![false; changes.len()];
-        let mut first: Option<(usize, KernelError)> = None;
-        for (i, r) in results {
-            match r {
-                Ok(()) => done[i] = true,
-                Err(e) => {
-                    if first.as_ref().map(|(j, _)| i < *j).unwrap_or(true) {
-                        first = Some((i, e));
-                    }
+        let mut done = Vec::with_capacity(changes.len());
+        let mut first = None;
+        for chunk in changes.chunks(BATCH) {
+            let msgs = chunk.iter().map(|c| self.change_message(c)).collect();
+            let Ok(answers) = self.exchange(msgs).await else {
+                done.resize(changes.len(), false);
+                let what = chunk.first().map(|c| c.to_string()).unwrap_or_default();
+                return (done, first.or(Some(KernelError::Connection { what })));
+            };
+            for (c, a) in chunk.iter().zip(answers) {
+                done.push(a.is_ok());
+                if let (Err(source), None) = (a, &first) {
+                    first = Some(KernelError::Request {
+                        what: c.to_string(),
+                        source,
+                    });
                 }
             }
         }
-        (done, first.map(|(_, e)| e))
+        (done, first)
     }
 
     /// Ask the kernel which way a packet from `src` to `dst` would leave (`ip route get`).
     pub async fn route_get(&self, src: Option<IpAddr>, dst: IpAddr) -> Result<Lookup, KernelError> {
-        let mut m = RouteMessage::default();
-        m.header.address_family = match dst {
-            IpAddr::V4(_) => AddressFamily::Inet,
-            IpAddr::V6(_) => AddressFamily::Inet6,
-        };
-        m.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
-        m.attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
-        if let Some(s) = src {
-            m.header.source_prefix_length = if s.is_ipv4() { 32 } else { 128 };
-            m.attributes
-                .push(RouteAttribute::Source(RouteAddress::from(s)));
-        }
-        let what = || match src {
-            Some(s) => format!("route lookup from {s} to {dst}"),
-            None => format!("route lookup to {dst}"),
-        };
-        let answers = self
-            .request(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST, what)
-            .await?;
-        for a in answers {
-            if let RouteNetlinkMessage::NewRoute(r) = a {
-                let mut l = Lookup {
-                    oif: None,
-                    gateway: None,
-                    table: Some(r.header.table as u32),
-                };
-                for attr in &r.attributes {
-                    match attr {
-                        RouteAttribute::Oif(i) => l.oif = Some(*i),
-                        RouteAttribute::Gateway(g) => l.gateway = route_ip(g),
-                        RouteAttribute::Table(t) => l.table = Some(*t),
-                        _ => {}
+        self.route_get_many(&[(src, dst)])
+            .await
+            .pop()
+            .unwrap_or_else(|| {
+                Err(KernelError::Unexpected {
+                    what: lookup_what(src, dst),
+                })
+            })
+    }
+
+    /// Many route lookups, [`BATCH`] per `sendmsg`; one answer per lookup, in order.
+    pub async fn route_get_many(
+        &self,
+        lookups: &[(Option<IpAddr>, IpAddr)],
+    ) -> Vec<Result<Lookup, KernelError>> {
+        let mut out = Vec::with_capacity(lookups.len());
+        for chunk in lookups.chunks(BATCH) {
+            let msgs = chunk
+                .iter()
+                .map(|(src, dst)| {
+                    (
+                        RouteNetlinkMessage::GetRoute(lookup_message(*src, *dst)),
+                        NLM_F_REQUEST,
+                    )
+                })
+                .collect();
+            match self.exchange(msgs).await {
+                Ok(answers) => {
+                    for ((src, dst), a) in chunk.iter().zip(answers) {
+                        let what = || lookup_what(*src, *dst);
+                        out.push(match a {
+                            Ok(msgs) => msgs
+                                .iter()
+                                .find_map(|m| match m {
+                                    RouteNetlinkMessage::NewRoute(r) => Some(lookup_answer(r)),
+                                    _ => None,
+                                })
+                                .ok_or_else(|| KernelError::Unexpected { what: what() }),
+                            Err(source) => Err(KernelError::Request {
+                                what: what(),
+                                source,
+                            }),
+                        });
                     }
                 }
-                return Ok(l);
+                Err(()) => out.extend(chunk.iter().map(|(src, dst)| {
+                    Err(KernelError::Connection {
+                        what: lookup_what(*src, *dst),
+                    })
+                })),
             }
         }
-        Err(KernelError::Unexpected { what: what() })
+        out
     }
+}
+
+fn lookup_what(src: Option<IpAddr>, dst: IpAddr) -> String {
+    match src {
+        Some(s) => format!("route lookup from {s} to {dst}"),
+        None => format!("route lookup to {dst}"),
+    }
+}
+
+fn lookup_message(src: Option<IpAddr>, dst: IpAddr) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = match dst {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    m.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    if let Some(s) = src {
+        m.header.source_prefix_length = if s.is_ipv4() { 32 } else { 128 };
+        m.attributes
+            .push(RouteAttribute::Source(RouteAddress::from(s)));
+    }
+    m
+}
+
+fn lookup_answer(r: &RouteMessage) -> Lookup {
+    let mut l = Lookup {
+        oif: None,
+        gateway: None,
+        table: Some(r.header.table as u32),
+    };
+    for attr in &r.attributes {
+        match attr {
+            RouteAttribute::Oif(i) => l.oif = Some(*i),
+            RouteAttribute::Gateway(g) => l.gateway = route_ip(g),
+            RouteAttribute::Table(t) => l.table = Some(*t),
+            _ => {}
+        }
+    }
+    l
 }
 
 fn host_link(l: &LinkMessage) -> HostLink {
