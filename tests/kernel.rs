@@ -173,13 +173,13 @@ fn expected_routes(d: &Desired, v6: bool) -> BTreeSet<String> {
         .collect()
 }
 
-/// Addresses tagged with eniroute's protocol, as `dev addr/len` strings.
-fn owned_addresses(ns: &Netns) -> BTreeSet<String> {
+/// Addresses as `dev addr/len` strings: all of them, or only eniroute's (tagged).
+fn addresses(ns: &Netns, owned_only: bool) -> BTreeSet<String> {
     let j = ns.ip_json(&["addr"]);
     let mut out = BTreeSet::new();
     for l in j.as_array().unwrap() {
         for a in l["addr_info"].as_array().unwrap() {
-            if proto_of(a) == PROTO {
+            if !owned_only || proto_of(a) == PROTO {
                 out.insert(format!(
                     "{} {}/{}",
                     l["ifname"].as_str().unwrap(),
@@ -192,20 +192,8 @@ fn owned_addresses(ns: &Netns) -> BTreeSet<String> {
     out
 }
 
-fn all_addresses(ns: &Netns) -> BTreeSet<String> {
-    let j = ns.ip_json(&["addr"]);
-    let mut out = BTreeSet::new();
-    for l in j.as_array().unwrap() {
-        for a in l["addr_info"].as_array().unwrap() {
-            out.insert(format!(
-                "{} {}/{}",
-                l["ifname"].as_str().unwrap(),
-                a["local"].as_str().unwrap(),
-                a["prefixlen"]
-            ));
-        }
-    }
-    out
+fn owned_addresses(ns: &Netns) -> BTreeSet<String> {
+    addresses(ns, true)
 }
 
 /// After apply, the kernel holds exactly the planned objects, and a datagram from each
@@ -228,7 +216,7 @@ fn apply_and_check(example_name: &str) {
         );
     }
     // Every desired address is on its link (eniroute's, or already there from "DHCP").
-    let all = all_addresses(&v.guest);
+    let all = addresses(&v.guest, false);
     for a in &d.addresses {
         let s = format!("{} {}/{}", a.iface.name, a.addr, a.prefix_len);
         assert!(all.contains(&s), "address {s} missing; have {all:?}");

@@ -218,27 +218,16 @@ impl Kernel {
                 .unwrap_or_else(|| format!("if{index}")),
             index,
         };
-        let mut o = Observed {
-            links: Vec::new(),
-            ..Default::default()
-        };
         let addrs = self
             .dump(
                 RouteNetlinkMessage::GetAddress(AddressMessage::default()),
                 "addresses",
             )
             .await?;
-        for m in addrs {
-            if let RouteNetlinkMessage::NewAddress(a) = m {
-                if let Some((addr, proto)) = parse_address(&a, &iface) {
-                    if proto == self.proto {
-                        o.addresses.push(addr);
-                    } else {
-                        o.foreign_addresses.push(addr);
-                    }
-                }
-            }
-        }
+        let (addresses, foreign_addresses) = self.by_owner(addrs.iter().filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => parse_address(a, &iface),
+            _ => None,
+        }));
         // Family unspecified: the kernel dumps IPv4 and IPv6 in one go.
         let routes = self
             .dump(
@@ -246,36 +235,29 @@ impl Kernel {
                 "routes",
             )
             .await?;
-        for m in routes {
-            if let RouteNetlinkMessage::NewRoute(r) = m {
-                if let Some((route, proto)) = parse_route(&r, &iface) {
-                    if proto == self.proto {
-                        o.routes.push(route);
-                    } else {
-                        o.foreign_routes.push(route);
-                    }
-                }
-            }
-        }
+        let (routes, foreign_routes) = self.by_owner(routes.iter().filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => parse_route(r, &iface),
+            _ => None,
+        }));
         let rules = self
             .dump(
                 RouteNetlinkMessage::GetRule(RuleMessage::default()),
                 "rules",
             )
             .await?;
-        for m in rules {
-            if let RouteNetlinkMessage::NewRule(r) = m {
-                if let Some((rule, proto)) = parse_rule(&r) {
-                    if proto == self.proto {
-                        o.rules.push(rule);
-                    } else {
-                        o.foreign_rules.push(rule);
-                    }
-                }
-            }
-        }
-        o.links = links;
-        Ok(o)
+        let (rules, foreign_rules) = self.by_owner(rules.iter().filter_map(|m| match m {
+            RouteNetlinkMessage::NewRule(r) => parse_rule(r),
+            _ => None,
+        }));
+        Ok(Observed {
+            links,
+            addresses,
+            foreign_addresses,
+            routes,
+            foreign_routes,
+            rules,
+            foreign_rules,
+        })
     }
 
     /// The request that makes one change, with its flags.
@@ -307,6 +289,15 @@ impl Kernel {
             Change::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_message(r, p)), create),
             Change::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_message(r, p)), ack),
         }
+    }
+
+    /// Split parsed objects into eniroute's (tagged with its protocol) and the others.
+    fn by_owner<T>(&self, objects: impl Iterator<Item = (T, u8)>) -> (Vec<T>, Vec<T>) {
+        let (mine, theirs): (Vec<_>, Vec<_>) = objects.partition(|(_, p)| *p == self.proto);
+        (
+            mine.into_iter().map(|(o, _)| o).collect(),
+            theirs.into_iter().map(|(o, _)| o).collect(),
+        )
     }
 
     /// Make one change.
