@@ -12,6 +12,8 @@
 //! root, its own network namespace) and start the shipped units in it, unchanged but for the path
 //! of the eniroute binary: the sandbox (capabilities, seccomp, read-only /proc/sys with a
 //! writable /proc/sys/net, RuntimeDirectory...) is systemd's own, exactly as on an instance.
+//! Each container gets a cgroup of its own (see `ContainerCgroup`), so containers booted at the
+//! same time, by these tests or by another test run on the machine, do not share one.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -594,6 +596,116 @@ fn udev_rule_pulls_in_reapply_for_hardware_nics_only() {
 // ---------------------------------------------------------------------------------------------
 // (e) the units under a real systemd
 
+/// A cgroup of its own for one container, in each hierarchy that systemd uses for process
+/// tracking (cgroup v1 `name=systemd` and/or the cgroup2 tree), under the test's own cgroup.
+///
+/// With `--keep-unit` (needed: without systemd as PID 1 there is no machined or bus to create a
+/// scope with), systemd-nspawn takes the cgroup it was started in as the container's delegated
+/// cgroup and splits it into `payload/` (the container's systemd) and `supervisor/` (nspawn). On
+/// a systemd host that cgroup is the invoking unit's, one per container; here every nspawn
+/// would be started from the same cgroup (the root), so containers running at the same time
+/// (the two `systemd_sandbox_*` tests in parallel threads, or another test run on the machine)
+/// shared one `payload/` and each container's systemd created and removed the other's
+/// `system.slice/eniroute.service`: a control process then failed to join it (219/CGROUP).
+struct ContainerCgroup {
+    /// The created cgroup directories (one per hierarchy).
+    dirs: Vec<PathBuf>,
+}
+
+impl ContainerCgroup {
+    fn new(name: &str) -> ContainerCgroup {
+        // mount points of the cgroup2 tree and of the v1 name=systemd hierarchy
+        let mountinfo = read(Path::new("/proc/self/mountinfo"));
+        let mount_of = |v2: bool| {
+            mountinfo.lines().find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let mut r = right.split_whitespace();
+                let (fstype, opts) = (r.next()?, r.nth(1).unwrap_or(""));
+                let point = left.split_whitespace().nth(4)?;
+                let hit = if v2 {
+                    fstype == "cgroup2"
+                } else {
+                    fstype == "cgroup" && opts.split(',').any(|o| o == "name=systemd")
+                };
+                hit.then(|| PathBuf::from(point))
+            })
+        };
+        let mut dirs = Vec::new();
+        for line in read(Path::new("/proc/self/cgroup")).lines() {
+            let mut f = line.splitn(3, ':');
+            let (_, controllers, own) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+            let mount = match controllers {
+                "" => mount_of(true),
+                "name=systemd" => mount_of(false),
+                _ => None,
+            };
+            if let Some(mount) = mount {
+                let dir = mount.join(own.trim_start_matches('/')).join(name);
+                // (one left by a killed run of a process with the same pid is empty: reuse it)
+                match fs::create_dir(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        panic!("cannot create cgroup {}: {e}", dir.display())
+                    }
+                    _ => dirs.push(dir),
+                }
+            }
+        }
+        assert!(
+            !dirs.is_empty(),
+            "no name=systemd or cgroup2 hierarchy in /proc/self/cgroup and /proc/self/mountinfo"
+        );
+        ContainerCgroup { dirs }
+    }
+
+    /// `cmd`, wrapped so that it runs in these cgroups (moved there before it is exec'd).
+    fn wrap(&self, cmd: &Command) -> Command {
+        let mut wrapped = Command::new("sh");
+        wrapped
+            .arg("-c")
+            .arg(r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#)
+            .arg("sh");
+        wrapped.args(self.dirs.iter().map(|d| d.join("cgroup.procs")));
+        wrapped
+            .arg("--")
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        wrapped
+    }
+}
+
+impl Drop for ContainerCgroup {
+    /// Remove the cgroups and whatever the container's systemd left below them (deepest first);
+    /// the last processes of a container may take a moment to leave.
+    fn drop(&mut self) {
+        fn remove(dir: &Path) -> std::io::Result<()> {
+            if let Ok(entries) = fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        remove(&e.path())?;
+                    }
+                }
+            }
+            match fs::remove_dir(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
+        for dir in &self.dirs {
+            let mut result = remove(dir);
+            for _ in 0..50 {
+                if result.is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                result = remove(dir);
+            }
+            if let Err(e) = result {
+                eprintln!("note: cannot remove cgroup {}: {e}", dir.display());
+            }
+        }
+    }
+}
+
 /// Container boots for the sandbox tests, with the shipped units in /run/systemd/system.
 struct Boot {
     dir: TempDir,
@@ -642,7 +754,9 @@ impl Boot {
             N.fetch_add(1, Ordering::SeqCst)
         );
         let bind = |src: &str, dst: &str| format!("{}:{dst}", d.join(src).display());
-        let out = run(Command::new("timeout")
+        let cgroup = ContainerCgroup::new(&machine);
+        let mut nspawn_cmd = Command::new("timeout");
+        nspawn_cmd
             .args(["--kill-after=10s", "180s"])
             .arg(nspawn)
             .args([
@@ -676,7 +790,9 @@ impl Boot {
                 "systemd.mask=systemd-networkd-wait-online.service",
                 "systemd.mask=NetworkManager-wait-online.service",
                 "systemd.mask=ifupdown-wait-online.service",
-            ]));
+            ]);
+        let out = run(&mut cgroup.wrap(&nspawn_cmd));
+        drop(cgroup);
         let mut report = String::new();
         for name in ["driver.txt", "report.txt", "status.txt", "journal.txt"] {
             if let Ok(t) = fs::read_to_string(d.join("out").join(name)) {
