@@ -261,7 +261,7 @@ async fn compute(k: &Kernel, cfg: &Config, links: Vec<HostLink>) -> Result<Compu
             if &cur != value {
                 restores.push(SysctlChange {
                     path: path.clone(),
-                    name: sysctl::display_name(&path),
+                    name: sysctl::display_name(path),
                     old: cur,
                     new: value.clone(),
                 });
