@@ -234,17 +234,11 @@ pub fn status(out: &Out, r: &StatusReport) {
     }
     for e in &r.enis {
         let head = match (&e.interface, &e.reason) {
-            (Some(i), _) => format!(
-                "eni {} ({}, {}): tables {:?}",
-                e.name,
-                i,
-                mode_name(e),
-                e.tables
-            ),
+            (Some(i), _) => format!("eni {} ({}, {}): tables {:?}", e.name, i, e.mode, e.tables),
             (None, reason) => format!(
                 "eni {} ({}): MISSING{}",
                 e.name,
-                mode_name(e),
+                e.mode,
                 reason
                     .as_ref()
                     .map(|r| format!(": {r}"))
@@ -277,8 +271,4 @@ pub fn status(out: &Out, r: &StatusReport) {
             n => format!("{n} change(s) pending (see plan)."),
         }
     ));
-}
-
-fn mode_name(e: &crate::ops::EniStatus) -> String {
-    e.mode.to_string()
 }
