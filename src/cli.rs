@@ -240,6 +240,11 @@ fn discover(
         }
     };
     let text = discover::to_toml(&found, &opts.endpoint);
+    // The safety net of a boot step: never print or write a config that does not validate.
+    if let Err(e) = config::load_str(&text, "the discovered config") {
+        out.error(&format!("discover produced an invalid config (a bug): {e}"));
+        return exit::FAILED;
+    }
     match file {
         None => print!("{text}"),
         Some(path) => {

@@ -1034,21 +1034,15 @@ fn parse_netmask(text: &str, path: &str) -> Result<u8, DiscoverError> {
     u8::try_from(ones).map_err(|_| invalid(path, "malformed netmask", text))
 }
 
-/// The EIP must be a public address: not RFC 1918, loopback, link-local, multicast, 0.0.0.0/8,
-/// shared address space 100.64.0.0/10 or 240.0.0.0/4.
+/// The EIP must be a public address (the rule of `config::not_public`).
 fn parse_public_v4(text: &str, path: &str) -> Result<Ipv4Addr, DiscoverError> {
     let ip = parse_v4(text, path)?;
-    let o = ip.octets();
-    if ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_multicast()
-        || ip.is_broadcast()
-        || o[0] == 0
-        || (o[0] == 100 && (64..128).contains(&o[1]))
-        || o[0] >= 240
-    {
-        return Err(invalid(path, "the EIP is not a public address", text));
+    if let Some(why) = crate::config::not_public(ip) {
+        return Err(invalid(
+            path,
+            &format!("the EIP is not a public address ({why})"),
+            text,
+        ));
     }
     Ok(ip)
 }

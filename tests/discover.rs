@@ -1026,3 +1026,65 @@ fn discovered_output_written_and_read_back() {
     assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The `discover` verb end to end: prints or writes (0600) a config that validates; an
+/// unreachable service is exit 1 with nothing written; a bad endpoint is a usage error.
+#[test]
+fn discover_verb_writes_a_valid_config() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = env!("CARGO_BIN_EXE_eniroute");
+    let mock = Mock::new(three_enis(), TokenMode::Absent);
+    let dir = std::env::temp_dir().join(format!("eniroute-discover-verb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("eniroute.toml");
+    let out = std::process::Command::new(bin)
+        .args(["discover", "--endpoint", &mock.url, "--output"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let ok = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&file)
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let printed = std::process::Command::new(bin)
+        .args(["discover", "--endpoint", &mock.url])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&printed.stdout).contains("[[eni]]"));
+
+    let gone = dir.join("never.toml");
+    let down = std::process::Command::new(bin)
+        .args(["discover", "--endpoint", "http://127.0.0.1:9", "--output"])
+        .arg(&gone)
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(!gone.exists());
+    let bad = std::process::Command::new(bin)
+        .args(["discover", "--endpoint", "ftp://example"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        bad.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
