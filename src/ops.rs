@@ -629,6 +629,8 @@ pub struct StatusReport {
     pub egress: Vec<Verdict>,
     pub owned: Owned,
     pub pending_changes: usize,
+    /// Foreign objects in the way of the plan (apply would refuse).
+    pub conflicts: Vec<Conflict>,
 }
 
 /// Counts of the objects eniroute owns.
@@ -646,6 +648,7 @@ impl StatusReport {
             .all(|e| e.found && e.verification.iter().all(|v| v.ok))
             && self.egress.iter().all(|v| v.ok)
             && self.pending_changes == 0
+            && self.conflicts.is_empty()
     }
 }
 
@@ -656,12 +659,13 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
         Box::pin(async move {
             let observed = k.observe(k.links().await?).await?;
             let d = plan::plan(&cfg, Some(&observed.links));
-            let pending = if d.missing.is_empty() {
-                reconcile::reconcile(&d, &observed)
-                    .map(|c| c.len())
-                    .unwrap_or(usize::MAX)
+            let (pending, conflicts) = if d.missing.is_empty() {
+                match reconcile::reconcile(&d, &observed) {
+                    Ok(c) => (c.len(), Vec::new()),
+                    Err(conflicts) => (0, conflicts),
+                }
             } else {
-                0
+                (0, Vec::new())
             };
             let verdicts = verify(k, &d, &observed.links).await?;
             let mut enis = Vec::new();
@@ -721,6 +725,7 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
                     rules: observed.rules.len(),
                 },
                 pending_changes: pending,
+                conflicts,
             })
         })
     })

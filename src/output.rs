@@ -265,10 +265,10 @@ pub fn status(out: &Out, r: &StatusReport) {
         r.owned.addresses,
         r.owned.routes,
         r.owned.rules,
-        match r.pending_changes {
-            0 => "in sync with the config.".to_string(),
-            usize::MAX => "conflicts with foreign objects (see plan).".to_string(),
-            n => format!("{n} change(s) pending (see plan)."),
+        match (r.pending_changes, r.conflicts.len()) {
+            (0, 0) => "in sync with the config.".to_string(),
+            (_, 0) => format!("{} change(s) pending (see plan).", r.pending_changes),
+            (_, n) => format!("{n} conflict(s) with foreign objects (see plan)."),
         }
     ));
 }
