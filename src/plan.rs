@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network};
 use macaddr::MacAddr6;
 use serde::Serialize;
 
@@ -208,20 +208,14 @@ fn v4net(n: Ipv4Network) -> IpNetwork {
     IpNetwork::V4(n)
 }
 
-fn default_v4() -> IpNetwork {
-    IpNetwork::V4(Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or_else(|_| unreachable_net()))
-}
-
-fn default_v6() -> IpNetwork {
-    IpNetwork::V6(Ipv6Network::new(Ipv6Addr::UNSPECIFIED, 0).unwrap_or_else(|_| unreachable_net6()))
-}
-
-// A /0 network always constructs; these exist only so the code has no unwrap.
-fn unreachable_net() -> Ipv4Network {
-    Ipv4Network::from(Ipv4Addr::UNSPECIFIED)
-}
-fn unreachable_net6() -> Ipv6Network {
-    Ipv6Network::from(Ipv6Addr::UNSPECIFIED)
+/// The default route's destination (0.0.0.0/0 or ::/0) of the gateway's family.
+fn default_dst(gateway: IpAddr) -> IpNetwork {
+    let any = match gateway {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    // A /0 always exists; the fallback only spares an unwrap.
+    IpNetwork::new(any, 0).unwrap_or(IpNetwork::from(any))
 }
 
 fn single(gateway: Option<IpAddr>, iface: &Iface, onlink: bool) -> Vec<NextHop> {
@@ -261,9 +255,9 @@ fn default_route(
     src: Option<IpAddr>,
 ) -> Route {
     let (dst, onlink, metric) = match gateway {
-        IpAddr::V4(_) => (default_v4(), true, metric),
-        IpAddr::V6(_) if metric == 0 => (default_v6(), false, IPV6_DEFAULT_METRIC),
-        IpAddr::V6(_) => (default_v6(), false, metric),
+        IpAddr::V4(_) => (default_dst(gateway), true, metric),
+        IpAddr::V6(_) if metric == 0 => (default_dst(gateway), false, IPV6_DEFAULT_METRIC),
+        IpAddr::V6(_) => (default_dst(gateway), false, metric),
     };
     Route {
         table,
