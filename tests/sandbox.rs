@@ -393,3 +393,40 @@ fn demo_config_is_valid() {
         .iter()
         .all(|w| !w.message.contains("was offered only")));
 }
+
+/// Ctrl-C in the middle of a run tears the simulation down and exits 130.
+#[test]
+fn interrupted_run_removes_its_namespaces() {
+    require_root();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eniroute"))
+        .arg("sandbox")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("eniroute sandbox");
+    let prefix = format!("ers-{}-", child.id());
+    let mine = || -> Vec<String> {
+        std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Wait until the simulation exists (it takes well under a second to build).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while mine().len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(mine().len(), 3, "the sandbox never built its namespaces");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    assert!(mine().is_empty(), "left behind: {:?}", mine());
+}
