@@ -494,7 +494,10 @@ fn conflict_is_refused_before_any_change() {
     );
     assert_eq!(v.guest.dump(), before);
     let status = v.expect(&["status"], 1);
-    assert!(status.contains("1 conflict(s) with foreign objects"), "{status}");
+    assert!(
+        status.contains("1 conflict(s) with foreign objects"),
+        "{status}"
+    );
 }
 
 /// The kernel refuses an object midway (IPv6 disabled on eth1): everything already made is
