@@ -313,10 +313,10 @@ fn with_config(
 }
 
 fn fail(out: &output::Out, e: &OpError) -> i32 {
-    if let OpError::RolledBack { report, .. } = e {
-        output::rolled_back(out, report);
+    match e {
+        OpError::RolledBack { report, message } => output::rolled_back(out, report, message),
+        _ => out.error(&e.to_string()),
     }
-    out.error(&e.to_string());
     e.exit_code()
 }
 

@@ -192,16 +192,21 @@ pub fn applied(out: &Out, r: &ApplyReport) {
     }
 }
 
-/// What a failed apply had done before it rolled back (stderr / JSON).
-pub fn rolled_back(out: &Out, r: &ApplyReport) {
+/// A failed apply that was rolled back: the error and what was undone (one JSON object in
+/// JSON mode; the disagreeing verdicts and the error on stderr in text mode).
+pub fn rolled_back(out: &Out, r: &ApplyReport, message: &str) {
     match out.format {
-        Format::Json => {
-            print_json(&serde_json::json!({ "ok": false, "rolled_back": true, "report": r }))
-        }
+        Format::Json => print_json(&serde_json::json!({
+            "ok": false,
+            "error": message,
+            "rolled_back": true,
+            "report": r,
+        })),
         Format::Text => {
             for v in r.verification.iter().filter(|v| !v.ok) {
                 eprintln!("{}", verdict_line(v));
             }
+            eprintln!("error: {message}");
         }
     }
 }

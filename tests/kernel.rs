@@ -832,3 +832,41 @@ fn eni_found_by_mac_after_rename() {
     assert!(got.contains("dev ens5"), "{got}");
     v.expect(&["flush"], 0);
 }
+
+/// `-o json`: every verb prints exactly one JSON document on stdout, failures included.
+#[test]
+fn json_output_is_one_document() {
+    let v = Vpc::new(&example("egress-failover.toml"));
+    let json = |args: &[&str], code: i32| -> serde_json::Value {
+        let mut a = vec!["-o", "json"];
+        a.extend_from_slice(args);
+        let out = v.expect(&a, code);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document: {e}\n{out}"))
+    };
+    let plan = json(&["plan", "--detailed-exitcode"], 2);
+    assert_eq!(plan["changes_pending"], true);
+    let applied = json(&["apply"], 0);
+    assert_eq!(applied["ok"], true);
+    assert!(applied["report"]["verification"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["ok"] == true));
+    let status = json(&["status"], 0);
+    assert_eq!(status["healthy"], true);
+    let flushed = json(&["flush"], 0);
+    assert!(!flushed["removed"].as_array().unwrap().is_empty());
+    // A rolled-back apply: one object with the error and the report.
+    for half in ["0.0.0.0/1", "128.0.0.0/1"] {
+        v.guest
+            .ip(&["route", "add", half, "via", "192.168.50.253", "dev", "eth0"]);
+    }
+    let failed = json(&["apply"], 1);
+    assert_eq!(failed["ok"], false);
+    assert_eq!(failed["rolled_back"], true);
+    assert!(failed["error"]
+        .as_str()
+        .unwrap()
+        .contains("verification failed"));
+}
