@@ -173,7 +173,7 @@ impl Host {
         // eniroute itself from inside the namespace, so that drop removes it.
         let ns = h.guest.clone();
         let dir = eniroute::kernel::netns::run_in_netns(Some(&ns), || async {
-            eniroute::sysctl::state_dir()
+            eniroute::host::State::current().map(|s| s.dir().to_path_buf())
         })
         .expect("enter the namespace")
         .expect("state dir");

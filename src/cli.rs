@@ -6,21 +6,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, LoadError, Loaded};
+use crate::exit::{self, ExitCode};
 use crate::ops::{self, OpError, Target};
 use crate::output::{self, Format};
 use crate::plan;
 use crate::render;
-
-/// Exit codes (DESIGN §5).
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const FAILED: i32 = 1;
-    pub const CHANGES: i32 = 2;
-    pub const USAGE: i32 = 64;
-    pub const CONFIG: i32 = 65;
-    pub const NOT_FOUND: i32 = 69;
-    pub const LOCKED: i32 = 75;
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -147,7 +137,7 @@ pub fn run(cli: &Cli) -> i32 {
                 },
                 None => None,
             };
-            let desired = plan::plan(&loaded.config, links.as_deref());
+            let desired = plan::desired(&loaded.config, links.as_deref());
             match format {
                 RenderFormat::Ip => print!("{}", render::ip_script(&desired)),
                 RenderFormat::Json => println!("{}", render::json(&desired)),
@@ -195,9 +185,9 @@ pub fn run(cli: &Cli) -> i32 {
                 out.warn(&format!(
                     "{} not found: flushing objects tagged with the default protocol {}",
                     cli.config_path().display(),
-                    config::Routing::default().protocol
+                    crate::model::Routing::default().protocol
                 ));
-                config::Routing::default().protocol
+                crate::model::Routing::default().protocol
             };
             let target = Target {
                 netns: cli.netns.clone(),
@@ -223,7 +213,7 @@ fn discover(
     token_ttl: u32,
     file: Option<&std::path::Path>,
 ) -> i32 {
-    use crate::discover::{self, DiscoverError, DiscoverOptions};
+    use crate::discover::{self, DiscoverOptions};
     let opts = DiscoverOptions {
         endpoint: endpoint.to_string(),
         token_ttl,
@@ -233,10 +223,7 @@ fn discover(
         Ok(d) => d,
         Err(e) => {
             out.error(&e.to_string());
-            return match e {
-                DiscoverError::Option(_) | DiscoverError::Endpoint { .. } => exit::USAGE,
-                _ => exit::FAILED,
-            };
+            return e.exit_code();
         }
     };
     let text = discover::to_toml(&found, &opts.endpoint);
@@ -264,7 +251,7 @@ fn discover(
 }
 
 fn sandbox(cli: &Cli, out: &output::Out, keep: bool) -> i32 {
-    use crate::sandbox::{self, SandboxError, SandboxOptions};
+    use crate::sandbox::{self, SandboxOptions};
     let opts = SandboxOptions::new(cli.config.clone(), keep);
     match sandbox::run(&opts) {
         Ok(report) => {
@@ -280,11 +267,7 @@ fn sandbox(cli: &Cli, out: &output::Out, keep: bool) -> i32 {
         }
         Err(e) => {
             out.error(&e.to_string());
-            match e {
-                SandboxError::Config(LoadError::Invalid(_)) | SandboxError::Demo(_) => exit::CONFIG,
-                SandboxError::Config(LoadError::Read { .. }) => exit::CONFIG,
-                _ => exit::FAILED,
-            }
+            e.exit_code()
         }
     }
 }
@@ -335,13 +318,12 @@ pub fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
             out.warnings(&l.path, &shown);
             Ok(l)
         }
-        Err(LoadError::Read { path, source }) => {
-            out.error(&format!("cannot read {path}: {source}"));
-            Err(exit::CONFIG)
-        }
-        Err(LoadError::Invalid(e)) => {
-            out.config_error(&e);
-            Err(exit::CONFIG)
+        Err(e) => {
+            match &e {
+                LoadError::Read { .. } => out.error(&e.to_string()),
+                LoadError::Invalid(c) => out.config_error(c),
+            }
+            Err(e.exit_code())
         }
     }
 }

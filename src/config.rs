@@ -15,209 +15,15 @@ use macaddr::MacAddr6;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::exit::{self, ExitCode};
+use crate::model::layout::{self, Layer, MAIN_RULE_PRIORITY, MAX_ENIS, MAX_RULE_PRIORITY};
+use crate::model::{
+    Config, Egress, Eip, Eni, Hash, Mode, Routing, RpFilter, Strategy, UplinkTable, Via,
+    DEFAULT_MULTI_EIP_QUOTA, MULTI_EIP_REGIONS,
+};
+
 /// Default path of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/eniroute/eniroute.toml";
-/// Regions where multi-EIP mode was offered (DESIGN §2).
-pub const MULTI_EIP_REGIONS: &[&str] = &[
-    "cn-beijing",
-    "cn-zhangjiakou",
-    "ap-southeast-1",
-    "eu-central-1",
-    "ap-south-1",
-];
-/// Default number of EIPs a multi-eip ENI may hold.
-pub const DEFAULT_MULTI_EIP_QUOTA: u32 = 10;
-/// Tables per ENI stride: ENI k (0-based) owns `table_base + k + 1 + TABLE_STRIDE * j`.
-pub const TABLE_STRIDE: u32 = 100;
-/// At most this many ENIs (so ENI tables never run into the next stride).
-pub const MAX_ENIS: usize = (TABLE_STRIDE - 1) as usize;
-/// Priority of the kernel's `lookup main` rule: eniroute's layers must come before it.
-pub const MAIN_RULE_PRIORITY: u32 = 32766;
-/// The highest rule layer offset (P + 300).
-pub const TOP_LAYER_OFFSET: u32 = 300;
-
-// ---------------------------------------------------------------------------------------------
-// The validated model
-// ---------------------------------------------------------------------------------------------
-
-/// A validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Config {
-    pub region: Option<String>,
-    pub routing: Routing,
-    pub enis: Vec<Eni>,
-    pub egress: Option<Egress>,
-}
-
-/// `[routing]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Routing {
-    pub table_base: u32,
-    pub rule_priority: u32,
-    pub protocol: u8,
-    pub rp_filter: RpFilter,
-    pub arp_isolation: bool,
-    pub verify: bool,
-}
-
-impl Default for Routing {
-    fn default() -> Self {
-        Routing {
-            table_base: 20000,
-            rule_priority: 20000,
-            protocol: 225,
-            rp_filter: RpFilter::Loose,
-            arp_isolation: true,
-            verify: true,
-        }
-    }
-}
-
-/// `routing.rp_filter`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RpFilter {
-    Loose,
-    Strict,
-    Off,
-    Keep,
-}
-
-impl RpFilter {
-    /// The sysctl value, or None for `keep`.
-    pub fn sysctl_value(self) -> Option<u8> {
-        match self {
-            RpFilter::Off => Some(0),
-            RpFilter::Strict => Some(1),
-            RpFilter::Loose => Some(2),
-            RpFilter::Keep => None,
-        }
-    }
-}
-
-/// The EIP association mode of an ENI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    Nat,
-    CutThrough,
-    MultiEip,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Nat => "nat",
-            Mode::CutThrough => "cut-through",
-            Mode::MultiEip => "multi-eip",
-        })
-    }
-}
-
-/// One `[[eni]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Eni {
-    pub name: String,
-    #[serde(serialize_with = "ser_mac")]
-    pub mac: Option<MacAddr6>,
-    pub interface: Option<String>,
-    pub id: Option<String>,
-    pub primary: bool,
-    pub mode: Mode,
-    pub cidr: Option<Ipv4Network>,
-    pub gateway: Option<Ipv4Addr>,
-    pub private_ips: Vec<Ipv4Addr>,
-    pub prefixes: Vec<Ipv4Network>,
-    pub ipv6: Vec<Ipv6Addr>,
-    pub ipv6_cidr: Option<Ipv6Network>,
-    pub ipv6_gateway: Option<Ipv6Addr>,
-    pub eips: Vec<Eip>,
-    /// The line of the `[[eni]]` table, for messages.
-    #[serde(skip)]
-    pub line: usize,
-}
-
-impl Eni {
-    /// The interface name to use when the link is not found on the host.
-    pub fn fallback_ifname(&self) -> &str {
-        self.interface.as_deref().unwrap_or(&self.name)
-    }
-
-    /// The IPv4 gateways of this ENI's uplinks, in table order: the ENI's own gateway first,
-    /// then each EIP gateway not seen before, in the order the EIPs are declared. Appending an
-    /// EIP therefore never renumbers an existing uplink.
-    pub fn uplink_gateways(&self) -> Vec<Ipv4Addr> {
-        let mut out: Vec<Ipv4Addr> = Vec::new();
-        if self.mode != Mode::CutThrough {
-            out.extend(self.gateway);
-        }
-        for eip in &self.eips {
-            if let Some(gw) = eip.gateway {
-                if !out.contains(&gw) {
-                    out.push(gw);
-                }
-            }
-        }
-        out
-    }
-
-    /// Whether the ENI's private IPs are configured and routed (not in cut-through mode).
-    pub fn uses_private_ips(&self) -> bool {
-        self.mode != Mode::CutThrough
-    }
-}
-
-/// One `[[eni.eip]]`, with defaults resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Eip {
-    pub address: Ipv4Addr,
-    pub id: Option<String>,
-    /// nat: the private IP it maps to (resolved default: the ENI's primary private IP).
-    pub private_ip: Option<Ipv4Addr>,
-    /// cut-through / multi-eip: the netmask length (default 32).
-    pub prefix: u8,
-    /// cut-through / multi-eip: the uplink gateway (multi-eip default: the ENI's gateway).
-    pub gateway: Option<Ipv4Addr>,
-}
-
-/// `[egress]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Egress {
-    pub strategy: Strategy,
-    pub hash: Hash,
-    pub via: Vec<Via>,
-}
-
-/// `egress.strategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    Failover,
-    Balance,
-}
-
-/// `egress.hash`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Hash {
-    L3,
-    L4,
-}
-
-/// `[[egress.via]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Via {
-    pub eni: String,
-    pub source: Option<IpAddr>,
-    pub weight: u16,
-}
-
-fn ser_mac<S: serde::Serializer>(v: &Option<MacAddr6>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.serialize_str(&v.to_string().to_lowercase()),
-        None => s.serialize_none(),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Errors and warnings
@@ -281,6 +87,15 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Invalid(#[from] ConfigError),
+}
+
+impl ExitCode for LoadError {
+    fn exit_code(&self) -> i32 {
+        // An unreadable file is still reported as a config error (exit 65).
+        match self {
+            LoadError::Read { .. } | LoadError::Invalid(_) => exit::CONFIG,
+        }
+    }
 }
 
 /// Read and validate the file at `path`.
@@ -564,7 +379,7 @@ impl Validator {
 
         let routing = routing?;
         if ok {
-            self.tables(&routing, &enis, raw.routing.as_ref());
+            self.tables(&routing, &mut enis, raw.routing.as_ref());
         }
         if !ok || (raw.egress.is_some() && egress.is_none()) {
             return None;
@@ -589,7 +404,7 @@ impl Validator {
         };
         let rule_priority = match &r.rule_priority {
             Some(v) => {
-                let hi = (MAIN_RULE_PRIORITY - TOP_LAYER_OFFSET - 1) as i64;
+                let hi = MAX_RULE_PRIORITY as i64;
                 let n = *v.get_ref();
                 if (1..=hi).contains(&n) {
                     Some(n as u32)
@@ -598,8 +413,9 @@ impl Validator {
                         &v.span(),
                         format!(
                             "routing.rule_priority = {n} is out of range (1..={hi}): every layer up \
-                             to priority + {TOP_LAYER_OFFSET} must come before the kernel's \
-                             `lookup main` rule at {MAIN_RULE_PRIORITY}"
+                             to priority + {} must come before the kernel's \
+                             `lookup main` rule at {MAIN_RULE_PRIORITY}",
+                            Layer::TOP.offset()
                         ),
                     );
                     None
@@ -1060,6 +876,8 @@ impl Validator {
             ipv6_cidr,
             ipv6_gateway,
             eips,
+            uplinks: Vec::new(),
+            first_table: 0,
             line: self.line(&espan),
         })
     }
@@ -1413,48 +1231,58 @@ impl Validator {
         })
     }
 
-    /// Every table eniroute would use avoids 0 and 253-255 and fits u32.
-    fn tables(&mut self, routing: &Routing, enis: &[Eni], raw: Option<&S<RawRouting>>) {
+    /// Allocate every ENI's uplink tables ([`layout::uplink_table`]); each one must avoid
+    /// 0 and 253-255 and fit 32 bits, like the egress table.
+    fn tables(&mut self, routing: &Routing, enis: &mut [Eni], raw: Option<&S<RawRouting>>) {
         let span = raw
             .and_then(|r| r.get_ref().table_base.as_ref().map(|t| t.span()))
             .or_else(|| raw.map(|r| r.span()))
             .unwrap_or(0..0);
-        let check = |v: &mut Validator, what: String, t: Option<u32>| {
+        let base = routing.table_base;
+        let mut check = |what: String, t: Option<u32>| -> Option<u32> {
             match t {
-            None => v.err(&span, format!("routing.table_base = {}: {what} does not fit a 32-bit table id", routing.table_base)),
-            Some(t) if t == 0 || (253..=255).contains(&t) => v.err(
-                &span,
-                format!("routing.table_base = {}: {what} would be table {t}, which is reserved (0, 253 default, 254 main, 255 local)", routing.table_base),
-            ),
-            Some(_) => {}
-        }
-        };
-        check(self, "the egress table".into(), Some(routing.table_base));
-        for (k, e) in enis.iter().enumerate() {
-            for j in 0..e.uplink_gateways().len().max(1) {
-                check(
-                    self,
-                    format!("eni {:?}'s uplink table {}", e.name, j),
-                    table_id(routing.table_base, k, j),
-                );
+                None => self.err(
+                    &span,
+                    format!("routing.table_base = {base}: {what} does not fit a 32-bit table id"),
+                ),
+                Some(t) if layout::reserved_table(t).is_some() => self.err(
+                    &span,
+                    format!(
+                        "routing.table_base = {base}: {what} would be table {t}, which is reserved \
+                         (0, 253 default, 254 main, 255 local)"
+                    ),
+                ),
+                Some(t) => return Some(t),
             }
+            None
+        };
+        check("the egress table".into(), Some(layout::egress_table(base)));
+        for (k, e) in enis.iter_mut().enumerate() {
+            let gateways = e.uplink_gateways();
+            // Every table is checked (and every problem reported), for at least one uplink.
+            let tables: Vec<Option<u32>> = (0..gateways.len().max(1))
+                .map(|j| {
+                    check(
+                        format!("eni {:?}'s uplink table {}", e.name, j),
+                        layout::uplink_table(base, k, j),
+                    )
+                })
+                .collect();
+            e.first_table = tables.first().copied().flatten().unwrap_or_default();
+            e.uplinks = gateways
+                .into_iter()
+                .zip(tables)
+                .filter_map(|(gateway, t)| t.map(|table| UplinkTable { gateway, table }))
+                .collect();
         }
     }
-}
-
-/// The table of ENI `k`'s uplink `j`: `table_base + k + 1 + 100 * j` (DESIGN §4; README).
-pub fn table_id(base: u32, k: usize, j: usize) -> Option<u32> {
-    let k = u32::try_from(k).ok()?;
-    let j = u32::try_from(j).ok()?;
-    base.checked_add(k + 1)?
-        .checked_add(TABLE_STRIDE.checked_mul(j)?)
 }
 
 /// Whether `ip` can be a `source` of egress via `e`.
 fn source_belongs(e: &Eni, ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            (e.uses_private_ips() && e.private_ips.contains(&v4))
+            (e.mode.uses_private_ips() && e.private_ips.contains(&v4))
                 || e.eips.iter().any(|x| x.address == v4)
         }
         IpAddr::V6(v6) => e.ipv6.contains(&v6),

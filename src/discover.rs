@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
+
+use crate::exit::{self, ExitCode};
 use macaddr::MacAddr6;
 
 /// The ECS instance metadata service.
@@ -169,6 +171,15 @@ pub enum DiscoverError {
         #[source]
         source: io::Error,
     },
+}
+
+impl ExitCode for DiscoverError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            DiscoverError::Option(_) | DiscoverError::Endpoint { .. } => exit::USAGE,
+            _ => exit::FAILED,
+        }
+    }
 }
 
 /// Read the instance metadata service and build the typed model of the instance.

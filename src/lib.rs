@@ -6,12 +6,13 @@
 pub mod cli;
 pub mod config;
 pub mod discover;
+pub mod exit;
+pub mod host;
 pub mod kernel;
+pub mod model;
 pub mod ops;
 pub mod output;
 pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod sandbox;
-pub mod state;
-pub mod sysctl;

@@ -3,20 +3,22 @@
 //! Each operation runs on a thread inside the target namespace (`kernel::netns`), opens one
 //! netlink connection there, and combines the pure parts (plan, reconcile) with the kernel.
 
-use std::fs::{File, TryLockError};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::exit::{self, ExitCode};
+use crate::host::{HostError, Saved, State};
 use crate::kernel::netns::{run_in_netns, NetnsError};
-use crate::kernel::{Kernel, KernelError};
-use crate::plan::{self, Desired, HostLink, Missing};
-use crate::reconcile::{self, Change, Conflict};
-use crate::state::Family;
-use crate::sysctl::{self, Saved, SysctlChange, SysctlError};
+use crate::kernel::sysctl::SysctlError;
+use crate::kernel::{Kernel, KernelError, Netlink};
+use crate::model::sysctl_name;
+use crate::model::Config;
+use crate::model::Family;
+use crate::model::{Change, HostLink, Sysctl};
+use crate::plan::{self, Desired, Missing};
+use crate::reconcile::{self, Conflict};
 
 /// Where lookups for verification are aimed: any outside address; nothing is sent.
 const PROBE_V4: [Ipv4Addr; 3] = [
@@ -33,13 +35,8 @@ pub enum OpError {
     Netns(NetnsError),
     #[error("{}", missing_text(.0))]
     Missing(Vec<Missing>),
-    #[error("another eniroute holds the lock {0}")]
-    Locked(String),
-    #[error("cannot take the lock {path}: {source}")]
-    Lock {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Host(#[from] HostError),
     #[error("refusing to change anything: {}", conflict_text(.0))]
     Conflicts(Vec<Conflict>),
     #[error("{0}")]
@@ -54,13 +51,11 @@ pub enum OpError {
     },
 }
 
-impl OpError {
-    /// The exit code of DESIGN §5.
-    pub fn exit_code(&self) -> i32 {
-        use crate::cli::exit;
+impl ExitCode for OpError {
+    fn exit_code(&self) -> i32 {
         match self {
             OpError::Netns(NetnsError::NotFound { .. }) | OpError::Missing(_) => exit::NOT_FOUND,
-            OpError::Locked(_) => exit::LOCKED,
+            OpError::Host(e) => e.exit_code(),
             _ => exit::FAILED,
         }
     }
@@ -92,6 +87,32 @@ fn conflict_text(c: &[Conflict]) -> String {
         .map(|c| c.message.as_str())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// A sysctl that differs from what is wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SysctlChange {
+    pub path: String,
+    pub name: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// Compare wanted values with the kernel's; only differences are returned.
+fn sysctl_diff(k: &impl Kernel, wanted: &[Sysctl]) -> Result<Vec<SysctlChange>, SysctlError> {
+    let mut out = Vec::new();
+    for s in wanted {
+        let old = k.sysctl_read(&s.path)?;
+        if old != s.value {
+            out.push(SysctlChange {
+                path: s.path.clone(),
+                name: s.name(),
+                old,
+                new: s.value.clone(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The target of an operation.
@@ -148,49 +169,26 @@ fn with_kernel<R, F>(target: &Target, proto: u8, f: F) -> Result<R, OpError>
 where
     R: Send + 'static,
     F: for<'k> FnOnce(
-            &'k Kernel,
+            &'k Netlink,
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<R, OpError>> + 'k>,
         > + Send
         + 'static,
 {
     run_in_netns(target.netns.as_deref(), move || async move {
-        let k = Kernel::connect(proto)?;
+        let k = Netlink::connect(proto)?;
         f(&k).await
     })
     .map_err(OpError::Netns)?
 }
 
-/// The lock of this namespace; held until dropped.
-fn lock() -> Result<File, OpError> {
-    let dir = sysctl::state_dir()?;
-    let path = dir.join("lock");
-    let shown = path.display().to_string();
-    let err = |source| OpError::Lock {
-        path: shown.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(err)?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(TryLockError::WouldBlock) => Err(OpError::Locked(shown)),
-        Err(TryLockError::Error(e)) => Err(err(e)),
-    }
-}
-
 /// Links, waiting up to `wait` (listening to link events) until every ENI is found.
 async fn links_when_ready(
-    k: &Kernel,
+    k: &impl Kernel,
     cfg: &Config,
     wait: Option<Duration>,
 ) -> Result<Vec<HostLink>, OpError> {
-    let missing = |links: &[HostLink]| plan::plan(cfg, Some(links)).missing;
+    let missing = |links: &[HostLink]| plan::desired(cfg, Some(links)).missing;
     let Some(wait) = wait else {
         let links = k.links().await?;
         let m = missing(&links);
@@ -202,34 +200,19 @@ async fn links_when_ready(
     };
     let deadline = Instant::now() + wait;
     // Subscribe before the first dump so that no event falls between the two.
-    let (conn, _handle, mut events) =
-        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
-            .map_err(KernelError::Socket)?;
-    let task = tokio::spawn(conn);
-    let result = loop {
+    k.link_event(Duration::ZERO).await?;
+    loop {
         let links = k.links().await?;
         let m = missing(&links);
         if m.is_empty() {
-            break Ok(links);
+            return Ok(links);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            break Err(OpError::Missing(m));
+            return Err(OpError::Missing(m));
         }
-        match tokio::time::timeout(left, events.next()).await {
-            Ok(Some(_)) => {
-                // Drain a burst of events before dumping again.
-                while let Ok(Some(_)) =
-                    tokio::time::timeout(Duration::from_millis(20), events.next()).await
-                {
-                }
-            }
-            Ok(None) => tokio::time::sleep(left.min(Duration::from_millis(200))).await,
-            Err(_) => {}
-        }
-    };
-    task.abort();
-    result
+        k.link_event(left).await?;
+    }
 }
 
 struct Computed {
@@ -241,27 +224,27 @@ struct Computed {
     saved: Saved,
 }
 
-async fn compute(k: &Kernel, cfg: &Config, links: Vec<HostLink>) -> Result<Computed, OpError> {
-    let desired = plan::plan(cfg, Some(&links));
+async fn compute(k: &impl Kernel, cfg: &Config, links: Vec<HostLink>) -> Result<Computed, OpError> {
+    let desired = plan::desired(cfg, Some(&links));
     if !desired.missing.is_empty() {
         return Err(OpError::Missing(desired.missing));
     }
     let observed = k.observe(links).await?;
     let changes = reconcile::reconcile(&desired, &observed).map_err(OpError::Conflicts)?;
     let links = observed.links;
-    let sysctls = sysctl::diff(&desired.sysctls)?;
-    let saved = Saved::load(&sysctl::state_dir()?);
+    let sysctls = sysctl_diff(k, &desired.sysctls)?;
+    let saved = State::current()?.saved();
     let mut restores = Vec::new();
     for (path, value) in &saved.values {
         if desired.sysctls.iter().any(|s| &s.path == path) {
             continue;
         }
         // A sysctl of an interface that is gone cannot (and need not) be restored.
-        if let Ok(cur) = sysctl::read(path) {
+        if let Ok(cur) = k.sysctl_read(path) {
             if &cur != value {
                 restores.push(SysctlChange {
                     path: path.clone(),
-                    name: sysctl::display_name(path),
+                    name: sysctl_name(path),
                     old: cur,
                     new: value.clone(),
                 });
@@ -302,11 +285,11 @@ pub fn plan(cfg: &Config, target: &Target) -> Result<PlanReport, OpError> {
 
 /// Apply changes phase by phase; returns what was applied, or that and the error.
 async fn converge(
-    k: &Kernel,
+    k: &impl Kernel,
     changes: &[Change],
 ) -> Result<Vec<Change>, (Vec<Change>, KernelError)> {
     let mut applied = Vec::new();
-    for phase in reconcile::phases(changes) {
+    for phase in crate::model::phases(changes) {
         let (done, err) = k.apply_batch(phase).await;
         applied.extend(
             phase
@@ -323,10 +306,10 @@ async fn converge(
 }
 
 /// Undo applied changes, newest first. Returns the errors met (it goes on after one).
-async fn undo(k: &Kernel, applied: &[Change], sysctls: &[SysctlChange]) -> Vec<String> {
+async fn undo(k: &impl Kernel, applied: &[Change], sysctls: &[SysctlChange]) -> Vec<String> {
     let mut errors = Vec::new();
     for s in sysctls.iter().rev() {
-        if let Err(e) = sysctl::write(&s.path, &s.old) {
+        if let Err(e) = k.sysctl_write(&s.path, &s.old) {
             errors.push(e.to_string());
         }
     }
@@ -339,7 +322,7 @@ async fn undo(k: &Kernel, applied: &[Change], sysctls: &[SysctlChange]) -> Vec<S
 }
 
 /// Ask the kernel how each source (and unbound traffic) would leave.
-async fn verify(k: &Kernel, d: &Desired, links: &[HostLink]) -> Result<Vec<Verdict>, OpError> {
+async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> Result<Vec<Verdict>, OpError> {
     let name = |i: Option<u32>| {
         i.and_then(|i| links.iter().find(|l| l.index == i))
             .map(|l| l.name.clone())
@@ -427,7 +410,8 @@ pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<Apply
     let opts = opts.clone();
     with_kernel(target, cfg.routing.protocol, move |k| {
         Box::pin(async move {
-            let _lock = lock()?;
+            let state = State::current()?;
+            let _lock = state.lock()?;
             let links = links_when_ready(k, &cfg, opts.wait).await?;
             let c = compute(k, &cfg, links).await?;
             let plan = PlanReport {
@@ -462,11 +446,10 @@ pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<Apply
                 }
             }
             // Sysctls: write, remembering each original the first time eniroute changes it.
-            let dir = sysctl::state_dir()?;
             let mut saved = c.saved.clone();
             let mut written: Vec<SysctlChange> = Vec::new();
             for s in c.sysctls.iter().chain(&c.restores) {
-                if let Err(e) = sysctl::write(&s.path, &s.new) {
+                if let Err(e) = k.sysctl_write(&s.path, &s.new) {
                     let errs = undo(k, &report.applied, &written).await;
                     let n = report.applied.len();
                     return Err(fail(report, rollback_message(&e.to_string(), n, &errs)));
@@ -486,7 +469,7 @@ pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<Apply
             let wanted: Vec<&str> = c.desired.sysctls.iter().map(|s| s.path.as_str()).collect();
             saved
                 .values
-                .retain(|p, _| wanted.contains(&p.as_str()) || sysctl::read(p).is_ok());
+                .retain(|p, _| wanted.contains(&p.as_str()) || k.sysctl_read(p).is_ok());
 
             // Verification: the kernel's own lookups must agree with the plan.
             if cfg.routing.verify {
@@ -519,7 +502,7 @@ pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<Apply
                     ));
                 }
             }
-            if let Err(e) = saved.store(&dir) {
+            if let Err(e) = state.store(&saved) {
                 let errs = undo(k, &report.applied, &written).await;
                 let n = report.applied.len();
                 return Err(fail(report, rollback_message(&e.to_string(), n, &errs)));
@@ -554,7 +537,8 @@ pub struct FlushReport {
 pub fn flush(proto: u8, target: &Target) -> Result<FlushReport, OpError> {
     with_kernel(target, proto, move |k| {
         Box::pin(async move {
-            let _lock = lock()?;
+            let state = State::current()?;
+            let _lock = state.lock()?;
             let observed = k.observe(k.links().await?).await?;
             let changes = reconcile::flush(&observed);
             let mut report = FlushReport {
@@ -562,7 +546,7 @@ pub fn flush(proto: u8, target: &Target) -> Result<FlushReport, OpError> {
                 restored: Vec::new(),
                 errors: Vec::new(),
             };
-            for phase in reconcile::phases(&changes) {
+            for phase in crate::model::phases(&changes) {
                 let (done, _) = k.apply_batch(phase).await;
                 for (c, ok) in phase.iter().zip(done) {
                     if ok {
@@ -579,15 +563,14 @@ pub fn flush(proto: u8, target: &Target) -> Result<FlushReport, OpError> {
                     }
                 }
             }
-            let dir = sysctl::state_dir()?;
-            let mut saved = Saved::load(&dir);
+            let mut saved = state.saved();
             let values = std::mem::take(&mut saved.values);
             for (path, value) in values {
-                match sysctl::read(&path) {
+                match k.sysctl_read(&path) {
                     Ok(cur) if cur == value => {}
-                    Ok(cur) => match sysctl::write(&path, &value) {
+                    Ok(cur) => match k.sysctl_write(&path, &value) {
                         Ok(()) => report.restored.push(SysctlChange {
-                            name: sysctl::display_name(&path),
+                            name: sysctl_name(&path),
                             path,
                             old: cur,
                             new: value,
@@ -601,7 +584,7 @@ pub fn flush(proto: u8, target: &Target) -> Result<FlushReport, OpError> {
                     Err(_) => {}
                 }
             }
-            saved.store(&dir)?;
+            state.store(&saved)?;
             Ok(report)
         })
     })
@@ -611,7 +594,7 @@ pub fn flush(proto: u8, target: &Target) -> Result<FlushReport, OpError> {
 #[derive(Debug, Clone, Serialize)]
 pub struct EniStatus {
     pub name: String,
-    pub mode: crate::config::Mode,
+    pub mode: crate::model::Mode,
     pub interface: Option<String>,
     pub found: bool,
     pub reason: Option<String>,
@@ -658,7 +641,7 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
     with_kernel(target, cfg.routing.protocol, move |k| {
         Box::pin(async move {
             let observed = k.observe(k.links().await?).await?;
-            let d = plan::plan(&cfg, Some(&observed.links));
+            let d = plan::desired(&cfg, Some(&observed.links));
             let (pending, conflicts) = if d.missing.is_empty() {
                 match reconcile::reconcile(&d, &observed) {
                     Ok(c) => (c.len(), Vec::new()),

@@ -99,9 +99,9 @@ pub fn print_json<T: Serialize>(v: &T) {
     }
 }
 
+use crate::model::Change;
+use crate::ops::SysctlChange;
 use crate::ops::{ApplyReport, FlushReport, PlanReport, StatusReport, Verdict};
-use crate::reconcile::Change;
-use crate::sysctl::SysctlChange;
 
 fn change_line(c: &Change) -> String {
     format!("{} {c}", c.sign())

@@ -6,41 +6,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ipnetwork::{IpNetwork, Ipv4Network};
-use macaddr::MacAddr6;
 use serde::Serialize;
 
-use crate::config::{table_id, Config, Eni, Hash, Mode, Strategy};
-use crate::state::{Address, Family, Iface, NextHop, Route, Rule, Scope, Sysctl};
-
-/// The main routing table.
-pub const MAIN_TABLE: u32 = 254;
-/// Rule layer offsets from `rule_priority` (DESIGN §4).
-pub const LAYER_OWN_SUBNET: u32 = 0;
-pub const LAYER_MAIN: u32 = 100;
-pub const LAYER_SOURCE: u32 = 200;
-pub const LAYER_EGRESS: u32 = 300;
-
-/// A network interface found on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostLink {
-    pub name: String,
-    pub index: u32,
-    #[serde(serialize_with = "ser_mac")]
-    pub mac: Option<MacAddr6>,
-    pub up: bool,
-}
-
-/// A MAC as iproute2 prints it (lower case).
-pub fn mac_text(m: MacAddr6) -> String {
-    m.to_string().to_lowercase()
-}
-
-fn ser_mac<S: serde::Serializer>(m: &Option<MacAddr6>, s: S) -> Result<S::Ok, S::Error> {
-    match m {
-        Some(m) => s.serialize_str(&mac_text(*m)),
-        None => s.serialize_none(),
-    }
-}
+use crate::model::layout::{self, Layer, IPV6_DEFAULT_METRIC, MAIN_TABLE};
+use crate::model::{
+    mac_text, Address, Config, Eni, Family, Hash, HostLink, Iface, Mode, NextHop, Route, Rule,
+    Scope, Strategy, Sysctl,
+};
 
 /// One uplink: an (interface, gateway) pair with its own route table and the sources that
 /// must leave through it.
@@ -58,7 +30,7 @@ pub struct Uplink {
 /// What verification asks the kernel for one source: a packet from `source` to the outside
 /// must leave through `iface` via `gateway`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
+pub struct SourceLookup {
     pub eni: String,
     pub source: IpAddr,
     pub iface: Iface,
@@ -67,7 +39,7 @@ pub struct Check {
 
 /// What verification asks for unbound traffic when [egress] is set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EgressCheck {
+pub struct EgressLookup {
     pub family: Family,
     pub strategy: Strategy,
     /// failover: the first usable via; balance: any of them.
@@ -104,8 +76,8 @@ pub struct Desired {
     pub routes: Vec<Route>,
     pub rules: Vec<Rule>,
     pub sysctls: Vec<Sysctl>,
-    pub checks: Vec<Check>,
-    pub egress_checks: Vec<EgressCheck>,
+    pub checks: Vec<SourceLookup>,
+    pub egress_checks: Vec<EgressLookup>,
     pub missing: Vec<Missing>,
     pub notes: Vec<String>,
 }
@@ -227,9 +199,6 @@ fn single(gateway: Option<IpAddr>, iface: &Iface, onlink: bool) -> Vec<NextHop> 
     }]
 }
 
-/// The metric the kernel gives an IPv6 route added without one.
-pub const IPV6_DEFAULT_METRIC: u32 = 1024;
-
 fn link_route(table: u32, dst: IpNetwork, iface: &Iface) -> Route {
     // IPv6 routes have no scope of their own and get metric 1024 when none is given: say so,
     // so that the desired route equals what the kernel reports back.
@@ -270,15 +239,12 @@ fn default_route(
 }
 
 /// The uplinks of one ENI with their tables' routes.
-fn eni_uplinks(cfg: &Config, k: usize, e: &Eni, iface: &Iface) -> (Vec<Uplink>, Vec<Route>) {
-    let base = cfg.routing.table_base;
+fn eni_uplinks(e: &Eni, iface: &Iface) -> (Vec<Uplink>, Vec<Route>) {
     let mut uplinks = Vec::new();
     let mut routes = Vec::new();
-    for (j, gw) in e.uplink_gateways().into_iter().enumerate() {
-        let Some(table) = table_id(base, k, j) else {
-            continue;
-        };
-        let own = j == 0 && e.mode != Mode::CutThrough;
+    for (j, u) in e.uplinks.iter().enumerate() {
+        let (gw, table) = (u.gateway, u.table);
+        let own = j == 0 && e.mode.needs_subnet();
         let eips: Vec<_> = e.eips.iter().filter(|x| x.gateway == Some(gw)).collect();
         // On-link subnets of this uplink.
         let mut subnets: Vec<Ipv4Network> = Vec::new();
@@ -309,7 +275,7 @@ fn eni_uplinks(cfg: &Config, k: usize, e: &Eni, iface: &Iface) -> (Vec<Uplink>, 
             sources.extend(e.private_ips.iter().map(|ip| host(IpAddr::V4(*ip))));
             sources.extend(e.prefixes.iter().map(|p| v4net(*p)));
         }
-        if e.mode != Mode::Nat {
+        if e.mode.eip_in_os() {
             sources.extend(eips.iter().map(|x| host(IpAddr::V4(x.address))));
         }
         uplinks.push(Uplink {
@@ -322,8 +288,8 @@ fn eni_uplinks(cfg: &Config, k: usize, e: &Eni, iface: &Iface) -> (Vec<Uplink>, 
         });
     }
     // IPv6 shares the ENI's first table number (IPv6 tables are a separate namespace).
-    if let (Some(cidr), Some(gw), Some(table)) = (e.ipv6_cidr, e.ipv6_gateway, table_id(base, k, 0))
-    {
+    if let (Some(cidr), Some(gw)) = (e.ipv6_cidr, e.ipv6_gateway) {
+        let table = e.first_table;
         if !e.ipv6.is_empty() {
             routes.push(link_route(table, IpNetwork::V6(cidr), iface));
             routes.push(default_route(table, IpAddr::V6(gw), iface, 0, None));
@@ -343,7 +309,7 @@ fn eni_uplinks(cfg: &Config, k: usize, e: &Eni, iface: &Iface) -> (Vec<Uplink>, 
 
 /// Compute the desired state. `links` is what the host has (`None`: no host view; the
 /// config's interface names are used and a note says so).
-pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
+pub fn desired(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
     let r = &cfg.routing;
     let (ifaces, missing) = resolve(cfg, links);
     let mut notes = Vec::new();
@@ -373,10 +339,10 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
         notes,
     };
 
-    for (k, (e, (iface, found))) in cfg.enis.iter().zip(&ifaces).enumerate() {
+    for (e, (iface, found)) in cfg.enis.iter().zip(&ifaces) {
         d.links_up.push(iface.clone());
         // Addresses: the primary private IP first, so it becomes the primary address.
-        if e.uses_private_ips() {
+        if e.mode.uses_private_ips() {
             if let Some(cidr) = e.cidr {
                 for ip in &e.private_ips {
                     d.addresses.push(Address {
@@ -389,7 +355,7 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
                 }
             }
         }
-        if e.mode != Mode::Nat {
+        if e.mode.eip_in_os() {
             for x in &e.eips {
                 d.addresses.push(Address {
                     iface: iface.clone(),
@@ -412,18 +378,18 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
             }
         }
 
-        let (uplinks, routes) = eni_uplinks(cfg, k, e, iface);
+        let (uplinks, routes) = eni_uplinks(e, iface);
         // Verification: every address the OS holds as a source.
         for u in &uplinks {
             let local: Vec<IpAddr> = match u.family {
                 Family::V4 => {
                     let mut v: Vec<IpAddr> = Vec::new();
-                    if e.uses_private_ips()
+                    if e.mode.uses_private_ips()
                         && u.gateway == IpAddr::V4(e.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED))
                     {
                         v.extend(e.private_ips.iter().map(|a| IpAddr::V4(*a)));
                     }
-                    if e.mode != Mode::Nat {
+                    if e.mode.eip_in_os() {
                         v.extend(
                             e.eips
                                 .iter()
@@ -436,7 +402,7 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
                 Family::V6 => e.ipv6.iter().map(|a| IpAddr::V6(*a)).collect(),
             };
             for source in local {
-                d.checks.push(Check {
+                d.checks.push(SourceLookup {
                     eni: e.name.clone(),
                     source,
                     iface: iface.clone(),
@@ -470,7 +436,7 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
     }
 
     // Egress.
-    let egress_table = r.table_base;
+    let egress_table = layout::egress_table(r.table_base);
     if let Some(eg) = &cfg.egress {
         for family in [Family::V4, Family::V6] {
             let mut hops: Vec<(Iface, IpAddr, u16, Option<IpAddr>)> = Vec::new();
@@ -502,7 +468,7 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
                     .source
                     .filter(|s| Family::of(s) == family)
                     .map(|s| match s {
-                        IpAddr::V4(a) if e.mode == Mode::Nat => e
+                        IpAddr::V4(a) if !e.mode.eip_in_os() => e
                             .eips
                             .iter()
                             .find(|x| x.address == a)
@@ -554,7 +520,7 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
                     1,
                 ));
             }
-            d.egress_checks.push(EgressCheck {
+            d.egress_checks.push(EgressLookup {
                 family,
                 strategy: eg.strategy,
                 ifaces: hops.into_iter().map(|h| h.0).collect(),
@@ -569,30 +535,30 @@ pub fn plan(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
         if ups.is_empty() {
             continue;
         }
-        let per_source = |layer: u32, suppress: Option<u32>| {
+        let per_source = |layer: Layer, suppress: Option<u32>| {
             ups.iter().flat_map(move |u| {
                 u.sources.iter().map(move |s| Rule {
                     family,
-                    priority: p + layer,
+                    priority: layer.priority(p),
                     from: Some(*s),
                     table: u.table,
                     suppress_prefixlength: suppress,
                 })
             })
         };
-        let mut rules: Vec<Rule> = per_source(LAYER_OWN_SUBNET, Some(0)).collect();
+        let mut rules: Vec<Rule> = per_source(Layer::OwnSubnet, Some(0)).collect();
         rules.push(Rule {
             family,
-            priority: p + LAYER_MAIN,
+            priority: Layer::Main.priority(p),
             from: None,
             table: MAIN_TABLE,
             suppress_prefixlength: Some(0),
         });
-        rules.extend(per_source(LAYER_SOURCE, None));
+        rules.extend(per_source(Layer::Source, None));
         if d.egress_checks.iter().any(|c| c.family == family) {
             rules.push(Rule {
                 family,
-                priority: p + LAYER_EGRESS,
+                priority: Layer::Egress.priority(p),
                 from: None,
                 table: egress_table,
                 suppress_prefixlength: None,

@@ -5,98 +5,11 @@
 //! foreign route holding the place of a desired one) before anything changes.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
 use serde::Serialize;
 
-use crate::kernel::Observed;
+use crate::model::{Address, Change, Observed, Route, Rule};
 use crate::plan::Desired;
-use crate::render;
-use crate::state::{Address, Iface, Route, Rule};
-
-/// One kernel change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Change {
-    LinkUp(Iface),
-    LinkDown(Iface),
-    AddAddress(Address),
-    DelAddress(Address),
-    AddRoute(Route),
-    ReplaceRoute { old: Route, new: Route },
-    DelRoute(Route),
-    AddRule(Rule),
-    DelRule(Rule),
-}
-
-impl Change {
-    /// Changes of one phase are independent and may be made concurrently; phases run in
-    /// order: links, addresses, link routes, gateway routes, rules; then removals.
-    pub fn phase(&self) -> u8 {
-        match self {
-            Change::LinkUp(_) | Change::LinkDown(_) => 0,
-            Change::AddAddress(_) => 1,
-            Change::AddRoute(r) | Change::ReplaceRoute { new: r, .. } => {
-                if r.nexthops.iter().any(|n| n.gateway.is_some()) {
-                    3
-                } else {
-                    2
-                }
-            }
-            Change::AddRule(_) => 4,
-            Change::DelRule(_) => 5,
-            Change::DelRoute(_) => 6,
-            Change::DelAddress(_) => 7,
-        }
-    }
-
-    /// The change that undoes this one.
-    pub fn inverse(&self) -> Change {
-        match self.clone() {
-            Change::LinkUp(i) => Change::LinkDown(i),
-            Change::LinkDown(i) => Change::LinkUp(i),
-            Change::AddAddress(a) => Change::DelAddress(a),
-            Change::DelAddress(a) => Change::AddAddress(a),
-            Change::AddRoute(r) => Change::DelRoute(r),
-            Change::ReplaceRoute { old, new } => Change::ReplaceRoute { old: new, new: old },
-            Change::DelRoute(r) => Change::AddRoute(r),
-            Change::AddRule(r) => Change::DelRule(r),
-            Change::DelRule(r) => Change::AddRule(r),
-        }
-    }
-
-    /// '+' add, '-' remove, '~' change in place.
-    pub fn sign(&self) -> char {
-        match self {
-            Change::LinkUp(_)
-            | Change::AddAddress(_)
-            | Change::AddRoute(_)
-            | Change::AddRule(_) => '+',
-            Change::LinkDown(_)
-            | Change::DelAddress(_)
-            | Change::DelRoute(_)
-            | Change::DelRule(_) => '-',
-            Change::ReplaceRoute { .. } => '~',
-        }
-    }
-}
-
-impl fmt::Display for Change {
-    /// `ip`-style, without the sign: `rule 20200 from 192.168.10.22 lookup 20002`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Change::LinkUp(i) => write!(f, "link set dev {} up", i.name),
-            Change::LinkDown(i) => write!(f, "link set dev {} down", i.name),
-            Change::AddAddress(a) | Change::DelAddress(a) => write!(f, "address {a}"),
-            Change::AddRoute(r) | Change::DelRoute(r) => write!(f, "route {r}"),
-            Change::ReplaceRoute { old, new } => write!(f, "route {new} (was: {old})"),
-            Change::AddRule(r) | Change::DelRule(r) => {
-                let s = r.to_string();
-                write!(f, "rule {}", s.strip_prefix("priority ").unwrap_or(&s))
-            }
-        }
-    }
-}
 
 /// A foreign object in the way of the desired state: nothing is changed while there is one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -156,10 +69,10 @@ pub fn reconcile(desired: &Desired, observed: &Observed) -> Result<Vec<Change>, 
         if let Some(f) = foreign.get(&r.key()) {
             conflicts.push(Conflict {
                 message: format!(
-                    "table {} already holds a route that is not eniroute's: `{}`; eniroute would add `{}` (remove it, or move eniroute with routing.table_base)",
+                    "table {} already holds a route that is not eniroute's: `{}`; eniroute would add `route add {}` (remove it, or move eniroute with routing.table_base)",
                     r.table,
                     f,
-                    render::route_line("add", r, proto)
+                    r.to_ip(Some(proto))
                 ),
             });
             continue;
@@ -234,16 +147,12 @@ pub fn flush(observed: &Observed) -> Vec<Change> {
     changes
 }
 
-/// Group ordered changes into runs of one phase (each run may be applied concurrently).
-pub fn phases(changes: &[Change]) -> Vec<&[Change]> {
-    changes.chunk_by(|a, b| a.phase() == b.phase()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::load_str;
-    use crate::plan::{plan, HostLink};
+    use crate::model::HostLink;
+    use crate::plan::desired;
 
     const CFG: &str = r#"
 [[eni]]
@@ -262,7 +171,7 @@ private_ips = ["192.168.10.21", "192.168.10.22"]
             mac: None,
             up: true,
         }];
-        let d = plan(&cfg, Some(&links));
+        let d = desired(&cfg, Some(&links));
         let o = Observed {
             links,
             ..Default::default()

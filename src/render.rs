@@ -1,7 +1,7 @@
 //! `render`: the whole desired state as an `ip -batch` script or as JSON.
 
+use crate::model::{Address, Family, Route, Rule};
 use crate::plan::Desired;
-use crate::state::{Address, Family, Route, Rule};
 
 /// `address add ...` line (protocol-tagged).
 pub fn address_line(verb: &str, a: &Address, proto: u8) -> String {

@@ -17,11 +17,12 @@ fn desired(v: &Vpc) -> Desired {
     // The plan as eniroute computes it for the links of the guest.
     let cfg = v.cfg.clone();
     let links = eniroute::kernel::netns::run_in_netns(Some(&v.guest.name), move || async move {
-        let k = eniroute::kernel::Kernel::connect(225).unwrap();
+        use eniroute::kernel::Kernel as _;
+        let k = eniroute::kernel::Netlink::connect(225).unwrap();
         k.links().await.unwrap()
     })
     .unwrap();
-    eniroute::plan::plan(&cfg, Some(&links))
+    eniroute::plan::desired(&cfg, Some(&links))
 }
 
 fn proto_of(v: &serde_json::Value) -> String {
@@ -61,7 +62,7 @@ fn owned_rules(ns: &Netns, v6: bool) -> BTreeSet<String> {
 }
 
 fn expected_rules(d: &Desired, v6: bool) -> BTreeSet<String> {
-    use eniroute::state::Family;
+    use eniroute::model::Family;
     d.rules
         .iter()
         .filter(|r| (r.family == Family::V6) == v6)
@@ -144,7 +145,7 @@ fn owned_routes(ns: &Netns, v6: bool) -> BTreeSet<String> {
 }
 
 fn expected_routes(d: &Desired, v6: bool) -> BTreeSet<String> {
-    use eniroute::state::Family;
+    use eniroute::model::Family;
     d.routes
         .iter()
         .filter(|r| (r.family() == Family::V6) == v6)
@@ -577,7 +578,9 @@ fn concurrent_applies() {
 fn locked_namespace_exits_75() {
     let v = Vpc::new(&example("nat-secondary.toml"));
     let dir = eniroute::kernel::netns::run_in_netns(Some(&v.guest.name), || async {
-        eniroute::sysctl::state_dir().unwrap()
+        eniroute::host::State::current()
+            .map(|s| s.dir().to_path_buf())
+            .unwrap()
     })
     .unwrap();
     std::fs::create_dir_all(&dir).unwrap();

@@ -21,9 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use eniroute::config::{load_str, Config, Mode};
-use eniroute::plan::{plan, Desired, HostLink, MAIN_TABLE};
-use eniroute::state::Family;
+use eniroute::config::load_str;
+use eniroute::model::layout::MAIN_TABLE;
+use eniroute::model::Family;
+use eniroute::model::HostLink;
+use eniroute::model::{Config, Mode};
+use eniroute::plan::{desired as plan, Desired};
 use ipnet::{IpNet, Ipv4Net};
 use ipnetwork::IpNetwork;
 use macaddr::MacAddr6;

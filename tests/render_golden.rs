@@ -8,7 +8,7 @@ fn render(name: &str) -> String {
         .join("configs/examples")
         .join(name);
     let loaded = eniroute::config::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
-    eniroute::render::ip_script(&eniroute::plan::plan(&loaded.config, None))
+    eniroute::render::ip_script(&eniroute::plan::desired(&loaded.config, None))
 }
 
 macro_rules! golden {
@@ -33,7 +33,7 @@ golden!(demo, "demo.toml");
 fn json_matches_ip_script() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/examples/egress-balance.toml");
     let loaded = eniroute::config::load_file(&path).unwrap();
-    let d = eniroute::plan::plan(&loaded.config, None);
+    let d = eniroute::plan::desired(&loaded.config, None);
     let j: serde_json::Value = serde_json::from_str(&eniroute::render::json(&d)).unwrap();
     assert_eq!(j["rules"].as_array().unwrap().len(), d.rules.len());
     assert_eq!(j["routes"].as_array().unwrap().len(), d.routes.len());

@@ -1,14 +1,18 @@
-//! The only module that talks rtnetlink: dumps, changes, route lookups and namespace entry.
+//! The only module that talks to the kernel: rtnetlink (dumps, changes, route lookups, events),
+//! sysctls under /proc/sys, and namespace entry. May import only `model`.
 //!
-//! One [`Kernel`] is one netlink connection (with strict checking) in one network namespace;
-//! it must be created on a thread that has entered that namespace ([`netns::run_in_netns`]).
-//! Dumps are serialized on the connection; changes may be in flight concurrently.
+//! [`Kernel`] is the seam the shell (ops) is written against; [`Netlink`] is the real client:
+//! one netlink connection (with strict checking) in one network namespace, created on a thread
+//! that has entered that namespace ([`netns::run_in_netns`]). Dumps are serialized on the
+//! connection; changes may be in flight concurrently.
 
 pub mod netns;
 pub mod sim;
+pub mod sysctl;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use futures::StreamExt;
 use ipnetwork::IpNetwork;
@@ -32,9 +36,11 @@ use netlink_sys::{AsyncSocket, SocketAddr};
 use rtnetlink::proto::ConnectionHandle;
 use tokio::sync::Mutex;
 
-use crate::plan::HostLink;
-use crate::reconcile::Change;
-use crate::state::{Address, Family, Iface, NextHop, Route, Rule, Scope};
+use sysctl::SysctlError;
+
+use crate::model::{
+    Address, Change, Family, HostLink, Iface, NextHop, Observed, Route, Rule, Scope,
+};
 
 /// How many requests go to the kernel in one `sendmsg`.
 pub const BATCH: usize = 128;
@@ -65,20 +71,6 @@ impl KernelError {
     }
 }
 
-/// What the kernel holds that matters to eniroute.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observed {
-    pub links: Vec<HostLink>,
-    /// Addresses carrying eniroute's protocol tag.
-    pub addresses: Vec<Address>,
-    /// Every other address (DHCP, static...): never changed.
-    pub foreign_addresses: Vec<Address>,
-    pub routes: Vec<Route>,
-    pub foreign_routes: Vec<Route>,
-    pub rules: Vec<Rule>,
-    pub foreign_rules: Vec<Rule>,
-}
-
 /// The answer of a route lookup (RTM_GETROUTE).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
@@ -87,22 +79,107 @@ pub struct Lookup {
     pub table: Option<u32>,
 }
 
+/// What the shell needs of the kernel. [`Netlink`] is the real one; tests of the shell use a
+/// fake that holds the objects in memory.
+#[allow(async_fn_in_trait)] // used with concrete types on one thread; no Send bound wanted
+pub trait Kernel {
+    /// Every link: name, index, MAC, admin state.
+    async fn links(&self) -> Result<Vec<HostLink>, KernelError>;
+    /// Addresses, routes and rules, split by ownership; `links` is this run's link dump.
+    async fn observe(&self, links: Vec<HostLink>) -> Result<Observed, KernelError>;
+    /// Make one change.
+    async fn apply(&self, change: &Change) -> Result<(), KernelError>;
+    /// Make independent changes; which succeeded (in input order) and the first error.
+    async fn apply_batch(&self, changes: &[Change]) -> (Vec<bool>, Option<KernelError>);
+    /// Route lookups (`ip route get`), one answer per lookup, in order.
+    async fn route_get_many(
+        &self,
+        lookups: &[(Option<IpAddr>, IpAddr)],
+    ) -> Vec<Result<Lookup, KernelError>>;
+    /// Wait up to `timeout` for a link to appear or change; false when none did.
+    async fn link_event(&self, timeout: Duration) -> Result<bool, KernelError>;
+    /// A sysctl's value (trimmed); `path` is below /proc/sys.
+    fn sysctl_read(&self, path: &str) -> Result<String, SysctlError>;
+    /// Set a sysctl.
+    fn sysctl_write(&self, path: &str, value: &str) -> Result<(), SysctlError>;
+
+    /// One route lookup.
+    async fn route_get(&self, src: Option<IpAddr>, dst: IpAddr) -> Result<Lookup, KernelError> {
+        self.route_get_many(&[(src, dst)])
+            .await
+            .pop()
+            .unwrap_or_else(|| {
+                Err(KernelError::Unexpected {
+                    what: lookup_what(src, dst),
+                })
+            })
+    }
+}
+
 /// A netlink connection in the current thread's network namespace.
-pub struct Kernel {
+pub struct Netlink {
     handle: ConnectionHandle<RouteNetlinkMessage>,
     /// Held for the duration of each dump: two dumps at once on one socket fail with EBUSY.
     dump_lock: Mutex<()>,
     proto: u8,
+    /// The link-event subscription of [`Kernel::link_event`], made on its first call.
+    link_events: Mutex<Option<LinkEvents>>,
+}
+
+/// A multicast subscription to link events, ended on drop.
+struct LinkEvents {
+    events: futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        SocketAddr,
+    )>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LinkEvents {
+    fn subscribe() -> Result<LinkEvents, KernelError> {
+        let (conn, _handle, events) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+                .map_err(KernelError::Socket)?;
+        Ok(LinkEvents {
+            events,
+            task: tokio::spawn(conn),
+        })
+    }
+
+    /// Wait up to `timeout` for an event, then drain the rest of its burst. False when none
+    /// came (or the subscription ended: the caller then polls by dumping).
+    async fn next(&mut self, timeout: Duration) -> bool {
+        match tokio::time::timeout(timeout, self.events.next()).await {
+            Ok(Some(_)) => {
+                while let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_millis(20), self.events.next()).await
+                {
+                }
+                true
+            }
+            Ok(None) => {
+                tokio::time::sleep(timeout.min(Duration::from_millis(200))).await;
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for LinkEvents {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What the kernel answered to one message of a batch.
 type Answer = Result<Vec<RouteNetlinkMessage>, std::io::Error>;
 
-impl Kernel {
+impl Netlink {
     /// Open the connection; must run inside a tokio runtime on a namespace thread. Strict
     /// checking makes the kernel honour dump filters and reject attributes it does not know;
     /// forwarded acks let a batch tell each message's success from its neighbours'.
-    pub fn connect(proto: u8) -> Result<Kernel, KernelError> {
+    pub fn connect(proto: u8) -> Result<Netlink, KernelError> {
         let (mut conn, handle, _) = rtnetlink::proto::new_connection::<RouteNetlinkMessage>(
             rtnetlink::sys::protocols::NETLINK_ROUTE,
         )
@@ -113,10 +190,11 @@ impl Kernel {
             .map_err(KernelError::Socket)?;
         conn.set_forward_ack(true);
         tokio::spawn(conn);
-        Ok(Kernel {
+        Ok(Netlink {
             handle,
             dump_lock: Mutex::new(()),
             proto,
+            link_events: Mutex::new(None),
         })
     }
 
@@ -190,8 +268,50 @@ impl Kernel {
         .await
     }
 
+    /// The request that makes one change, with its flags.
+    fn change_message(&self, change: &Change) -> (RouteNetlinkMessage, u16) {
+        let ack = NLM_F_REQUEST | NLM_F_ACK;
+        let create = ack | NLM_F_CREATE | NLM_F_EXCL;
+        let p = self.proto;
+        match change {
+            Change::LinkUp(i) | Change::LinkDown(i) => {
+                let mut m = LinkMessage::default();
+                m.header.index = i.index;
+                m.header.change_mask = LinkFlags::Up;
+                if matches!(change, Change::LinkUp(_)) {
+                    m.header.flags = LinkFlags::Up;
+                }
+                (RouteNetlinkMessage::SetLink(m), ack)
+            }
+            Change::AddAddress(a) => (
+                RouteNetlinkMessage::NewAddress(address_message(a, p)),
+                create,
+            ),
+            Change::DelAddress(a) => (RouteNetlinkMessage::DelAddress(address_message(a, p)), ack),
+            Change::AddRoute(r) => (RouteNetlinkMessage::NewRoute(route_message(r, p)), create),
+            Change::ReplaceRoute { new, .. } => (
+                RouteNetlinkMessage::NewRoute(route_message(new, p)),
+                ack | NLM_F_CREATE | NLM_F_REPLACE,
+            ),
+            Change::DelRoute(r) => (RouteNetlinkMessage::DelRoute(route_message(r, p)), ack),
+            Change::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_message(r, p)), create),
+            Change::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_message(r, p)), ack),
+        }
+    }
+
+    /// Split parsed objects into eniroute's (tagged with its protocol) and the others.
+    fn by_owner<T>(&self, objects: impl Iterator<Item = (T, u8)>) -> (Vec<T>, Vec<T>) {
+        let (mine, theirs): (Vec<_>, Vec<_>) = objects.partition(|(_, p)| *p == self.proto);
+        (
+            mine.into_iter().map(|(o, _)| o).collect(),
+            theirs.into_iter().map(|(o, _)| o).collect(),
+        )
+    }
+}
+
+impl Kernel for Netlink {
     /// Every link: name, index, MAC, admin state.
-    pub async fn links(&self) -> Result<Vec<HostLink>, KernelError> {
+    async fn links(&self) -> Result<Vec<HostLink>, KernelError> {
         let msgs = self
             .dump(
                 RouteNetlinkMessage::GetLink(LinkMessage::default()),
@@ -209,7 +329,7 @@ impl Kernel {
 
     /// Dump addresses, routes (every table) and rules, IPv4 and IPv6 at once (one dump each),
     /// split by ownership. `links` is this run's link dump, reused rather than dumped again.
-    pub async fn observe(&self, links: Vec<HostLink>) -> Result<Observed, KernelError> {
+    async fn observe(&self, links: Vec<HostLink>) -> Result<Observed, KernelError> {
         let names: HashMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
         let iface = |index: u32| Iface {
             name: names
@@ -260,48 +380,8 @@ impl Kernel {
         })
     }
 
-    /// The request that makes one change, with its flags.
-    fn change_message(&self, change: &Change) -> (RouteNetlinkMessage, u16) {
-        let ack = NLM_F_REQUEST | NLM_F_ACK;
-        let create = ack | NLM_F_CREATE | NLM_F_EXCL;
-        let p = self.proto;
-        match change {
-            Change::LinkUp(i) | Change::LinkDown(i) => {
-                let mut m = LinkMessage::default();
-                m.header.index = i.index;
-                m.header.change_mask = LinkFlags::Up;
-                if matches!(change, Change::LinkUp(_)) {
-                    m.header.flags = LinkFlags::Up;
-                }
-                (RouteNetlinkMessage::SetLink(m), ack)
-            }
-            Change::AddAddress(a) => (
-                RouteNetlinkMessage::NewAddress(address_message(a, p)),
-                create,
-            ),
-            Change::DelAddress(a) => (RouteNetlinkMessage::DelAddress(address_message(a, p)), ack),
-            Change::AddRoute(r) => (RouteNetlinkMessage::NewRoute(route_message(r, p)), create),
-            Change::ReplaceRoute { new, .. } => (
-                RouteNetlinkMessage::NewRoute(route_message(new, p)),
-                ack | NLM_F_CREATE | NLM_F_REPLACE,
-            ),
-            Change::DelRoute(r) => (RouteNetlinkMessage::DelRoute(route_message(r, p)), ack),
-            Change::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_message(r, p)), create),
-            Change::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_message(r, p)), ack),
-        }
-    }
-
-    /// Split parsed objects into eniroute's (tagged with its protocol) and the others.
-    fn by_owner<T>(&self, objects: impl Iterator<Item = (T, u8)>) -> (Vec<T>, Vec<T>) {
-        let (mine, theirs): (Vec<_>, Vec<_>) = objects.partition(|(_, p)| *p == self.proto);
-        (
-            mine.into_iter().map(|(o, _)| o).collect(),
-            theirs.into_iter().map(|(o, _)| o).collect(),
-        )
-    }
-
     /// Make one change.
-    pub async fn apply(&self, change: &Change) -> Result<(), KernelError> {
+    async fn apply(&self, change: &Change) -> Result<(), KernelError> {
         let (m, flags) = self.change_message(change);
         self.request(m, flags, || change.to_string())
             .await
@@ -311,7 +391,7 @@ impl Kernel {
     /// Make independent changes, [`BATCH`] messages per `sendmsg`. Returns, in input order,
     /// which succeeded, and the error of the first that failed (the kernel goes on with the
     /// rest of a batch after an error).
-    pub async fn apply_batch(&self, changes: &[Change]) -> (Vec<bool>, Option<KernelError>) {
+    async fn apply_batch(&self, changes: &[Change]) -> (Vec<bool>, Option<KernelError>) {
         let mut done = Vec::with_capacity(changes.len());
         let mut first = None;
         for chunk in changes.chunks(BATCH) {
@@ -334,20 +414,8 @@ impl Kernel {
         (done, first)
     }
 
-    /// Ask the kernel which way a packet from `src` to `dst` would leave (`ip route get`).
-    pub async fn route_get(&self, src: Option<IpAddr>, dst: IpAddr) -> Result<Lookup, KernelError> {
-        self.route_get_many(&[(src, dst)])
-            .await
-            .pop()
-            .unwrap_or_else(|| {
-                Err(KernelError::Unexpected {
-                    what: lookup_what(src, dst),
-                })
-            })
-    }
-
     /// Many route lookups, [`BATCH`] per `sendmsg`; one answer per lookup, in order.
-    pub async fn route_get_many(
+    async fn route_get_many(
         &self,
         lookups: &[(Option<IpAddr>, IpAddr)],
     ) -> Vec<Result<Lookup, KernelError>> {
@@ -389,6 +457,25 @@ impl Kernel {
             }
         }
         out
+    }
+
+    async fn link_event(&self, timeout: Duration) -> Result<bool, KernelError> {
+        let mut sub = self.link_events.lock().await;
+        if sub.is_none() {
+            *sub = Some(LinkEvents::subscribe()?);
+        }
+        let Some(events) = sub.as_mut() else {
+            return Ok(false);
+        };
+        Ok(events.next(timeout).await)
+    }
+
+    fn sysctl_read(&self, path: &str) -> Result<String, SysctlError> {
+        sysctl::read(path)
+    }
+
+    fn sysctl_write(&self, path: &str, value: &str) -> Result<(), SysctlError> {
+        sysctl::write(path, value)
     }
 }
 
@@ -733,7 +820,6 @@ fn rule_message(r: &Rule, proto: u8) -> RuleMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Scope;
 
     fn iface(i: u32) -> Iface {
         Iface {

@@ -73,36 +73,3 @@ where
         .map_err(NetnsError::Thread)?;
     handle.join().map_err(|_| NetnsError::Panicked)?
 }
-
-/// SO_NETNS_COOKIE (asm-generic value; Linux 5.14+).
-const SO_NETNS_COOKIE: nix::libc::c_int = 71;
-
-/// A stable identity of the current thread's network namespace, unique for the whole boot:
-/// the kernel's namespace cookie (never reused, unlike the namespace's inode number, which a
-/// new namespace may get once the old one is gone). Falls back to `ino-<inode>` on kernels
-/// older than 5.14.
-pub fn current_netns_id() -> std::io::Result<String> {
-    use std::os::fd::AsRawFd;
-    let sock = std::os::unix::net::UnixDatagram::unbound()?;
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cookie`, a live u64, and the fd is
-    // owned by `sock` for the duration of the call.
-    let rc = unsafe {
-        nix::libc::getsockopt(
-            sock.as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 && len as usize == std::mem::size_of::<u64>() {
-        return Ok(format!("cookie-{cookie}"));
-    }
-    use std::os::unix::fs::MetadataExt;
-    Ok(format!(
-        "ino-{}",
-        std::fs::metadata("/proc/thread-self/ns/net")?.ino()
-    ))
-}

@@ -20,9 +20,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::{self, Config, ConfigError, LoadError, Strategy};
+use crate::config::{self, ConfigError, LoadError};
+use crate::exit::{self, ExitCode};
 use crate::kernel::netns::run_in_netns;
 use crate::kernel::sim::{self, SimError};
+use crate::model::{Config, Strategy};
 
 pub use report::{Check, Outcome, SandboxReport, Step, Timings};
 pub use topology::{Kind, Names};
@@ -103,6 +105,16 @@ pub enum SandboxError {
         path: String,
         source: std::io::Error,
     },
+}
+
+impl ExitCode for SandboxError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            SandboxError::Config(e) => e.exit_code(),
+            SandboxError::Demo(_) => exit::CONFIG,
+            _ => exit::FAILED,
+        }
+    }
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -606,10 +618,10 @@ impl Run<'_> {
 /// Remove eniroute's per-namespace state (/run/eniroute/netns-<id>) of a sandbox namespace
 /// about to be deleted, so that sandbox runs leave nothing behind in /run.
 pub(crate) fn forget_state(ns: &str) {
-    if let Ok(Ok(dir)) =
-        crate::kernel::netns::run_in_netns(Some(ns), || async { crate::sysctl::state_dir() })
+    if let Ok(Ok(state)) =
+        crate::kernel::netns::run_in_netns(Some(ns), || async { crate::host::State::current() })
     {
-        let _ = std::fs::remove_dir_all(dir);
+        state.remove();
     }
 }
 

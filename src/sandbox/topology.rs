@@ -9,8 +9,9 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use macaddr::MacAddr6;
 use serde::Serialize;
 
-use crate::config::{valid_ifname, Config, Mode, Strategy};
+use crate::config::valid_ifname;
 use crate::kernel::sim::SimOp;
+use crate::model::{Config, Mode, Strategy};
 
 /// The TCP port every simulated service listens on.
 pub const PORT: u16 = 8080;
@@ -411,7 +412,7 @@ pub fn build(config: &Config, names: Names) -> Result<Topology, String> {
                 router_addrs.insert((se.attach.clone(), IpAddr::V4(gw), cidr.prefix()));
             }
         }
-        if e.uses_private_ips() {
+        if e.mode.uses_private_ips() {
             for ip in &e.private_ips {
                 neighs.insert((se.attach.clone(), IpAddr::V4(*ip), se.mac.into_array()));
             }
@@ -599,7 +600,7 @@ fn nft_ruleset(config: &Config, enis: &[SimEni]) -> String {
     s.push_str("table netdev eniroute_sandbox {\n");
     for (k, (e, se)) in config.enis.iter().zip(enis).enumerate() {
         let mut v4: Vec<String> = Vec::new();
-        if e.uses_private_ips() {
+        if e.mode.uses_private_ips() {
             v4.extend(e.private_ips.iter().map(|a| a.to_string()));
             v4.extend(e.prefixes.iter().map(|p| p.to_string()));
         }
@@ -722,7 +723,7 @@ fn checks(
             }
         }
         // Outbound from every source.
-        if e.uses_private_ips() {
+        if e.mode.uses_private_ips() {
             for ip in &e.private_ips {
                 let eip = if e.mode == Mode::Nat {
                     e.eips.iter().find(|x| x.private_ip == Some(*ip))
@@ -760,7 +761,7 @@ fn checks(
         // The same vSwitch.
         let seg = e
             .cidr
-            .filter(|_| e.uses_private_ips())
+            .filter(|_| e.mode.uses_private_ips())
             .and_then(|c| segments.iter().find(|s| s.cidr == c));
         if let Some(seg) = seg {
             if let Some(peer) = seg.peer {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use eniroute::config::{self, Config, Mode};
+use eniroute::config;
+use eniroute::model::{Config, Mode};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_eniroute");
 /// An "Internet" address held by the VPC namespace.
@@ -134,7 +135,7 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // eniroute's per-namespace state (/run/eniroute/netns-<cookie>) goes with it.
         if let Ok(Ok(dir)) = eniroute::kernel::netns::run_in_netns(Some(&self.name), || async {
-            eniroute::sysctl::state_dir()
+            eniroute::host::State::current().map(|s| s.dir().to_path_buf())
         }) {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -305,7 +306,7 @@ impl Vpc {
     }
 }
 
-fn add_eni(guest: &Netns, vpc: &Netns, e: &config::Eni, k: usize) {
+fn add_eni(guest: &Netns, vpc: &Netns, e: &eniroute::model::Eni, k: usize) {
     let ifname = e.fallback_ifname();
     let peer = format!("v{k}");
     let mut args = vec!["link", "add", ifname];

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
+use macaddr::MacAddr6;
 use serde::Serialize;
 
 /// Address family of a rule or route.
@@ -246,12 +247,55 @@ impl Sysctl {
         }
     }
 
-    /// The sysctl(8) name: components joined by '.', a '.' inside a component shown as '/'.
+    /// The sysctl(8) name of this sysctl.
     pub fn name(&self) -> String {
-        self.path
-            .split('/')
-            .map(|c| c.replace('.', "/"))
-            .collect::<Vec<_>>()
-            .join(".")
+        sysctl_name(&self.path)
+    }
+}
+
+/// The sysctl(8) name of a path below /proc/sys: components joined by '.', a '.' inside a
+/// component shown as '/'.
+pub fn sysctl_name(path: &str) -> String {
+    path.split('/')
+        .map(|c| c.replace('.', "/"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A network interface found on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostLink {
+    pub name: String,
+    pub index: u32,
+    #[serde(serialize_with = "ser_mac")]
+    pub mac: Option<MacAddr6>,
+    pub up: bool,
+}
+
+/// What the kernel holds that matters to eniroute, split by ownership: an object is eniroute's
+/// when it carries eniroute's protocol tag (and, for rules, has a shape eniroute makes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub links: Vec<HostLink>,
+    /// Addresses carrying eniroute's protocol tag.
+    pub addresses: Vec<Address>,
+    /// Every other address (DHCP, static...): never changed.
+    pub foreign_addresses: Vec<Address>,
+    pub routes: Vec<Route>,
+    pub foreign_routes: Vec<Route>,
+    pub rules: Vec<Rule>,
+    pub foreign_rules: Vec<Rule>,
+}
+
+/// A MAC as iproute2 prints it (lower case): the one MAC formatter of the crate.
+pub fn mac_text(m: MacAddr6) -> String {
+    m.to_string().to_lowercase()
+}
+
+/// Serialize an optional MAC with [`mac_text`].
+pub(crate) fn ser_mac<S: serde::Serializer>(m: &Option<MacAddr6>, s: S) -> Result<S::Ok, S::Error> {
+    match m {
+        Some(m) => s.serialize_str(&mac_text(*m)),
+        None => s.serialize_none(),
     }
 }

@@ -1,0 +1,104 @@
+//! The one allocator of kernel numbers: route table ids, rule layer priorities and the limits
+//! that keep them valid (DESIGN §4). The validator checks every number here; the planner takes
+//! the allocation the validator made and never computes a number of its own.
+
+/// The main routing table.
+pub const MAIN_TABLE: u32 = 254;
+/// Priority of the kernel's `lookup main` rule: eniroute's layers must come before it.
+pub const MAIN_RULE_PRIORITY: u32 = 32766;
+/// Tables per ENI stride: ENI k (0-based) owns `table_base + k + 1 + TABLE_STRIDE * j`.
+pub const TABLE_STRIDE: u32 = 100;
+/// At most this many ENIs (so ENI tables never run into the next stride).
+pub const MAX_ENIS: usize = (TABLE_STRIDE - 1) as usize;
+/// The metric the kernel gives an IPv6 route added without one.
+pub const IPV6_DEFAULT_METRIC: u32 = 1024;
+/// `routing.protocol` values 0..=4 are the kernel's own (unspec, redirect, kernel, boot, static).
+pub const MIN_PROTOCOL: u8 = 5;
+
+/// A rule layer: its priority is `rule_priority` + its offset (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// `from <source> lookup <uplink> suppress_prefixlength 0`.
+    OwnSubnet,
+    /// `lookup main suppress_prefixlength 0`.
+    Main,
+    /// `fwmark <mark>/<mask> lookup <uplink>` ([containers]).
+    Mark,
+    /// `from <source> lookup <uplink>`.
+    Source,
+    /// `lookup <egress table>` ([egress]).
+    Egress,
+}
+
+impl Layer {
+    /// The highest layer: every layer up to it must come before the main rule.
+    pub const TOP: Layer = Layer::Egress;
+
+    pub const fn offset(self) -> u32 {
+        match self {
+            Layer::OwnSubnet => 0,
+            Layer::Main => 100,
+            Layer::Mark => 150,
+            Layer::Source => 200,
+            Layer::Egress => 300,
+        }
+    }
+
+    /// The priority of this layer above `rule_priority` (validated to fit).
+    pub fn priority(self, rule_priority: u32) -> u32 {
+        rule_priority.saturating_add(self.offset())
+    }
+}
+
+/// The highest `rule_priority` whose top layer still comes before the main rule.
+pub const MAX_RULE_PRIORITY: u32 = MAIN_RULE_PRIORITY - Layer::TOP.offset() - 1;
+
+/// The egress table ([egress]): `table_base` itself.
+pub fn egress_table(table_base: u32) -> u32 {
+    table_base
+}
+
+/// The table of ENI `k`'s uplink `j`: `table_base + k + 1 + 100 * j`; None when it does not
+/// fit 32 bits.
+pub fn uplink_table(table_base: u32, k: usize, j: usize) -> Option<u32> {
+    let k = u32::try_from(k).ok()?;
+    let j = u32::try_from(j).ok()?;
+    table_base
+        .checked_add(k.checked_add(1)?)?
+        .checked_add(TABLE_STRIDE.checked_mul(j)?)
+}
+
+/// Why a table id cannot be used, if it cannot: 0 and 253-255 are the kernel's.
+pub fn reserved_table(t: u32) -> Option<&'static str> {
+    match t {
+        0 => Some("unspec"),
+        253 => Some("default"),
+        254 => Some("main"),
+        255 => Some("local"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_follow_the_documented_layout() {
+        assert_eq!(uplink_table(20000, 0, 0), Some(20001));
+        assert_eq!(uplink_table(20000, 2, 1), Some(20103));
+        assert_eq!(uplink_table(u32::MAX - 1, 1, 0), None);
+        assert_eq!(egress_table(20000), 20000);
+        assert_eq!(reserved_table(254), Some("main"));
+        assert_eq!(reserved_table(20001), None);
+    }
+
+    #[test]
+    fn layers_fit_below_main() {
+        assert_eq!(
+            Layer::TOP.priority(MAX_RULE_PRIORITY),
+            MAIN_RULE_PRIORITY - 1
+        );
+        assert_eq!(Layer::Source.priority(20000), 20200);
+    }
+}

@@ -1,0 +1,17 @@
+//! The model: plain values that every layer shares and none owns — the validated config, the
+//! EIP modes and their capabilities, the allocator of kernel numbers, the kernel objects and
+//! the changes between them. Imports nothing of the crate; does no I/O.
+
+mod change;
+mod config;
+pub mod layout;
+mod mode;
+mod objects;
+
+pub use change::{phases, Change};
+pub use config::{Config, Egress, Eip, Eni, Hash, Routing, RpFilter, Strategy, UplinkTable, Via};
+pub use mode::{EipGateway, EipLimit, Mode, DEFAULT_MULTI_EIP_QUOTA, MULTI_EIP_REGIONS};
+pub use objects::{
+    mac_text, sysctl_name, Address, Family, HostLink, Iface, NextHop, Observed, Route, Rule, Scope,
+    Sysctl,
+};
