@@ -296,10 +296,7 @@ fn with_config(
 }
 
 fn fail(out: &output::Out, e: &OpError) -> i32 {
-    match e {
-        OpError::RolledBack { report, message } => output::rolled_back(out, report, message),
-        _ => out.error(&e.to_string()),
-    }
+    output::op_error(out, e);
     e.exit_code()
 }
 

@@ -1,9 +1,17 @@
-//! Output: text for people (stdout; messages and warnings on stderr) or JSON for programs.
+//! Output: every word eniroute prints — text for people (stdout; messages and warnings on
+//! stderr) or JSON for programs — including the wording of the shell's errors. May import
+//! everything below cli.
+
+use std::fmt;
 
 use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::config::{ConfigError, Warning};
+use crate::model::Rule;
+use crate::ops::{Cause, EniStatus, Failure, OpError, Owned, StatusAddress};
+use crate::plan::Missing;
+use crate::reconcile::Conflict;
 
 /// `-o text|json`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -194,7 +202,9 @@ pub fn applied(out: &Out, r: &ApplyReport) {
 
 /// A failed apply that was rolled back: the error and what was undone (one JSON object in
 /// JSON mode; the disagreeing verdicts and the error on stderr in text mode).
-pub fn rolled_back(out: &Out, r: &ApplyReport, message: &str) {
+pub fn rolled_back(out: &Out, f: &Failure) {
+    let message = failure_text(f);
+    let r = &f.report;
     match out.format {
         Format::Json => print_json(&serde_json::json!({
             "ok": false,
@@ -208,6 +218,94 @@ pub fn rolled_back(out: &Out, r: &ApplyReport, message: &str) {
             }
             eprintln!("error: {message}");
         }
+    }
+}
+
+/// A failed operation: the wording of its error, and the rolled-back report when there is one.
+pub fn op_error(out: &Out, e: &OpError) {
+    match e {
+        OpError::RolledBack(f) => rolled_back(out, f),
+        _ => out.error(&e.to_string()),
+    }
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::Netns(e) => write!(f, "{e}"),
+            OpError::Missing(m) => f.write_str(&missing_text(m)),
+            OpError::Host(e) => write!(f, "{e}"),
+            OpError::Conflicts(c) => write!(f, "refusing to change anything: {}", conflict_text(c)),
+            OpError::Kernel(e) => write!(f, "{e}"),
+            OpError::Sysctl(e) => write!(f, "{e}"),
+            OpError::RolledBack(failure) => f.write_str(&failure_text(failure)),
+        }
+    }
+}
+
+fn missing_text(m: &[Missing]) -> String {
+    m.iter()
+        .map(|m| {
+            let mut id = Vec::new();
+            if let Some(mac) = &m.mac {
+                id.push(format!("mac {mac}"));
+            }
+            if let Some(i) = &m.interface {
+                id.push(format!("interface {i}"));
+            }
+            format!(
+                "ENI {:?} ({}) not found: {}",
+                m.eni,
+                id.join(", "),
+                m.reason
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn conflict_text(c: &[Conflict]) -> String {
+    c.iter()
+        .map(|c| c.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why apply failed, and what its rollback did.
+fn failure_text(f: &Failure) -> String {
+    let cause = match &f.cause {
+        Cause::Kernel(e) => e.to_string(),
+        Cause::Sysctl(e) => e.to_string(),
+        Cause::State(e) => e.to_string(),
+        Cause::Verification => {
+            let bad: Vec<String> = (f.report.verification.iter())
+                .filter(|v| !v.ok)
+                .map(|v| match v.source {
+                    Some(s) => format!(
+                        "eni {:?}: from {s}: expected {}, kernel says {}",
+                        v.eni, v.expected, v.seen
+                    ),
+                    None => format!(
+                        "unbound traffic: expected {}, kernel says {}",
+                        v.expected, v.seen
+                    ),
+                })
+                .collect();
+            format!("verification failed: {}", bad.join("; "))
+        }
+    };
+    if f.undo_errors.is_empty() {
+        format!(
+            "{cause}; rolled back {} change(s): the host is as before",
+            f.undone
+        )
+    } else {
+        format!(
+            "{cause}; rollback of {} change(s) met {} error(s): {}",
+            f.undone,
+            f.undo_errors.len(),
+            f.undo_errors.join("; ")
+        )
     }
 }
 
@@ -235,7 +333,7 @@ pub fn flushed(out: &Out, r: &FlushReport) {
 /// `status` output.
 pub fn status(out: &Out, r: &StatusReport) {
     if out.format == Format::Json {
-        return print_json(&serde_json::json!({ "healthy": r.healthy(), "status": r }));
+        return print_json(&serde_json::json!({ "healthy": r.healthy(), "status": StatusJson::of(r) }));
     }
     for e in &r.enis {
         let head = match (&e.interface, &e.reason) {
@@ -252,7 +350,8 @@ pub fn status(out: &Out, r: &StatusReport) {
         };
         out.info(&head);
         if !e.addresses.is_empty() {
-            out.info(&format!("  addresses: {}", e.addresses.join(", ")));
+            let addrs: Vec<String> = e.addresses.iter().map(address_text).collect();
+            out.info(&format!("  addresses: {}", addrs.join(", ")));
         }
         for rule in &e.rules {
             out.info(&format!("  rule {rule}"));
@@ -276,4 +375,83 @@ pub fn status(out: &Out, r: &StatusReport) {
             (_, n) => format!("{n} conflict(s) with foreign objects (see plan)."),
         }
     ));
+}
+
+/// An ENI's address as status shows it: `192.168.10.10/24`, marked when it is not eniroute's.
+fn address_text(a: &StatusAddress) -> String {
+    format!(
+        "{}/{}{}",
+        a.address.addr,
+        a.address.prefix_len,
+        if a.owned { "" } else { " (not eniroute's)" }
+    )
+}
+
+/// The JSON document of `status`.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    protocol: u8,
+    enis: Vec<EniStatusJson<'a>>,
+    egress: &'a [Verdict],
+    owned: OwnedJson,
+    pending_changes: usize,
+    conflicts: &'a [Conflict],
+}
+
+#[derive(Serialize)]
+struct EniStatusJson<'a> {
+    name: &'a str,
+    mode: crate::model::Mode,
+    interface: Option<&'a str>,
+    found: bool,
+    reason: Option<&'a str>,
+    addresses: Vec<String>,
+    tables: &'a [u32],
+    rules: Vec<String>,
+    verification: &'a [Verdict],
+}
+
+#[derive(Serialize)]
+struct OwnedJson {
+    addresses: usize,
+    routes: usize,
+    rules: usize,
+}
+
+impl<'a> StatusJson<'a> {
+    fn of(r: &'a StatusReport) -> Self {
+        let Owned {
+            addresses,
+            routes,
+            rules,
+        } = r.owned;
+        StatusJson {
+            protocol: r.protocol,
+            enis: r.enis.iter().map(EniStatusJson::of).collect(),
+            egress: &r.egress,
+            owned: OwnedJson {
+                addresses,
+                routes,
+                rules,
+            },
+            pending_changes: r.pending_changes,
+            conflicts: &r.conflicts,
+        }
+    }
+}
+
+impl<'a> EniStatusJson<'a> {
+    fn of(e: &'a EniStatus) -> Self {
+        EniStatusJson {
+            name: &e.name,
+            mode: e.mode,
+            interface: e.interface.as_deref(),
+            found: e.found,
+            reason: e.reason.as_deref(),
+            addresses: e.addresses.iter().map(address_text).collect(),
+            tables: &e.tables,
+            rules: e.rules.iter().map(Rule::to_string).collect(),
+            verification: &e.verification,
+        }
+    }
 }

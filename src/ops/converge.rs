@@ -1,0 +1,202 @@
+//! What every converging verb shares: find the ENIs' links (waiting for late ones), compute
+//! the changes and sysctl differences, make changes phase by phase, and undo them.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::OpError;
+use crate::host::{Saved, State};
+use crate::kernel::sysctl::SysctlError;
+use crate::kernel::{Kernel, KernelError};
+use crate::model::{phases, sysctl_name, Change, Config, HostLink, Sysctl};
+use crate::plan::{self, Desired};
+use crate::reconcile;
+
+/// A sysctl that differs from what is wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SysctlChange {
+    pub path: String,
+    pub name: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// What `plan` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub changes: Vec<Change>,
+    pub sysctls: Vec<SysctlChange>,
+    /// Sysctls eniroute changed earlier that the config no longer wants: put back.
+    pub restores: Vec<SysctlChange>,
+    pub notes: Vec<String>,
+}
+
+impl PlanReport {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.sysctls.is_empty() && self.restores.is_empty()
+    }
+}
+
+/// The links, waiting up to `wait` (listening to link events) until every ENI is found.
+pub(super) async fn links_when_ready(
+    k: &impl Kernel,
+    cfg: &Config,
+    wait: Option<Duration>,
+) -> Result<Vec<HostLink>, OpError> {
+    let missing = |links: &[HostLink]| plan::desired(cfg, Some(links)).missing;
+    let deadline = wait.map(|w| Instant::now() + w);
+    if deadline.is_some() {
+        // Subscribe before the first dump so that no event falls between the two.
+        k.link_event(Duration::ZERO).await?;
+    }
+    loop {
+        let links = k.links().await?;
+        let m = missing(&links);
+        if m.is_empty() {
+            return Ok(links);
+        }
+        let left = deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        if left.is_zero() {
+            return Err(OpError::Missing(m));
+        }
+        k.link_event(left).await?;
+    }
+}
+
+/// The desired state and the way from the kernel's to it.
+pub(super) struct Computed {
+    pub desired: Desired,
+    pub links: Vec<HostLink>,
+    pub changes: Vec<Change>,
+    pub sysctls: Vec<SysctlChange>,
+    pub restores: Vec<SysctlChange>,
+    pub saved: Saved,
+}
+
+impl Computed {
+    pub fn plan_report(&self) -> PlanReport {
+        PlanReport {
+            changes: self.changes.clone(),
+            sysctls: self.sysctls.clone(),
+            restores: self.restores.clone(),
+            notes: self.desired.notes.clone(),
+        }
+    }
+}
+
+pub(super) async fn compute(
+    k: &impl Kernel,
+    state: &State,
+    cfg: &Config,
+    links: Vec<HostLink>,
+) -> Result<Computed, OpError> {
+    let desired = plan::desired(cfg, Some(&links));
+    if !desired.missing.is_empty() {
+        return Err(OpError::Missing(desired.missing));
+    }
+    let observed = k.observe(links).await?;
+    let changes = reconcile::reconcile(&desired, &observed).map_err(OpError::Conflicts)?;
+    let sysctls = sysctl_diff(k, &desired.sysctls)?;
+    let saved = state.saved();
+    let restores = restores(k, &desired, &saved);
+    Ok(Computed {
+        desired,
+        links: observed.links,
+        changes,
+        sysctls,
+        restores,
+        saved,
+    })
+}
+
+/// Sysctls eniroute saved that the config no longer wants, where they differ from the
+/// original. A sysctl of an interface that is gone cannot (and need not) be restored.
+fn restores(k: &impl Kernel, desired: &Desired, saved: &Saved) -> Vec<SysctlChange> {
+    saved
+        .values
+        .iter()
+        .filter(|(path, _)| !desired.sysctls.iter().any(|s| &&s.path == path))
+        .filter_map(|(path, value)| {
+            let cur = k.sysctl_read(path).ok()?;
+            (&cur != value).then(|| SysctlChange {
+                path: path.clone(),
+                name: sysctl_name(path),
+                old: cur,
+                new: value.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Compare wanted values with the kernel's; only differences are returned.
+fn sysctl_diff(k: &impl Kernel, wanted: &[Sysctl]) -> Result<Vec<SysctlChange>, SysctlError> {
+    let mut out = Vec::new();
+    for s in wanted {
+        let old = k.sysctl_read(&s.path)?;
+        if old != s.value {
+            out.push(SysctlChange {
+                path: s.path.clone(),
+                name: s.name(),
+                old,
+                new: s.value.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `plan`: the changes apply would make.
+pub async fn plan_once(
+    k: &impl Kernel,
+    state: &State,
+    cfg: &Config,
+) -> Result<PlanReport, OpError> {
+    let links = links_when_ready(k, cfg, None).await?;
+    Ok(compute(k, state, cfg, links).await?.plan_report())
+}
+
+/// Make changes phase by phase; what was applied, and the error that stopped it.
+pub(super) async fn converge(
+    k: &impl Kernel,
+    changes: &[Change],
+) -> (Vec<Change>, Option<KernelError>) {
+    let mut applied = Vec::new();
+    for phase in phases(changes) {
+        let (done, err) = k.apply_batch(phase).await;
+        applied.extend(
+            phase
+                .iter()
+                .zip(done)
+                .filter(|(_, ok)| *ok)
+                .map(|(c, _)| c.clone()),
+        );
+        if err.is_some() {
+            return (applied, err);
+        }
+    }
+    (applied, None)
+}
+
+/// Undo applied changes and written sysctls, newest first. Returns the errors met (it goes
+/// on after one).
+pub(super) async fn undo(
+    k: &impl Kernel,
+    applied: &[Change],
+    sysctls: &[SysctlChange],
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    for s in sysctls.iter().rev() {
+        if let Err(e) = k.sysctl_write(&s.path, &s.old) {
+            errors.push(e.to_string());
+        }
+    }
+    for c in applied.iter().rev() {
+        if let Err(e) = k.apply(&c.inverse()).await {
+            errors.push(format!("undoing {c}: {e}"));
+        }
+    }
+    errors
+}

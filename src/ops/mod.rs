@@ -1,0 +1,135 @@
+//! The imperative shell: plan, apply, status and flush against one network namespace.
+//! May import model, config, plan, reconcile, kernel and host; never output or cli (wording
+//! lives in output).
+//!
+//! Each verb enters the target namespace on a thread of its own (`kernel::netns`), opens one
+//! [`Netlink`] client and the namespace's [`State`] there, and runs a core written against the
+//! [`Kernel`] trait — so the cores (`apply_once`, `flush_once`, ...) also run against a fake.
+
+mod apply;
+mod converge;
+#[cfg(test)]
+mod fake;
+mod flush;
+mod status;
+mod verify;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use apply::{apply_once, ApplyOptions, ApplyReport, Cause, Failure};
+pub use converge::{plan_once, PlanReport, SysctlChange};
+pub use flush::{flush_once, FlushReport};
+pub use status::{status_once, EniStatus, Owned, StatusAddress, StatusReport};
+pub use verify::Verdict;
+
+use crate::exit::{self, ExitCode};
+use crate::host::{HostError, State};
+use crate::kernel::netns::{run_in_netns, NetnsError};
+use crate::kernel::sysctl::SysctlError;
+use crate::kernel::{Kernel, KernelError, Netlink};
+use crate::model::{Config, HostLink};
+use crate::plan::Missing;
+use crate::reconcile::Conflict;
+
+/// Why an operation failed, and so its exit code. Its wording is in `output`.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    Netns(NetnsError),
+    Missing(Vec<Missing>),
+    Host(#[from] HostError),
+    Conflicts(Vec<Conflict>),
+    Kernel(#[from] KernelError),
+    Sysctl(#[from] SysctlError),
+    /// apply failed and was rolled back (the report says what happened).
+    RolledBack(Box<Failure>),
+}
+
+impl ExitCode for OpError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            OpError::Netns(NetnsError::NotFound { .. }) | OpError::Missing(_) => exit::NOT_FOUND,
+            OpError::Host(e) => e.exit_code(),
+            _ => exit::FAILED,
+        }
+    }
+}
+
+/// The target of an operation.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub netns: Option<String>,
+}
+
+/// A core that runs against the kernel and the namespace's state.
+type Core<R> = Box<
+    dyn for<'k> FnOnce(
+            &'k Netlink,
+            &'k State,
+        ) -> Pin<Box<dyn Future<Output = Result<R, OpError>> + 'k>>
+        + Send,
+>;
+
+/// Run `core` inside the target namespace with a client tagged `proto` and its state.
+fn run<R: Send + 'static>(target: &Target, proto: u8, core: Core<R>) -> Result<R, OpError> {
+    run_in_netns(target.netns.as_deref(), move || async move {
+        let k = Netlink::connect(proto)?;
+        let state = State::current()?;
+        core(&k, &state).await
+    })
+    .map_err(OpError::Netns)?
+}
+
+/// The links of the target namespace (for `render --netns`).
+pub fn host_links(target: &Target) -> Result<Vec<HostLink>, OpError> {
+    run(target, 0, Box::new(|k, _| Box::pin(async move { Ok(k.links().await?) })))
+}
+
+/// `plan`: what apply would change. Needs no privilege and takes no lock.
+pub fn plan(cfg: &Config, target: &Target) -> Result<PlanReport, OpError> {
+    let cfg = cfg.clone();
+    run(
+        target,
+        cfg.routing.protocol,
+        Box::new(move |k, st| Box::pin(async move { plan_once(k, st, &cfg).await })),
+    )
+}
+
+/// `apply`: converge, verify, and roll back everything on failure.
+pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<ApplyReport, OpError> {
+    let (cfg, opts) = (cfg.clone(), opts.clone());
+    run(
+        target,
+        cfg.routing.protocol,
+        Box::new(move |k, st| {
+            Box::pin(async move {
+                let _lock = st.lock()?;
+                apply_once(k, st, &cfg, &opts).await
+            })
+        }),
+    )
+}
+
+/// `flush`: remove every object tagged `proto` and restore the saved sysctls.
+pub fn flush(proto: u8, target: &Target) -> Result<FlushReport, OpError> {
+    run(
+        target,
+        proto,
+        Box::new(move |k, st| {
+            Box::pin(async move {
+                let _lock = st.lock()?;
+                flush_once(k, st).await
+            })
+        }),
+    )
+}
+
+/// `status`: what eniroute owns now, per ENI, and whether each source routes right.
+pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
+    let cfg = cfg.clone();
+    run(
+        target,
+        cfg.routing.protocol,
+        Box::new(move |k, _| Box::pin(async move { status_once(k, &cfg).await })),
+    )
+}

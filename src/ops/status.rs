@@ -1,0 +1,128 @@
+//! `status` as data: what eniroute owns now, per ENI, whether each source routes right, and
+//! what a plan would still change. Its wording (text and JSON) is in `output`.
+
+use super::verify::{verify, Verdict};
+use super::OpError;
+use crate::kernel::Kernel;
+use crate::model::{Address, Config, Mode, Observed, Rule};
+use crate::plan::{self, Desired, EniPlan};
+use crate::reconcile::{self, Conflict};
+
+/// An address on an ENI's link, eniroute's or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusAddress {
+    pub address: Address,
+    pub owned: bool,
+}
+
+/// Per-ENI status.
+#[derive(Debug, Clone)]
+pub struct EniStatus {
+    pub name: String,
+    pub mode: Mode,
+    pub interface: Option<String>,
+    pub found: bool,
+    pub reason: Option<String>,
+    pub addresses: Vec<StatusAddress>,
+    pub tables: Vec<u32>,
+    pub rules: Vec<Rule>,
+    pub verification: Vec<Verdict>,
+}
+
+/// Counts of the objects eniroute owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub addresses: usize,
+    pub routes: usize,
+    pub rules: usize,
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    pub protocol: u8,
+    pub enis: Vec<EniStatus>,
+    pub egress: Vec<Verdict>,
+    pub owned: Owned,
+    pub pending_changes: usize,
+    /// Foreign objects in the way of the plan (apply would refuse).
+    pub conflicts: Vec<Conflict>,
+}
+
+impl StatusReport {
+    pub fn healthy(&self) -> bool {
+        self.enis
+            .iter()
+            .all(|e| e.found && e.verification.iter().all(|v| v.ok))
+            && self.egress.iter().all(|v| v.ok)
+            && self.pending_changes == 0
+            && self.conflicts.is_empty()
+    }
+}
+
+/// One status pass against `k`.
+pub async fn status_once(k: &impl Kernel, cfg: &Config) -> Result<StatusReport, OpError> {
+    let observed = k.observe(k.links().await?).await?;
+    let d = plan::desired(cfg, Some(&observed.links));
+    let (pending_changes, conflicts) = if d.missing.is_empty() {
+        match reconcile::reconcile(&d, &observed) {
+            Ok(c) => (c.len(), Vec::new()),
+            Err(conflicts) => (0, conflicts),
+        }
+    } else {
+        (0, Vec::new())
+    };
+    let verdicts = verify(k, &d, &observed.links).await;
+    let (egress, per_source): (Vec<Verdict>, Vec<Verdict>) =
+        verdicts.into_iter().partition(|v| v.source.is_none());
+    Ok(StatusReport {
+        protocol: cfg.routing.protocol,
+        enis: d
+            .enis
+            .iter()
+            .map(|ep| eni_status(ep, &d, &observed, &per_source))
+            .collect(),
+        egress,
+        owned: Owned {
+            addresses: observed.addresses.len(),
+            routes: observed.routes.len(),
+            rules: observed.rules.len(),
+        },
+        pending_changes,
+        conflicts,
+    })
+}
+
+fn eni_status(ep: &EniPlan, d: &Desired, observed: &Observed, verdicts: &[Verdict]) -> EniStatus {
+    let on_link = |a: &&Address| ep.found && a.iface.index == ep.iface.index;
+    let addresses = (observed.addresses.iter().filter(on_link))
+        .map(|a| (a, true))
+        .chain(observed.foreign_addresses.iter().filter(on_link).map(|a| (a, false)))
+        .map(|(a, owned)| StatusAddress {
+            address: a.clone(),
+            owned,
+        })
+        .collect();
+    EniStatus {
+        name: ep.name.clone(),
+        mode: ep.mode,
+        interface: ep.found.then(|| ep.iface.name.clone()),
+        found: ep.found,
+        reason: d
+            .missing
+            .iter()
+            .find(|m| m.eni == ep.name)
+            .map(|m| m.reason.clone()),
+        addresses,
+        tables: ep.tables.clone(),
+        rules: (observed.rules.iter())
+            .filter(|r| ep.tables.contains(&r.table))
+            .cloned()
+            .collect(),
+        verification: if ep.found {
+            verdicts.iter().filter(|v| v.eni == ep.name).cloned().collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
