@@ -333,7 +333,9 @@ pub fn flushed(out: &Out, r: &FlushReport) {
 /// `status` output.
 pub fn status(out: &Out, r: &StatusReport) {
     if out.format == Format::Json {
-        return print_json(&serde_json::json!({ "healthy": r.healthy(), "status": StatusJson::of(r) }));
+        return print_json(
+            &serde_json::json!({ "healthy": r.healthy(), "status": StatusJson::of(r) }),
+        );
     }
     for e in &r.enis {
         let head = match (&e.interface, &e.reason) {

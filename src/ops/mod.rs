@@ -12,6 +12,8 @@ mod converge;
 mod fake;
 mod flush;
 mod status;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 use std::future::Future;
@@ -82,7 +84,11 @@ fn run<R: Send + 'static>(target: &Target, proto: u8, core: Core<R>) -> Result<R
 
 /// The links of the target namespace (for `render --netns`).
 pub fn host_links(target: &Target) -> Result<Vec<HostLink>, OpError> {
-    run(target, 0, Box::new(|k, _| Box::pin(async move { Ok(k.links().await?) })))
+    run(
+        target,
+        0,
+        Box::new(|k, _| Box::pin(async move { Ok(k.links().await?) })),
+    )
 }
 
 /// `plan`: what apply would change. Needs no privilege and takes no lock.

@@ -97,7 +97,13 @@ fn eni_status(ep: &EniPlan, d: &Desired, observed: &Observed, verdicts: &[Verdic
     let on_link = |a: &&Address| ep.found && a.iface.index == ep.iface.index;
     let addresses = (observed.addresses.iter().filter(on_link))
         .map(|a| (a, true))
-        .chain(observed.foreign_addresses.iter().filter(on_link).map(|a| (a, false)))
+        .chain(
+            observed
+                .foreign_addresses
+                .iter()
+                .filter(on_link)
+                .map(|a| (a, false)),
+        )
         .map(|(a, owned)| StatusAddress {
             address: a.clone(),
             owned,
@@ -120,7 +126,11 @@ fn eni_status(ep: &EniPlan, d: &Desired, observed: &Observed, verdicts: &[Verdic
             .cloned()
             .collect(),
         verification: if ep.found {
-            verdicts.iter().filter(|v| v.eni == ep.name).cloned().collect()
+            verdicts
+                .iter()
+                .filter(|v| v.eni == ep.name)
+                .cloned()
+                .collect()
         } else {
             Vec::new()
         },

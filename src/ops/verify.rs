@@ -50,11 +50,7 @@ fn errno_text(n: i32) -> String {
 }
 
 /// Ask the kernel how each source (and unbound traffic) would leave.
-pub(super) async fn verify(
-    k: &impl Kernel,
-    d: &Desired,
-    links: &[HostLink],
-) -> Vec<Verdict> {
+pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> Vec<Verdict> {
     let name = |i: Option<u32>| {
         i.and_then(|i| links.iter().find(|l| l.index == i))
             .map(|l| l.name.clone())

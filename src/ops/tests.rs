@@ -1,0 +1,254 @@
+//! Root-free tests of the shell's cores against the fake kernel: convergence and idempotency,
+//! rollback order and completeness, saved-sysctl bookkeeping, flush retries, waiting for ENIs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::fake::{Fake, Fault};
+use super::*;
+use crate::config::load_str;
+use crate::model::{Change, HostLink};
+
+const CFG: &str = r#"
+[[eni]]
+name = "eth1"
+interface = "eth1"
+cidr = "192.168.10.0/24"
+gateway = "192.168.10.253"
+private_ips = ["192.168.10.21", "192.168.10.22"]
+
+[[eni]]
+name = "eth2"
+interface = "eth2"
+mode = "multi-eip"
+cidr = "192.168.20.0/24"
+gateway = "192.168.20.253"
+private_ips = ["192.168.20.5"]
+[[eni.eip]]
+address = "47.96.1.2"
+"#;
+
+fn cfg(text: &str) -> Config {
+    load_str(text, "t.toml").unwrap().config
+}
+
+fn sysctls() -> Vec<(&'static str, &'static str)> {
+    let mut v = Vec::new();
+    for i in ["eth1", "eth2"] {
+        for (k, val) in [
+            ("rp_filter", "1"),
+            ("arp_ignore", "0"),
+            ("arp_announce", "0"),
+        ] {
+            let p: &'static str = Box::leak(format!("net/ipv4/conf/{i}/{k}").into_boxed_str());
+            v.push((p, val));
+        }
+    }
+    v
+}
+
+fn fake() -> Fake {
+    Fake::with_links(&["eth1", "eth2"], &sysctls())
+}
+
+fn state() -> State {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "eniroute-ops-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    State::at(dir)
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn apply(k: &Fake, st: &State, c: &Config) -> Result<ApplyReport, OpError> {
+    block(apply_once(k, st, c, &ApplyOptions::default()))
+}
+
+#[test]
+fn apply_converges_verifies_and_a_second_apply_changes_nothing() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    let r = apply(&k, &st, &c).unwrap();
+    assert!(!r.applied.is_empty());
+    assert!(!r.verification.is_empty() && r.verification.iter().all(|v| v.ok));
+    assert_eq!(
+        k.sysctls.borrow()["net/ipv4/conf/eth1/rp_filter"],
+        "2",
+        "loose rp_filter by default"
+    );
+    let before = k.log.borrow().len();
+    let again = apply(&k, &st, &c).unwrap();
+    assert!(again.plan.is_empty() && again.applied.is_empty());
+    // Nothing but lookups: no batch, change or sysctl write.
+    assert_eq!(k.log.borrow().len(), before);
+    assert!(block(plan_once(&k, &st, &c)).unwrap().is_empty());
+    st.remove();
+}
+
+#[test]
+fn a_refused_change_rolls_back_everything_newest_first() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    let before = k.snapshot();
+    // The first rule fails: addresses and routes were already made.
+    k.faults
+        .borrow_mut()
+        .push(Fault::Change("rule 20200 from 192.168.20.5", 17));
+    let Err(OpError::RolledBack(f)) = apply(&k, &st, &c) else {
+        panic!("apply should fail and roll back");
+    };
+    assert!(matches!(f.cause, Cause::Kernel(_)));
+    assert!(f.undone > 0 && f.undo_errors.is_empty());
+    assert!(f.report.rolled_back);
+    assert_eq!(k.snapshot(), before, "the host is as before");
+    // Undo ran in reverse: the last change made is the first one undone.
+    let log = k.log.borrow();
+    let made: Vec<&String> = log.iter().filter(|l| l.starts_with('+')).collect();
+    let undone: Vec<&String> = log.iter().filter(|l| l.starts_with('-')).collect();
+    assert_eq!(made.len(), undone.len());
+    assert_eq!(&made[made.len() - 1][1..], &undone[0][1..]);
+    assert_eq!(&made[0][1..], &undone[undone.len() - 1][1..]);
+    assert!(!st.dir().join("sysctl.json").exists(), "nothing saved");
+    st.remove();
+}
+
+#[test]
+fn a_refused_sysctl_undoes_changes_and_the_sysctls_already_written() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    let before = k.snapshot();
+    k.faults
+        .borrow_mut()
+        .push(Fault::SysctlWrite("net/ipv4/conf/eth2/arp_announce"));
+    let Err(OpError::RolledBack(f)) = apply(&k, &st, &c) else {
+        panic!("apply should fail and roll back");
+    };
+    assert!(matches!(f.cause, Cause::Sysctl(_)));
+    assert_eq!(k.snapshot(), before);
+    st.remove();
+}
+
+#[test]
+fn a_verification_failure_rolls_back() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    // A foreign rule before eniroute's layers sends everything to a table of its own.
+    k.state.borrow_mut().foreign_rules.push(crate::model::Rule {
+        family: crate::model::Family::V4,
+        priority: 100,
+        from: None,
+        table: 77,
+        suppress_prefixlength: None,
+    });
+    k.state
+        .borrow_mut()
+        .foreign_routes
+        .push(crate::model::Route {
+            table: 77,
+            dst: "0.0.0.0/1".parse().unwrap(),
+            metric: 0,
+            scope: crate::model::Scope::Universe,
+            src: None,
+            nexthops: vec![crate::model::NextHop {
+                gateway: None,
+                iface: crate::model::Iface {
+                    name: "eth1".into(),
+                    index: 2,
+                },
+                weight: 1,
+                onlink: false,
+            }],
+        });
+    let before = k.snapshot();
+    let Err(OpError::RolledBack(f)) = apply(&k, &st, &c) else {
+        panic!("verification should fail");
+    };
+    assert!(matches!(f.cause, Cause::Verification));
+    assert!(f.report.verification.iter().any(|v| !v.ok));
+    assert_eq!(k.snapshot(), before);
+    st.remove();
+}
+
+#[test]
+fn originals_are_saved_once_and_restored_by_flush() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    apply(&k, &st, &c).unwrap();
+    let saved = st.saved();
+    assert_eq!(saved.values["net/ipv4/conf/eth1/rp_filter"], "1");
+    // Drift, then apply again: the original stays the one from before eniroute.
+    k.sysctls
+        .borrow_mut()
+        .insert("net/ipv4/conf/eth1/rp_filter".into(), "0".into());
+    apply(&k, &st, &c).unwrap();
+    assert_eq!(st.saved(), saved);
+    let r = block(flush_once(&k, &st)).unwrap();
+    assert!(r.errors.is_empty());
+    assert_eq!(r.restored.len(), 6);
+    assert_eq!(k.sysctls.borrow()["net/ipv4/conf/eth1/rp_filter"], "1");
+    assert!(!st.dir().join("sysctl.json").exists());
+    let o = k.state.borrow();
+    assert!(o.addresses.is_empty() && o.routes.is_empty() && o.rules.is_empty());
+    drop(o);
+    st.remove();
+}
+
+#[test]
+fn a_sysctl_no_longer_wanted_is_put_back() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    apply(&k, &st, &c).unwrap();
+    let keep = cfg(&format!("[routing]\nrp_filter = \"keep\"\n{CFG}"));
+    let plan = block(plan_once(&k, &st, &keep)).unwrap();
+    assert_eq!(plan.restores.len(), 2, "{plan:?}");
+    apply(&k, &st, &keep).unwrap();
+    assert_eq!(k.sysctls.borrow()["net/ipv4/conf/eth2/rp_filter"], "1");
+    assert!(!st
+        .saved()
+        .values
+        .contains_key("net/ipv4/conf/eth2/rp_filter"));
+    st.remove();
+}
+
+#[test]
+fn flush_counts_already_gone_objects_and_reports_real_errors() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    apply(&k, &st, &c).unwrap();
+    // One rule refuses removal with EPERM; everything else still goes.
+    k.faults
+        .borrow_mut()
+        .push(Fault::Change("rule 20000 from 192.168.20.5", 1));
+    let r = block(flush_once(&k, &st)).unwrap();
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert_eq!(k.state.borrow().rules.len(), 1);
+    assert!(k.state.borrow().addresses.is_empty());
+    st.remove();
+}
+
+#[test]
+fn a_late_eni_is_waited_for_and_a_missing_one_is_exit_69() {
+    let (k, st, c) = (Fake::with_links(&["eth1"], &sysctls()), state(), cfg(CFG));
+    let Err(e) = apply(&k, &st, &c) else {
+        panic!("eth2 is missing");
+    };
+    assert!(matches!(e, OpError::Missing(_)));
+    assert_eq!(e.exit_code(), exit::NOT_FOUND);
+    k.late_links.borrow_mut().push(HostLink {
+        name: "eth2".into(),
+        index: 9,
+        mac: None,
+        up: false,
+    });
+    let opts = ApplyOptions {
+        wait: Some(std::time::Duration::from_secs(5)),
+    };
+    let r = block(apply_once(&k, &st, &c, &opts)).unwrap();
+    assert!(r.applied.contains(&Change::LinkUp(crate::model::Iface {
+        name: "eth2".into(),
+        index: 9
+    })));
+    st.remove();
+}
