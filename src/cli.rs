@@ -18,29 +18,29 @@ use crate::render;
     version,
     about = "Source-based policy routing for every ENI and Elastic IP of a multi-NIC Linux instance"
 )]
-pub struct Cli {
+struct Cli {
     /// Configuration file [default: /etc/eniroute/eniroute.toml; sandbox: the bundled demo]
     #[arg(short = 'c', long = "config", env = "ENIROUTE_CONFIG", global = true)]
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// Run against the named network namespace (/run/netns/NAME)
     #[arg(long, global = true, value_name = "NAME")]
-    pub netns: Option<String>,
+    netns: Option<String>,
     /// Output format (text for people, json for programs)
     #[arg(short = 'o', long = "output-format", global = true, value_enum, default_value_t = Format::Text)]
-    pub output: Format,
+    output: Format,
     /// More detail (repeatable)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
-    pub verbose: u8,
+    verbose: u8,
     /// Only errors
     #[arg(short, long, global = true)]
-    pub quiet: bool,
+    quiet: bool,
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 impl Cli {
     /// The configuration file: `-c`, else ENIROUTE_CONFIG, else the default path.
-    pub fn config_path(&self) -> PathBuf {
+    fn config_path(&self) -> PathBuf {
         self.config
             .clone()
             .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
@@ -48,7 +48,7 @@ impl Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+enum Command {
     /// Check the config; touches nothing, needs no privilege
     Validate,
     /// The changes apply would make, as `ip`-style lines (+ add, - remove, ~ change)
@@ -93,7 +93,7 @@ pub enum Command {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RenderFormat {
+enum RenderFormat {
     Ip,
     Json,
 }
@@ -117,33 +117,11 @@ pub fn main() -> i32 {
 }
 
 /// Run a parsed command line.
-pub fn run(cli: &Cli) -> i32 {
+fn run(cli: &Cli) -> i32 {
     let out = output::Out::new(cli.output, cli.verbose, cli.quiet);
     match &cli.command {
         Command::Validate => validate(cli, &out),
-        Command::Render { format } => {
-            let loaded = match load(cli, &out) {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-            // With --netns, the namespace's links give the real interface names; without,
-            // the config's names are used (and the script says so).
-            let links = match &cli.netns {
-                Some(ns) => match ops::host_links(&Target {
-                    netns: Some(ns.clone()),
-                }) {
-                    Ok(l) => Some(l),
-                    Err(e) => return fail(&out, &e),
-                },
-                None => None,
-            };
-            let desired = plan::desired(&loaded.config, links.as_deref());
-            match format {
-                RenderFormat::Ip => print!("{}", render::ip_script(&desired)),
-                RenderFormat::Json => println!("{}", render::json(&desired)),
-            }
-            exit::OK
-        }
+        Command::Render { format } => render(cli, &out, *format),
         Command::Discover {
             endpoint,
             token_ttl,
@@ -174,36 +152,62 @@ pub fn run(cli: &Cli) -> i32 {
                 exit::FAILED
             })
         }),
-        Command::Flush => {
-            // flush needs only the protocol tag: without a config file it uses the default.
-            let proto = if cli.config_path().exists() {
-                match load(cli, &out) {
-                    Ok(l) => l.config.routing.protocol,
-                    Err(code) => return code,
-                }
+        Command::Flush => flush(cli, &out),
+    }
+}
+
+fn render(cli: &Cli, out: &output::Out, format: RenderFormat) -> i32 {
+    let loaded = match load(cli, out) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    // With --netns, the namespace's links give the real interface names; without, the
+    // config's names are used (and the script says so).
+    let links = match &cli.netns {
+        Some(ns) => match ops::host_links(&Target {
+            netns: Some(ns.clone()),
+        }) {
+            Ok(l) => Some(l),
+            Err(e) => return fail(out, &e),
+        },
+        None => None,
+    };
+    let desired = plan::desired(&loaded.config, links.as_deref());
+    match format {
+        RenderFormat::Ip => print!("{}", render::ip_script(&desired)),
+        RenderFormat::Json => println!("{}", render::json(&desired)),
+    }
+    exit::OK
+}
+
+fn flush(cli: &Cli, out: &output::Out) -> i32 {
+    // flush needs only the protocol tag: without a config file it uses the default.
+    let default = crate::model::Routing::default().protocol;
+    let proto = if cli.config_path().exists() {
+        match load(cli, out) {
+            Ok(l) => l.config.routing.protocol,
+            Err(code) => return code,
+        }
+    } else {
+        out.warn(&format!(
+            "{} not found: flushing objects tagged with the default protocol {default}",
+            cli.config_path().display(),
+        ));
+        default
+    };
+    let target = Target {
+        netns: cli.netns.clone(),
+    };
+    match ops::flush(proto, &target) {
+        Ok(r) => {
+            output::flushed(out, &r);
+            if r.errors.is_empty() {
+                exit::OK
             } else {
-                out.warn(&format!(
-                    "{} not found: flushing objects tagged with the default protocol {}",
-                    cli.config_path().display(),
-                    crate::model::Routing::default().protocol
-                ));
-                crate::model::Routing::default().protocol
-            };
-            let target = Target {
-                netns: cli.netns.clone(),
-            };
-            match ops::flush(proto, &target) {
-                Ok(r) => {
-                    output::flushed(&out, &r);
-                    if r.errors.is_empty() {
-                        exit::OK
-                    } else {
-                        exit::FAILED
-                    }
-                }
-                Err(e) => fail(&out, &e),
+                exit::FAILED
             }
         }
+        Err(e) => fail(out, &e),
     }
 }
 
@@ -301,7 +305,7 @@ fn fail(out: &output::Out, e: &OpError) -> i32 {
 }
 
 /// Load and validate the config, reporting problems and warnings. Err = the exit code.
-pub fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
+fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
     match config::load_file(&cli.config_path()) {
         Ok(l) => {
             // Notes (a mode's known limits) belong to validate and plan; warnings to all.

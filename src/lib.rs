@@ -1,8 +1,38 @@
 //! eniroute: source-based policy routing for every ENI and Elastic IP of a multi-NIC Linux host.
 //!
-//! Functional core, imperative shell: `config` (TOML -> validated model), `plan` (model + host
-//! links -> desired state), `reconcile` (desired x observed -> changes) are pure; `kernel` is the
-//! only module that talks rtnetlink; `cli` wires the verbs.
+//! Functional core, imperative shell. The layers, each importing only those above it in this
+//! list (the import graph has no cycles):
+//!
+//! | layer | what it is | may import |
+//! |---|---|---|
+//! | `exit` | exit codes and the `ExitCode` trait every error type implements | nothing |
+//! | `model` | plain values: validated config, EIP modes and their capabilities, the allocator of table ids and rule priorities (`model::layout`), kernel objects, changes | nothing |
+//! | `config` | TOML -> validated `model::Config`, every problem with its line | model, exit |
+//! | `plan` | pure: config + host links -> desired state | model |
+//! | `reconcile`, `render` | pure: desired x observed -> ordered changes; desired -> `ip -batch` script or JSON | model, plan |
+//! | `kernel` | the only module that talks to the kernel: the `Kernel` trait and its `Netlink` client (rtnetlink dumps, batches, lookups, events), procfs sysctls, namespaces, the sandbox's link building | model |
+//! | `host` | eniroute's files under /run/eniroute: per-namespace state dir, saved sysctls, lock | exit |
+//! | `ops` | the shell: `apply_once`, `flush_once`, `status_once`, `plan_once` against any `Kernel` | all of the above |
+//! | `output` | every word printed: text, JSON, the wording of the shell's errors | all of the above |
+//! | `cli` | clap definitions and the wiring of each verb | everything |
+//! | `discover` | instance metadata -> a config (cloud providers behind one trait) | config, model, exit |
+//! | `sandbox` | the config's VPC simulated in namespaces, proven with packets; an oracle for the planner, so it never calls `plan` | config, model, kernel, host, exit |
+//!
+//! How to add
+//! - **an EIP mode**: a variant of `model::Mode`; the compiler then stops at every capability
+//!   in `model/mode.rs` (each an exhaustive `match`): answer each. Validator, planner and
+//!   sandbox ask capabilities, never compare modes; add a capability there when a new decision
+//!   appears. Then the spelling in `Mode::as_str`, an example in configs/examples/ with its
+//!   golden snapshot (tests/render_golden.rs), and the sandbox's checks come from the config.
+//! - **a cloud provider for discover**: see the header of `discover` (one file implementing
+//!   its `Provider` trait, registered in one place, with a mock server test serving only the
+//!   cloud's documented formats).
+//! - **a verb**: a variant of `cli::Command`; the work as an `ops::*_once` core written against
+//!   `kernel::Kernel` (tested with the fake in ops/fake.rs) and a thin wrapper in `ops/mod.rs`
+//!   that enters the namespace; its report's wording in `output`; its errors carry their exit
+//!   code (`exit::ExitCode`).
+//! - **a kernel object kind**: its value in `model`, its messages in the kernel codec, its
+//!   ownership in `Kernel::observe`, its changes in `model::Change` and `reconcile`.
 pub mod cli;
 pub mod config;
 pub mod discover;

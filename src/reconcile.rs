@@ -19,52 +19,62 @@ pub struct Conflict {
 
 /// The changes that turn `observed` into `desired`, in apply order; or the conflicts.
 pub fn reconcile(desired: &Desired, observed: &Observed) -> Result<Vec<Change>, Vec<Conflict>> {
-    let mut changes = Vec::new();
+    let mut changes = links(desired, observed);
     let mut conflicts = Vec::new();
-    let proto = desired.protocol;
-
-    // Links: up.
-    for i in &desired.links_up {
-        if let Some(l) = observed
-            .links
-            .iter()
-            .find(|l| l.index == i.index && i.index != 0)
-        {
-            if !l.up {
-                changes.push(Change::LinkUp(i.clone()));
-            }
-        }
+    addresses(desired, observed, &mut changes, &mut conflicts);
+    routes(desired, observed, &mut changes, &mut conflicts);
+    rules(desired, observed, &mut changes);
+    if !conflicts.is_empty() {
+        return Err(conflicts);
     }
+    changes.sort_by_key(Change::phase);
+    Ok(changes)
+}
 
-    // Addresses: ensure present; one already there (any tag) is left alone.
-    for a in &desired.addresses {
-        let same_link = |o: &&Address| o.iface.index == a.iface.index && o.addr == a.addr;
-        if observed.addresses.iter().any(|o| same_link(&o))
-            || observed.foreign_addresses.iter().any(|o| same_link(&o))
+/// Links: set up the ENIs' links that are down.
+fn links(desired: &Desired, observed: &Observed) -> Vec<Change> {
+    (desired.links_up.iter())
+        .filter(|i| (observed.links.iter()).any(|l| l.index == i.index && i.index != 0 && !l.up))
+        .map(|i| Change::LinkUp(i.clone()))
+        .collect()
+}
+
+/// Addresses: ensure present (one already there, any tag, is left alone); owned ones no longer
+/// wanted go, newest first.
+fn addresses(d: &Desired, o: &Observed, changes: &mut Vec<Change>, conflicts: &mut Vec<Conflict>) {
+    for a in &d.addresses {
+        let same_link = |x: &&Address| x.iface.index == a.iface.index && x.addr == a.addr;
+        if o.addresses.iter().any(|x| same_link(&x))
+            || o.foreign_addresses.iter().any(|x| same_link(&x))
         {
             continue;
         }
-        if let Some(o) = observed.foreign_addresses.iter().find(|o| o.addr == a.addr) {
+        if let Some(x) = o.foreign_addresses.iter().find(|x| x.addr == a.addr) {
             conflicts.push(Conflict {
                 message: format!(
                     "address {} is already on {} (not eniroute's); it cannot also go on {}",
-                    a.addr, o.iface.name, a.iface.name
+                    a.addr, x.iface.name, a.iface.name
                 ),
             });
             continue;
         }
         changes.push(Change::AddAddress(a.clone()));
     }
+    for a in o.addresses.iter().rev() {
+        let kept = (d.addresses.iter()).any(|x| x.iface.index == a.iface.index && x.addr == a.addr);
+        if !kept {
+            changes.push(Change::DelAddress(a.clone()));
+        }
+    }
+}
 
-    // Routes: by key (family, table, destination, metric).
-    let owned: HashMap<_, &Route> = observed.routes.iter().map(|r| (r.key(), r)).collect();
-    let foreign: HashMap<_, &Route> = observed
-        .foreign_routes
-        .iter()
-        .map(|r| (r.key(), r))
-        .collect();
+/// Routes, by key (family, table, destination, metric): add, replace in place, or remove; a
+/// foreign route holding a desired route's key is a conflict.
+fn routes(d: &Desired, o: &Observed, changes: &mut Vec<Change>, conflicts: &mut Vec<Conflict>) {
+    let owned: HashMap<_, &Route> = o.routes.iter().map(|r| (r.key(), r)).collect();
+    let foreign: HashMap<_, &Route> = o.foreign_routes.iter().map(|r| (r.key(), r)).collect();
     let mut wanted = HashSet::new();
-    for r in &desired.routes {
+    for r in &d.routes {
         wanted.insert(r.key());
         if let Some(f) = foreign.get(&r.key()) {
             conflicts.push(Conflict {
@@ -72,58 +82,44 @@ pub fn reconcile(desired: &Desired, observed: &Observed) -> Result<Vec<Change>, 
                     "table {} already holds a route that is not eniroute's: `{}`; eniroute would add `route add {}` (remove it, or move eniroute with routing.table_base)",
                     r.table,
                     f,
-                    r.to_ip(Some(proto))
+                    r.to_ip(Some(d.protocol))
                 ),
             });
             continue;
         }
         match owned.get(&r.key()) {
-            Some(o) if *o == r => {}
-            Some(o) => changes.push(Change::ReplaceRoute {
-                old: (*o).clone(),
+            Some(x) if *x == r => {}
+            Some(x) => changes.push(Change::ReplaceRoute {
+                old: (*x).clone(),
                 new: r.clone(),
             }),
             None => changes.push(Change::AddRoute(r.clone())),
         }
     }
+    for r in &o.routes {
+        if !wanted.contains(&r.key()) {
+            changes.push(Change::DelRoute(r.clone()));
+        }
+    }
+}
 
-    // Rules: cannot be replaced; add the missing, delete the stale (and duplicates).
+/// Rules cannot be replaced: add the missing, delete the stale (and duplicates).
+fn rules(d: &Desired, o: &Observed, changes: &mut Vec<Change>) {
     let mut present: HashSet<&Rule> = HashSet::new();
-    let desired_rules: HashSet<&Rule> = desired.rules.iter().collect();
+    let desired: HashSet<&Rule> = d.rules.iter().collect();
     let mut dels = Vec::new();
-    for r in &observed.rules {
-        if desired_rules.contains(r) && present.insert(r) {
+    for r in &o.rules {
+        if desired.contains(r) && present.insert(r) {
             continue;
         }
         dels.push(Change::DelRule(r.clone()));
     }
-    for r in &desired.rules {
+    for r in &d.rules {
         if !present.contains(r) {
             changes.push(Change::AddRule(r.clone()));
         }
     }
     changes.extend(dels);
-
-    for r in &observed.routes {
-        if !wanted.contains(&r.key()) {
-            changes.push(Change::DelRoute(r.clone()));
-        }
-    }
-    for a in observed.addresses.iter().rev() {
-        let kept = desired
-            .addresses
-            .iter()
-            .any(|d| d.iface.index == a.iface.index && d.addr == a.addr);
-        if !kept {
-            changes.push(Change::DelAddress(a.clone()));
-        }
-    }
-
-    if !conflicts.is_empty() {
-        return Err(conflicts);
-    }
-    changes.sort_by_key(Change::phase);
-    Ok(changes)
 }
 
 /// Everything eniroute owns, removed (for flush): rules, then routes, then addresses.

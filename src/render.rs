@@ -4,17 +4,17 @@ use crate::model::{Address, Family, Route, Rule};
 use crate::plan::Desired;
 
 /// `address add ...` line (protocol-tagged).
-pub fn address_line(verb: &str, a: &Address, proto: u8) -> String {
+fn address_line(verb: &str, a: &Address, proto: u8) -> String {
     format!("address {verb} {a} proto {proto}")
 }
 
 /// `route add ...` line (protocol-tagged).
-pub fn route_line(verb: &str, r: &Route, proto: u8) -> String {
+fn route_line(verb: &str, r: &Route, proto: u8) -> String {
     format!("route {verb} {}", r.to_ip(Some(proto)))
 }
 
 /// `rule add ...` line (protocol-tagged).
-pub fn rule_line(verb: &str, r: &Rule, proto: u8) -> String {
+fn rule_line(verb: &str, r: &Rule, proto: u8) -> String {
     format!("rule {verb} {r} proto {proto}")
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::exit::{self, ExitCode};
 
 /// Where eniroute keeps its per-namespace state.
-pub const RUN_DIR: &str = "/run/eniroute";
+const RUN_DIR: &str = "/run/eniroute";
 
 /// Errors of the host state.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ pub const MAIN_TABLE: u32 = 254;
 /// Priority of the kernel's `lookup main` rule: eniroute's layers must come before it.
 pub const MAIN_RULE_PRIORITY: u32 = 32766;
 /// Tables per ENI stride: ENI k (0-based) owns `table_base + k + 1 + TABLE_STRIDE * j`.
-pub const TABLE_STRIDE: u32 = 100;
+const TABLE_STRIDE: u32 = 100;
 /// At most this many ENIs (so ENI tables never run into the next stride).
 pub const MAX_ENIS: usize = (TABLE_STRIDE - 1) as usize;
 /// The metric the kernel gives an IPv6 route added without one.
