@@ -1,7 +1,11 @@
 //! Command line: argument parsing, exit codes, and the wiring of each verb.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -62,11 +66,16 @@ enum Command {
         /// Wait this long for ENIs that are not there yet (e.g. 30s, 2m)
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         wait: Option<Duration>,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// What eniroute owns now, per ENI, and whether each source routes right
     Status,
     /// Remove everything eniroute owns; restore the sysctls it changed
-    Flush,
+    Flush {
+        #[command(flatten)]
+        lock: LockArgs,
+    },
     /// Write a config from the ECS instance metadata service
     Discover {
         /// Metadata service base URL
@@ -90,6 +99,24 @@ enum Command {
         #[arg(long, value_enum, default_value_t = RenderFormat::Ip)]
         format: RenderFormat,
     },
+}
+
+/// How long a verb that changes the kernel waits for another eniroute.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct LockArgs {
+    /// Wait this long for another eniroute's lock (0: fail at once)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    lock_timeout: Duration,
+}
+
+impl LockArgs {
+    fn wait(self, out: output::Out, give_up: Option<Arc<AtomicBool>>) -> ops::LockWait {
+        ops::LockWait {
+            timeout: self.lock_timeout,
+            waiting: Box::new(move |h| output::lock_waiting(&out, h)),
+            give_up,
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,9 +164,15 @@ fn run(cli: &Cli) -> i32 {
                 exit::OK
             })
         }),
-        Command::Apply { wait } => with_config(cli, &out, |l, t| {
-            let opts = ops::ApplyOptions { wait: *wait };
-            let report = ops::apply(&l.config, t, &opts)?;
+        Command::Apply { wait, lock } => with_config(cli, &out, |l, t| {
+            // SIGTERM, SIGINT and SIGHUP stop the pass, which then rolls back (a second signal
+            // changes nothing until the rollback ends).
+            let interrupted = stop_on_signals();
+            let opts = ops::ApplyOptions {
+                wait: *wait,
+                interrupted: Some(interrupted.clone()),
+            };
+            let report = ops::apply(&l.config, t, &opts, lock.wait(out, Some(interrupted)))?;
             output::applied(&out, &report);
             Ok(exit::OK)
         }),
@@ -152,7 +185,7 @@ fn run(cli: &Cli) -> i32 {
                 exit::FAILED
             })
         }),
-        Command::Flush => flush(cli, &out),
+        Command::Flush { lock } => flush(cli, &out, *lock),
     }
 }
 
@@ -180,7 +213,7 @@ fn render(cli: &Cli, out: &output::Out, format: RenderFormat) -> i32 {
     exit::OK
 }
 
-fn flush(cli: &Cli, out: &output::Out) -> i32 {
+fn flush(cli: &Cli, out: &output::Out, lock: LockArgs) -> i32 {
     // flush needs only the protocol tag: without a config file it uses the default.
     let default = crate::model::Routing::default().protocol;
     let proto = if cli.config_path().exists() {
@@ -198,7 +231,7 @@ fn flush(cli: &Cli, out: &output::Out) -> i32 {
     let target = Target {
         netns: cli.netns.clone(),
     };
-    match ops::flush(proto, &target) {
+    match ops::flush(proto, &target, lock.wait(*out, Some(stop_on_signals()))) {
         Ok(r) => {
             output::flushed(out, &r);
             if r.errors.is_empty() {
@@ -276,8 +309,22 @@ fn sandbox(cli: &Cli, out: &output::Out, keep: bool) -> i32 {
     }
 }
 
+/// A duration: `30s`, `2m`, `1m30s`; a bare number is seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 2m, 1m30s)"))
+}
+
+/// A flag set by SIGTERM, SIGINT and SIGHUP instead of their default action.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT, SIGHUP] {
+        // Registration fails only for forbidden signals; these three are allowed.
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    flag
 }
 
 /// Load the config, then run `f` against the target; map errors to exit codes.

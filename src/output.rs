@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::config::{ConfigError, Warning};
+use crate::host::Holder;
 use crate::model::Rule;
 use crate::ops::{Cause, EniStatus, Failure, OpError, Owned, StatusAddress};
 use crate::plan::Missing;
@@ -221,6 +222,17 @@ pub fn rolled_back(out: &Out, f: &Failure) {
     }
 }
 
+/// Said once when another eniroute holds the lock.
+pub fn lock_waiting(out: &Out, holder: Option<&Holder>) {
+    if out.quiet {
+        return;
+    }
+    match holder {
+        Some(h) => eprintln!("waiting for the lock held by {h}"),
+        None => eprintln!("waiting for the lock held by another eniroute"),
+    }
+}
+
 /// A failed operation: the wording of its error, and the rolled-back report when there is one.
 pub fn op_error(out: &Out, e: &OpError) {
     match e {
@@ -274,6 +286,10 @@ fn conflict_text(c: &[Conflict]) -> String {
 /// Why apply failed, and what its rollback did.
 fn failure_text(f: &Failure) -> String {
     let cause = match &f.cause {
+        Cause::Interrupted if f.undo_errors.is_empty() => {
+            return format!("interrupted: rolled back {} changes", f.undone);
+        }
+        Cause::Interrupted => "interrupted".to_string(),
         Cause::Kernel(e) => e.to_string(),
         Cause::Sysctl(e) => e.to_string(),
         Cause::State(e) => e.to_string(),

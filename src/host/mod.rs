@@ -1,15 +1,17 @@
 //! eniroute's own state on the host, all of it under /run/eniroute/: one directory per network
 //! namespace holding the saved sysctls and the lock. No kernel objects here (those carry their
-//! ownership themselves); imports only `exit`.
+//! ownership themselves); imports only `exit` and `model`.
 
-use std::collections::BTreeMap;
-use std::fs::{self, File, TryLockError};
-use std::io::Write;
+mod lock;
+mod saved;
+
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::exit::{self, ExitCode};
+
+pub use lock::{Holder, Lock};
+pub use saved::{LinkKey, Saved, SavedSysctl};
 
 /// Where eniroute keeps its per-namespace state.
 const RUN_DIR: &str = "/run/eniroute";
@@ -22,20 +24,28 @@ pub enum HostError {
         path: String,
         source: std::io::Error,
     },
-    #[error("another eniroute holds the lock {0}")]
-    Locked(String),
-    #[error("cannot take the lock {path}: {source}")]
-    Lock {
+    #[error(
+        "eniroute's saved sysctls {path} cannot be used ({reason}); the file is kept for \
+         inspection. It lists the values eniroute found before changing them: put those back by \
+         hand (or accept the current values), then remove the file (rm {path}) and run again"
+    )]
+    Corrupt { path: String, reason: String },
+    #[error("another eniroute holds the lock {path}{}", holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Locked {
         path: String,
-        source: std::io::Error,
+        holder: Option<Holder>,
     },
+    #[error("cannot take the lock {path}: {reason}")]
+    Lock { path: String, reason: String },
 }
 
 impl ExitCode for HostError {
     fn exit_code(&self) -> i32 {
         match self {
-            HostError::Locked(_) => exit::LOCKED,
-            HostError::State { .. } | HostError::Lock { .. } => exit::FAILED,
+            HostError::Locked { .. } => exit::LOCKED,
+            HostError::State { .. } | HostError::Corrupt { .. } | HostError::Lock { .. } => {
+                exit::FAILED
+            }
         }
     }
 }
@@ -44,12 +54,6 @@ impl ExitCode for HostError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     dir: PathBuf,
-}
-
-/// The lock of a namespace, held until dropped.
-#[derive(Debug)]
-pub struct Lock {
-    _file: File,
 }
 
 impl State {
@@ -78,67 +82,14 @@ impl State {
         let _ = fs::remove_dir_all(&self.dir);
     }
 
-    fn saved_path(&self) -> PathBuf {
-        self.dir.join("sysctl.json")
+    /// The directory, created (mode 0700) if it is not there.
+    fn ensure_dir(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
     }
-
-    /// The saved sysctls (a missing or unreadable file is an empty set: nothing to restore).
-    pub fn saved(&self) -> Saved {
-        fs::read(self.saved_path())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    /// Save atomically; an empty set removes the file.
-    pub fn store(&self, saved: &Saved) -> Result<(), HostError> {
-        let path = self.saved_path();
-        let err = |source| HostError::State {
-            path: path.display().to_string(),
-            source,
-        };
-        if saved.values.is_empty() {
-            return match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
-                _ => Ok(()),
-            };
-        }
-        fs::create_dir_all(&self.dir).map_err(err)?;
-        let tmp = self.dir.join("sysctl.json.tmp");
-        let body = serde_json::to_vec_pretty(saved).map_err(|e| err(e.into()))?;
-        let mut f = File::create(&tmp).map_err(err)?;
-        f.write_all(&body).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        fs::rename(&tmp, &path).map_err(err)
-    }
-
-    /// Take the namespace's lock (two eniroute processes never interleave).
-    pub fn lock(&self) -> Result<Lock, HostError> {
-        let path = self.dir.join("lock");
-        let shown = path.display().to_string();
-        let err = |source| HostError::Lock {
-            path: shown.clone(),
-            source,
-        };
-        fs::create_dir_all(&self.dir).map_err(err)?;
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(err)?;
-        match f.try_lock() {
-            Ok(()) => Ok(Lock { _file: f }),
-            Err(TryLockError::WouldBlock) => Err(HostError::Locked(shown)),
-            Err(TryLockError::Error(e)) => Err(err(e)),
-        }
-    }
-}
-
-/// Values found before eniroute's first change, by sysctl path.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Saved {
-    pub values: BTreeMap<String, String>,
 }
 
 /// SO_NETNS_COOKIE (asm-generic value; Linux 5.14+).
@@ -172,35 +123,4 @@ fn current_netns_id() -> std::io::Result<String> {
         "ino-{}",
         std::fs::metadata("/proc/thread-self/ns/net")?.ino()
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn saved_sysctls_round_trip_and_empty_removes_the_file() {
-        let dir = std::env::temp_dir().join(format!("eniroute-host-{}", std::process::id()));
-        let st = State::at(&dir);
-        assert_eq!(st.saved(), Saved::default());
-        let mut s = Saved::default();
-        s.values
-            .insert("net/ipv4/conf/eth1/rp_filter".into(), "1".into());
-        st.store(&s).unwrap();
-        assert_eq!(st.saved(), s);
-        st.store(&Saved::default()).unwrap();
-        assert!(!st.saved_path().exists());
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_second_lock_is_refused_while_the_first_is_held() {
-        let dir = std::env::temp_dir().join(format!("eniroute-lock-{}", std::process::id()));
-        let st = State::at(&dir);
-        let held = st.lock().unwrap();
-        assert!(matches!(st.lock(), Err(HostError::Locked(_))));
-        drop(held);
-        assert!(st.lock().is_ok());
-        let _ = fs::remove_dir_all(&dir);
-    }
 }

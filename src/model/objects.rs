@@ -6,10 +6,10 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use macaddr::MacAddr6;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Address family of a rule or route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     V4,
@@ -225,41 +225,6 @@ impl fmt::Display for Rule {
         }
         Ok(())
     }
-}
-
-/// A sysctl under /proc/sys, e.g. `net/ipv4/conf/eth1/rp_filter`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Sysctl {
-    /// Path below /proc/sys, components separated by '/'.
-    pub path: String,
-    pub value: String,
-}
-
-impl Sysctl {
-    pub fn conf(family: Family, ifname: &str, name: &str, value: impl ToString) -> Sysctl {
-        let fam = match family {
-            Family::V4 => "ipv4",
-            Family::V6 => "ipv6",
-        };
-        Sysctl {
-            path: format!("net/{fam}/conf/{ifname}/{name}"),
-            value: value.to_string(),
-        }
-    }
-
-    /// The sysctl(8) name of this sysctl.
-    pub fn name(&self) -> String {
-        sysctl_name(&self.path)
-    }
-}
-
-/// The sysctl(8) name of a path below /proc/sys: components joined by '.', a '.' inside a
-/// component shown as '/'.
-pub fn sysctl_name(path: &str) -> String {
-    path.split('/')
-        .map(|c| c.replace('.', "/"))
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 /// A network interface found on the host.

@@ -1,14 +1,17 @@
-//! `apply` as one reusable pass (the watch daemon runs it too): converge the kernel, write the
-//! sysctls remembering each original, verify, save the state — and on any failure undo
-//! everything done, newest first.
+//! `apply` as one reusable pass (the watch daemon runs it too): converge the kernel, save each
+//! sysctl's original durably *before* changing it (write-ahead), write the sysctls, verify,
+//! record the state — and on any failure or interruption undo everything done, newest first.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::converge::{compute, converge, links_when_ready, undo, Computed};
+use super::sysctls::{self, SysctlChange};
 use super::verify::verify;
-use super::{OpError, PlanReport, SysctlChange, Verdict};
+use super::{OpError, PlanReport, Verdict};
 use crate::host::{HostError, Saved, State};
 use crate::kernel::sysctl::SysctlError;
 use crate::kernel::{Kernel, KernelError};
@@ -19,6 +22,14 @@ use crate::model::{Change, Config};
 pub struct ApplyOptions {
     /// Wait this long for ENIs that are not there yet.
     pub wait: Option<Duration>,
+    /// Set (by a signal handler) to stop: the pass sends nothing more and rolls back.
+    pub interrupted: Option<Arc<AtomicBool>>,
+}
+
+impl ApplyOptions {
+    fn interrupted(&self) -> bool {
+        (self.interrupted.as_ref()).is_some_and(|f| f.load(Ordering::SeqCst))
+    }
 }
 
 /// What `apply` did.
@@ -38,6 +49,8 @@ pub enum Cause {
     /// The kernel's lookups disagree with the plan (the report's verification says where).
     Verification,
     State(HostError),
+    /// A signal asked the pass to stop.
+    Interrupted,
 }
 
 /// A failed apply, rolled back: the cause, what was undone and what the undo met.
@@ -49,6 +62,17 @@ pub struct Failure {
     pub report: ApplyReport,
 }
 
+/// One pass in progress: what it has done so far, so that it can be undone.
+struct Pass<'a, K: Kernel> {
+    k: &'a K,
+    state: &'a State,
+    c: &'a Computed,
+    report: ApplyReport,
+    written: Vec<SysctlChange>,
+    /// The saved originals were rewritten by this pass (put the old set back on failure).
+    stored: bool,
+}
+
 /// One apply pass against `k`, with the namespace's `state`. The caller holds the lock.
 pub async fn apply_once(
     k: &impl Kernel,
@@ -58,90 +82,90 @@ pub async fn apply_once(
 ) -> Result<ApplyReport, OpError> {
     let links = links_when_ready(k, cfg, opts.wait).await?;
     let c = compute(k, state, cfg, links).await?;
-    let mut report = ApplyReport {
-        plan: c.plan_report(),
-        applied: Vec::new(),
-        rolled_back: false,
-        verification: Vec::new(),
+    let mut pass = Pass {
+        k,
+        state,
+        c: &c,
+        report: ApplyReport {
+            plan: c.plan_report(),
+            applied: Vec::new(),
+            rolled_back: false,
+            verification: Vec::new(),
+        },
+        written: Vec::new(),
+        stored: false,
     };
-    let (applied, err) = converge(k, &c.changes).await;
+    let (applied, err) = converge(k, &c.changes, &|| opts.interrupted()).await;
+    pass.report.applied = applied;
     if let Some(e) = err {
-        // The report lists no change as applied: all of them were undone.
-        return Err(roll_back(k, report, &applied, &[], Cause::Kernel(e)).await);
+        return Err(pass.fail(Cause::Kernel(e)).await);
     }
-    report.applied = applied;
-    let written = match write_sysctls(k, &c).await {
-        Ok(w) => w,
-        Err((written, e)) => {
-            let applied = report.applied.clone();
-            return Err(roll_back(k, report, &applied, &written, Cause::Sysctl(e)).await);
-        }
-    };
-    let saved = remember(k, &c);
+    if opts.interrupted() || pass.report.applied.len() < c.changes.len() {
+        return Err(pass.fail(Cause::Interrupted).await);
+    }
+    // Write-ahead: every original is durable before its sysctl changes.
+    let ahead = sysctls::ahead(&c.saved, &c.sysctls, &c.links);
+    if let Err(e) = pass.store(&ahead) {
+        return Err(pass.fail(Cause::State(e)).await);
+    }
+    if let Err(e) = pass.write_sysctls(opts) {
+        return Err(pass.fail(e).await);
+    }
     if cfg.routing.verify {
-        report.verification = verify(k, &c.desired, &c.links).await;
-        if report.verification.iter().any(|v| !v.ok) {
-            let applied = report.applied.clone();
-            return Err(roll_back(k, report, &applied, &written, Cause::Verification).await);
+        pass.report.verification = verify(k, &c.desired, &c.links).await;
+        if pass.report.verification.iter().any(|v| !v.ok) {
+            return Err(pass.fail(Cause::Verification).await);
         }
     }
-    if let Err(e) = state.store(&saved) {
-        let applied = report.applied.clone();
-        return Err(roll_back(k, report, &applied, &written, Cause::State(e)).await);
+    if let Err(e) = pass.store(&sysctls::after(&ahead, &c.restores, &c.links)) {
+        return Err(pass.fail(Cause::State(e)).await);
     }
-    Ok(report)
+    Ok(pass.report)
 }
 
-/// Write the sysctls to set and to restore; on an error, those written so far and the error.
-async fn write_sysctls(
-    k: &impl Kernel,
-    c: &Computed,
-) -> Result<Vec<SysctlChange>, (Vec<SysctlChange>, SysctlError)> {
-    let mut written = Vec::new();
-    for s in c.sysctls.iter().chain(&c.restores) {
-        if let Err(e) = k.sysctl_write(&s.path, &s.new) {
-            return Err((written, e));
+impl<K: Kernel> Pass<'_, K> {
+    /// Store `saved` when it differs from what the pass started with.
+    fn store(&mut self, saved: &Saved) -> Result<(), HostError> {
+        if saved == &self.c.saved && !self.stored {
+            return Ok(());
         }
-        written.push(s.clone());
+        self.stored = true;
+        self.state.store(saved)
     }
-    Ok(written)
-}
 
-/// The saved originals after this pass: each sysctl's value from before eniroute's first
-/// change is kept (never overwritten); restored ones are forgotten, and so are those no longer
-/// wanted whose interface is gone.
-fn remember(k: &impl Kernel, c: &Computed) -> Saved {
-    let mut saved = c.saved.clone();
-    for s in &c.sysctls {
-        saved
-            .values
-            .entry(s.path.clone())
-            .or_insert_with(|| s.old.clone());
+    /// Write the sysctls to set and to restore, stopping at an error or an interruption.
+    fn write_sysctls(&mut self, opts: &ApplyOptions) -> Result<(), Cause> {
+        for s in self.c.sysctls.iter().chain(&self.c.restores) {
+            if opts.interrupted() {
+                return Err(Cause::Interrupted);
+            }
+            self.k
+                .sysctl_write(&s.path, &s.new)
+                .map_err(Cause::Sysctl)?;
+            self.written.push(s.clone());
+        }
+        Ok(())
     }
-    for s in &c.restores {
-        saved.values.remove(&s.path);
-    }
-    let wanted: Vec<&str> = c.desired.sysctls.iter().map(|s| s.path.as_str()).collect();
-    saved
-        .values
-        .retain(|p, _| wanted.contains(&p.as_str()) || k.sysctl_read(p).is_ok());
-    saved
-}
 
-/// Undo `applied` and `written`, and say why.
-async fn roll_back(
-    k: &impl Kernel,
-    mut report: ApplyReport,
-    applied: &[Change],
-    written: &[SysctlChange],
-    cause: Cause,
-) -> OpError {
-    let undo_errors = undo(k, applied, written).await;
-    report.rolled_back = true;
-    OpError::RolledBack(Box::new(Failure {
-        cause,
-        undone: applied.len(),
-        undo_errors,
-        report,
-    }))
+    /// Undo everything, put the saved originals back as they were, and say why.
+    async fn fail(mut self, cause: Cause) -> OpError {
+        let mut undo_errors = undo(self.k, &self.report.applied, &self.written).await;
+        if self.stored {
+            if let Err(e) = self.state.store(&self.c.saved) {
+                undo_errors.push(e.to_string());
+            }
+        }
+        let undone = self.report.applied.len();
+        if matches!(cause, Cause::Kernel(_)) {
+            // The report lists no change as applied: all of them were undone.
+            self.report.applied.clear();
+        }
+        self.report.rolled_back = true;
+        OpError::RolledBack(Box::new(Failure {
+            cause,
+            undone,
+            undo_errors,
+            report: self.report,
+        }))
+    }
 }

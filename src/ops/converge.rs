@@ -5,22 +5,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::sysctls::{self, SysctlChange};
 use super::OpError;
 use crate::host::{Saved, State};
-use crate::kernel::sysctl::SysctlError;
 use crate::kernel::{Kernel, KernelError};
-use crate::model::{phases, sysctl_name, Change, Config, HostLink, Sysctl};
+use crate::model::{phases, Change, Config, HostLink};
 use crate::plan::{self, Desired};
 use crate::reconcile;
-
-/// A sysctl that differs from what is wanted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SysctlChange {
-    pub path: String,
-    pub name: String,
-    pub old: String,
-    pub new: String,
-}
 
 /// What `plan` found.
 #[derive(Debug, Clone, Serialize)]
@@ -99,9 +90,9 @@ pub(super) async fn compute(
     }
     let observed = k.observe(links).await?;
     let changes = reconcile::reconcile(&desired, &observed).map_err(OpError::Conflicts)?;
-    let sysctls = sysctl_diff(k, &desired.sysctls)?;
-    let saved = state.saved();
-    let restores = restores(k, &desired, &saved);
+    let sysctls = sysctls::diff(k, &desired.sysctls)?;
+    let saved = state.saved()?;
+    let restores = sysctls::restores(k, &observed.links, &desired.sysctls, &saved);
     Ok(Computed {
         desired,
         links: observed.links,
@@ -110,42 +101,6 @@ pub(super) async fn compute(
         restores,
         saved,
     })
-}
-
-/// Sysctls eniroute saved that the config no longer wants, where they differ from the
-/// original. A sysctl of an interface that is gone cannot (and need not) be restored.
-fn restores(k: &impl Kernel, desired: &Desired, saved: &Saved) -> Vec<SysctlChange> {
-    saved
-        .values
-        .iter()
-        .filter(|(path, _)| !desired.sysctls.iter().any(|s| &&s.path == path))
-        .filter_map(|(path, value)| {
-            let cur = k.sysctl_read(path).ok()?;
-            (&cur != value).then(|| SysctlChange {
-                path: path.clone(),
-                name: sysctl_name(path),
-                old: cur,
-                new: value.clone(),
-            })
-        })
-        .collect()
-}
-
-/// Compare wanted values with the kernel's; only differences are returned.
-fn sysctl_diff(k: &impl Kernel, wanted: &[Sysctl]) -> Result<Vec<SysctlChange>, SysctlError> {
-    let mut out = Vec::new();
-    for s in wanted {
-        let old = k.sysctl_read(&s.path)?;
-        if old != s.value {
-            out.push(SysctlChange {
-                path: s.path.clone(),
-                name: s.name(),
-                old,
-                new: s.value.clone(),
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// `plan`: the changes apply would make.
@@ -158,13 +113,18 @@ pub async fn plan_once(
     Ok(compute(k, state, cfg, links).await?.plan_report())
 }
 
-/// Make changes phase by phase; what was applied, and the error that stopped it.
+/// Make changes phase by phase; what was applied, and the error that stopped it. Before each
+/// batch it asks `stop` (a signal, say): then it sends nothing more.
 pub(super) async fn converge(
     k: &impl Kernel,
     changes: &[Change],
+    stop: &dyn Fn() -> bool,
 ) -> (Vec<Change>, Option<KernelError>) {
     let mut applied = Vec::new();
     for phase in phases(changes) {
+        if stop() {
+            break;
+        }
         let (done, err) = k.apply_batch(phase).await;
         applied.extend(
             phase

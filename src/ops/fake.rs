@@ -19,7 +19,7 @@ pub enum Fault {
     SysctlWrite(&'static str),
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Fake {
     pub state: RefCell<Observed>,
     pub sysctls: RefCell<BTreeMap<String, String>>,
@@ -28,6 +28,10 @@ pub struct Fake {
     pub late_links: RefCell<Vec<HostLink>>,
     /// Every request, in order: `batch N`, `+ <change>`, `sysctl <path>=<value>`.
     pub log: RefCell<Vec<String>>,
+    /// Called before each sysctl write, with its path.
+    pub on_sysctl_write: RefCell<Option<Box<dyn Fn(&str)>>>,
+    /// Set the flag when batch N (1-based) is sent, as a signal would.
+    pub interrupt_at_batch: RefCell<Option<(usize, std::sync::Arc<std::sync::atomic::AtomicBool>)>>,
 }
 
 fn refused(what: String, errno: i32) -> KernelError {
@@ -46,7 +50,7 @@ impl Fake {
             .map(|(i, n)| HostLink {
                 name: n.to_string(),
                 index: i as u32 + 2,
-                mac: None,
+                mac: Some(macaddr::MacAddr6::new(2, 0, 0, 0, 0, i as u8 + 2)),
                 up: true,
             })
             .collect();
@@ -157,6 +161,17 @@ impl Kernel for Fake {
         self.log
             .borrow_mut()
             .push(format!("batch {}", changes.len()));
+        let sent = self
+            .log
+            .borrow()
+            .iter()
+            .filter(|l| l.starts_with("batch"))
+            .count();
+        if let Some((n, flag)) = &*self.interrupt_at_batch.borrow() {
+            if *n == sent {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         let mut first = None;
         let done = changes
             .iter()
@@ -207,6 +222,9 @@ impl Kernel for Fake {
     }
 
     fn sysctl_write(&self, path: &str, value: &str) -> Result<(), SysctlError> {
+        if let Some(hook) = &*self.on_sysctl_write.borrow() {
+            hook(path);
+        }
         let refuse =
             (self.faults.borrow().iter()).any(|f| matches!(f, Fault::SysctlWrite(p) if *p == path));
         if refuse {

@@ -3,10 +3,11 @@
 
 use serde::Serialize;
 
-use super::{OpError, SysctlChange};
+use super::sysctls::{self, SysctlChange};
+use super::OpError;
 use crate::host::State;
 use crate::kernel::Kernel;
-use crate::model::{phases, sysctl_name, Change};
+use crate::model::{phases, Change};
 use crate::reconcile;
 
 /// What `flush` removed.
@@ -24,6 +25,7 @@ const ALREADY_GONE: [i32; 3] = [2, 3, 99];
 /// One flush pass against `k`, with the namespace's `state`. The caller holds the lock.
 pub async fn flush_once(k: &impl Kernel, state: &State) -> Result<FlushReport, OpError> {
     let observed = k.observe(k.links().await?).await?;
+    let saved = state.saved()?;
     let mut report = FlushReport {
         removed: Vec::new(),
         restored: Vec::new(),
@@ -44,36 +46,8 @@ pub async fn flush_once(k: &impl Kernel, state: &State) -> Result<FlushReport, O
             }
         }
     }
-    restore_sysctls(k, state, &mut report)?;
+    let (restored, kept) = sysctls::restore_all(k, &observed.links, &saved, &mut report.errors);
+    report.restored = restored;
+    state.store(&kept)?;
     Ok(report)
-}
-
-/// Put back every saved sysctl; those that cannot be written stay saved.
-fn restore_sysctls(
-    k: &impl Kernel,
-    state: &State,
-    report: &mut FlushReport,
-) -> Result<(), OpError> {
-    let mut saved = state.saved();
-    for (path, value) in std::mem::take(&mut saved.values) {
-        match k.sysctl_read(&path) {
-            Ok(cur) if cur == value => {}
-            Ok(cur) => match k.sysctl_write(&path, &value) {
-                Ok(()) => report.restored.push(SysctlChange {
-                    name: sysctl_name(&path),
-                    path,
-                    old: cur,
-                    new: value,
-                }),
-                Err(e) => {
-                    report.errors.push(e.to_string());
-                    saved.values.insert(path, value);
-                }
-            },
-            // The interface is gone: nothing to restore.
-            Err(_) => {}
-        }
-    }
-    state.store(&saved)?;
-    Ok(())
 }

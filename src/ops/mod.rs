@@ -12,21 +12,26 @@ mod converge;
 mod fake;
 mod flush;
 mod status;
+mod sysctls;
 #[cfg(test)]
 mod tests;
 mod verify;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use apply::{apply_once, ApplyOptions, ApplyReport, Cause, Failure};
-pub use converge::{plan_once, PlanReport, SysctlChange};
+pub use converge::{plan_once, PlanReport};
 pub use flush::{flush_once, FlushReport};
 pub use status::{status_once, EniStatus, Owned, StatusAddress, StatusReport};
+pub use sysctls::SysctlChange;
 pub use verify::Verdict;
 
 use crate::exit::{self, ExitCode};
-use crate::host::{HostError, State};
+use crate::host::{Holder, HostError, Lock, State};
 use crate::kernel::netns::{run_in_netns, NetnsError};
 use crate::kernel::sysctl::SysctlError;
 use crate::kernel::{Kernel, KernelError, Netlink};
@@ -61,6 +66,25 @@ impl ExitCode for OpError {
 #[derive(Debug, Clone, Default)]
 pub struct Target {
     pub netns: Option<String>,
+}
+
+/// How a verb that changes the kernel waits for another eniroute's lock.
+pub struct LockWait {
+    /// How long to wait (0: fail at once).
+    pub timeout: Duration,
+    /// Told once, with the holder, when the lock is held.
+    pub waiting: Box<dyn FnMut(Option<&Holder>) + Send>,
+    /// Set (by a signal handler) to stop waiting.
+    pub give_up: Option<Arc<AtomicBool>>,
+}
+
+impl LockWait {
+    /// Take `state`'s lock for `command`.
+    fn take(mut self, state: &State, command: &str) -> Result<Lock, HostError> {
+        let give_up = self.give_up.clone();
+        let stop = move || give_up.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
+        state.lock(command, self.timeout, &mut *self.waiting, &stop)
+    }
 }
 
 /// A core that runs against the kernel and the namespace's state.
@@ -102,14 +126,19 @@ pub fn plan(cfg: &Config, target: &Target) -> Result<PlanReport, OpError> {
 }
 
 /// `apply`: converge, verify, and roll back everything on failure.
-pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<ApplyReport, OpError> {
+pub fn apply(
+    cfg: &Config,
+    target: &Target,
+    opts: &ApplyOptions,
+    lock: LockWait,
+) -> Result<ApplyReport, OpError> {
     let (cfg, opts) = (cfg.clone(), opts.clone());
     run(
         target,
         cfg.routing.protocol,
         Box::new(move |k, st| {
             Box::pin(async move {
-                let _lock = st.lock()?;
+                let _lock = lock.take(st, "eniroute apply")?;
                 apply_once(k, st, &cfg, &opts).await
             })
         }),
@@ -117,13 +146,13 @@ pub fn apply(cfg: &Config, target: &Target, opts: &ApplyOptions) -> Result<Apply
 }
 
 /// `flush`: remove every object tagged `proto` and restore the saved sysctls.
-pub fn flush(proto: u8, target: &Target) -> Result<FlushReport, OpError> {
+pub fn flush(proto: u8, target: &Target, lock: LockWait) -> Result<FlushReport, OpError> {
     run(
         target,
         proto,
         Box::new(move |k, st| {
             Box::pin(async move {
-                let _lock = st.lock()?;
+                let _lock = lock.take(st, "eniroute flush")?;
                 flush_once(k, st).await
             })
         }),

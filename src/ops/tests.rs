@@ -6,7 +6,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::fake::{Fake, Fault};
 use super::*;
 use crate::config::load_str;
-use crate::model::{Change, HostLink};
+use crate::model::{Change, Family, HostLink, Knob};
+
+/// The saved original of a per-interface IPv4 knob, by the name the link had when saved.
+fn original(st: &State, iface: &str, knob: Knob) -> Option<String> {
+    let saved = st.saved().unwrap();
+    (saved.sysctls.iter())
+        .find(|s| {
+            s.family == Family::V4
+                && s.knob == knob
+                && s.link.as_ref().is_some_and(|l| l.name == iface)
+        })
+        .map(|s| s.value.clone())
+}
 
 const CFG: &str = r#"
 [[eni]]
@@ -178,14 +190,14 @@ fn a_verification_failure_rolls_back() {
 fn originals_are_saved_once_and_restored_by_flush() {
     let (k, st, c) = (fake(), state(), cfg(CFG));
     apply(&k, &st, &c).unwrap();
-    let saved = st.saved();
-    assert_eq!(saved.values["net/ipv4/conf/eth1/rp_filter"], "1");
+    let saved = st.saved().unwrap();
+    assert_eq!(original(&st, "eth1", Knob::RpFilter).as_deref(), Some("1"));
     // Drift, then apply again: the original stays the one from before eniroute.
     k.sysctls
         .borrow_mut()
         .insert("net/ipv4/conf/eth1/rp_filter".into(), "0".into());
     apply(&k, &st, &c).unwrap();
-    assert_eq!(st.saved(), saved);
+    assert_eq!(st.saved().unwrap(), saved);
     let r = block(flush_once(&k, &st)).unwrap();
     assert!(r.errors.is_empty());
     assert_eq!(r.restored.len(), 6);
@@ -206,10 +218,7 @@ fn a_sysctl_no_longer_wanted_is_put_back() {
     assert_eq!(plan.restores.len(), 2, "{plan:?}");
     apply(&k, &st, &keep).unwrap();
     assert_eq!(k.sysctls.borrow()["net/ipv4/conf/eth2/rp_filter"], "1");
-    assert!(!st
-        .saved()
-        .values
-        .contains_key("net/ipv4/conf/eth2/rp_filter"));
+    assert_eq!(original(&st, "eth2", Knob::RpFilter), None);
     st.remove();
 }
 
@@ -244,11 +253,104 @@ fn a_late_eni_is_waited_for_and_a_missing_one_is_exit_69() {
     });
     let opts = ApplyOptions {
         wait: Some(std::time::Duration::from_secs(5)),
+        ..Default::default()
     };
     let r = block(apply_once(&k, &st, &c, &opts)).unwrap();
     assert!(r.applied.contains(&Change::LinkUp(crate::model::Iface {
         name: "eth2".into(),
         index: 9
     })));
+    st.remove();
+}
+
+#[test]
+fn every_original_is_saved_before_its_sysctl_is_written() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (st2, seen2) = (st.clone(), seen.clone());
+    *k.on_sysctl_write.borrow_mut() = Some(Box::new(move |path: &str| {
+        // What a kill right now would leave on disk.
+        let saved = st2.saved().unwrap();
+        let iface = path.split('/').nth(3).unwrap_or_default().to_string();
+        let has = saved.sysctls.iter().any(|s| {
+            s.link.as_ref().is_some_and(|l| l.name == iface) && path.ends_with(s.knob.file())
+        });
+        seen2.borrow_mut().push((path.to_string(), has));
+    }));
+    apply(&k, &st, &c).unwrap();
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 6);
+    assert!(seen.iter().all(|(_, has)| *has), "{seen:?}");
+    st.remove();
+}
+
+#[test]
+fn a_renamed_interface_keeps_its_saved_originals() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    apply(&k, &st, &c).unwrap();
+    // eth1 becomes ens6 (same MAC): flush restores the sysctls of ens6.
+    for l in k
+        .state
+        .borrow_mut()
+        .links
+        .iter_mut()
+        .filter(|l| l.name == "eth1")
+    {
+        l.name = "ens6".into();
+    }
+    let moved: Vec<(String, String)> = (k.sysctls.borrow().iter())
+        .filter(|(p, _)| p.contains("/eth1/"))
+        .map(|(p, v)| (p.replace("/eth1/", "/ens6/"), v.clone()))
+        .collect();
+    k.sysctls.borrow_mut().retain(|p, _| !p.contains("/eth1/"));
+    k.sysctls.borrow_mut().extend(moved);
+    let r = block(flush_once(&k, &st)).unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(k.sysctls.borrow()["net/ipv4/conf/ens6/rp_filter"], "1");
+    assert_eq!(k.sysctls.borrow()["net/ipv4/conf/ens6/arp_announce"], "0");
+    st.remove();
+}
+
+#[test]
+fn an_interrupted_apply_sends_nothing_more_and_rolls_back() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    let before = k.snapshot();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The signal arrives while the second batch is in flight.
+    *k.interrupt_at_batch.borrow_mut() = Some((2, flag.clone()));
+    let opts = ApplyOptions {
+        interrupted: Some(flag),
+        ..Default::default()
+    };
+    let Err(OpError::RolledBack(f)) = block(apply_once(&k, &st, &c, &opts)) else {
+        panic!("the pass should stop");
+    };
+    assert!(matches!(f.cause, Cause::Interrupted));
+    assert_eq!(k.snapshot(), before);
+    let batches = k
+        .log
+        .borrow()
+        .iter()
+        .filter(|l| l.starts_with("batch"))
+        .count();
+    assert_eq!(batches, 2, "no batch after the signal");
+    assert!(k.log.borrow().iter().all(|l| !l.starts_with("sysctl")));
+    st.remove();
+}
+
+#[test]
+fn a_corrupt_saved_state_stops_apply_and_flush() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    std::fs::create_dir_all(st.dir()).unwrap();
+    std::fs::write(st.dir().join("sysctl.json"), "{garbage").unwrap();
+    let e = apply(&k, &st, &c).unwrap_err();
+    assert!(
+        matches!(e, OpError::Host(crate::host::HostError::Corrupt { .. })),
+        "{e:?}"
+    );
+    assert_eq!(e.exit_code(), exit::FAILED);
+    assert!(block(flush_once(&k, &st)).is_err());
+    assert!(st.dir().join("sysctl.json").exists());
+    assert!(k.log.borrow().is_empty(), "nothing was changed");
     st.remove();
 }

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use super::routes::default_route;
 use super::{Desired, EgressLookup};
 use crate::model::layout;
-use crate::model::{Config, Egress, Eni, Family, Hash, Iface, NextHop, Strategy, Sysctl, Via};
+use crate::model::{
+    Config, Egress, Eni, Family, Hash, Iface, Knob, NextHop, Strategy, Sysctl, Via,
+};
 
 /// One usable via of a family.
 struct Hop {
@@ -53,7 +55,7 @@ pub(super) fn plan_egress(d: &mut Desired, cfg: &Config, eg: &Egress, ifaces: &[
             }
         }
         for h in &hops {
-            let s = Sysctl::conf(family, &h.iface.name, "ignore_routes_with_linkdown", 1);
+            let s = Sysctl::conf(family, &h.iface.name, Knob::IgnoreRoutesWithLinkdown, 1);
             d.sysctls.push(s);
         }
         d.egress_checks.push(EgressLookup {
@@ -106,12 +108,5 @@ fn hash_policy(family: Family, hash: Hash) -> Sysctl {
         Hash::L3 => 0,
         Hash::L4 => 1,
     };
-    let fam = match family {
-        Family::V4 => "ipv4",
-        Family::V6 => "ipv6",
-    };
-    Sysctl {
-        path: format!("net/{fam}/fib_multipath_hash_policy"),
-        value: policy.to_string(),
-    }
+    Sysctl::global(family, Knob::FibMultipathHashPolicy, policy)
 }

@@ -8,7 +8,7 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 use super::aggregate::aggregate;
 use super::routes::{default_route, host, link_route, v4net};
 use super::{Desired, EniPlan, SourceLookup, Uplink};
-use crate::model::{Address, Eni, Family, Iface, Route, Routing, Sysctl};
+use crate::model::{Address, Eni, Family, Iface, Knob, Route, Routing, Sysctl};
 
 /// Add ENI `e`, found (or not) as `iface`, to the plan.
 pub(super) fn plan_eni(d: &mut Desired, r: &Routing, e: &Eni, iface: &Iface, found: bool) {
@@ -159,11 +159,11 @@ fn source_lookups(e: &Eni, iface: &Iface, uplinks: &[Uplink]) -> Vec<SourceLooku
 fn sysctls(r: &Routing, iface: &Iface) -> Vec<Sysctl> {
     let mut out = Vec::new();
     if let Some(v) = r.rp_filter.sysctl_value() {
-        out.push(Sysctl::conf(Family::V4, &iface.name, "rp_filter", v));
+        out.push(Sysctl::conf(Family::V4, &iface.name, Knob::RpFilter, v));
     }
     if r.arp_isolation {
-        out.push(Sysctl::conf(Family::V4, &iface.name, "arp_ignore", 1));
-        out.push(Sysctl::conf(Family::V4, &iface.name, "arp_announce", 2));
+        out.push(Sysctl::conf(Family::V4, &iface.name, Knob::ArpIgnore, 1));
+        out.push(Sysctl::conf(Family::V4, &iface.name, Knob::ArpAnnounce, 2));
     }
     out
 }
