@@ -19,6 +19,9 @@ pub enum Fault {
     SysctlWrite(&'static str),
 }
 
+/// Called before each sysctl write, with its path.
+pub type SysctlHook = Box<dyn Fn(&str)>;
+
 #[derive(Default)]
 pub struct Fake {
     pub state: RefCell<Observed>,
@@ -29,7 +32,7 @@ pub struct Fake {
     /// Every request, in order: `batch N`, `+ <change>`, `sysctl <path>=<value>`.
     pub log: RefCell<Vec<String>>,
     /// Called before each sysctl write, with its path.
-    pub on_sysctl_write: RefCell<Option<Box<dyn Fn(&str)>>>,
+    pub on_sysctl_write: RefCell<Option<SysctlHook>>,
     /// Set the flag when batch N (1-based) is sent, as a signal would.
     pub interrupt_at_batch: RefCell<Option<(usize, std::sync::Arc<std::sync::atomic::AtomicBool>)>>,
 }

@@ -68,12 +68,15 @@ pub struct Target {
     pub netns: Option<String>,
 }
 
+/// Told once, with the holder, when the lock is held by another eniroute.
+pub type OnLockWait = Box<dyn FnMut(Option<&Holder>) + Send>;
+
 /// How a verb that changes the kernel waits for another eniroute's lock.
 pub struct LockWait {
     /// How long to wait (0: fail at once).
     pub timeout: Duration,
     /// Told once, with the holder, when the lock is held.
-    pub waiting: Box<dyn FnMut(Option<&Holder>) + Send>,
+    pub waiting: OnLockWait,
     /// Set (by a signal handler) to stop waiting.
     pub give_up: Option<Arc<AtomicBool>>,
 }
