@@ -1,9 +1,9 @@
 //! Configuration: the TOML schema of DESIGN §3, and its validation into the typed model.
 //!
-//! Parsing happens in two steps. serde reads the file into the raw types of [`raw`] that keep
-//! every value's span (so each message names its line) and reject unknown keys; [`validate`]
+//! Parsing happens in two steps. serde reads the file into the raw types of `raw` that keep
+//! every value's span (so each message names its line) and reject unknown keys; `validate`
 //! then checks every rule of DESIGN §2/§3, collecting all problems rather than stopping at the
-//! first one. The address rules that discover shares live in [`rules`].
+//! first one. The address rules that discover shares live in `rules`.
 //! May import `crate::model` and `crate::exit`; nothing else of the crate.
 
 mod raw;

@@ -12,11 +12,11 @@
 //! an empty ENI listing is an error, never an empty config. The address rules (subnet, gateway,
 //! prefixes, IPv6, no address twice) are the validator's own, from `crate::config::rules`.
 //!
-//! Each cloud is a [`Provider`]: its paths, token headers, ENI naming and value formats. The
+//! Each cloud is a `Provider`: its paths, token headers, ENI naming and value formats. The
 //! session, the ENI order (primary first), the rules across ENIs and the TOML writer (`toml`)
 //! are shared. To add a provider:
-//! 1. `src/discover/<cloud>.rs`: a unit struct implementing [`Provider`] — its constants and
-//!    paths, its [`TokenScheme`], `read` (each value through `parse`, each address rule through
+//! 1. `src/discover/<cloud>.rs`: a unit struct implementing `Provider` — its constants and
+//!    paths, its `TokenScheme`, `read` (each value through `parse`, each address rule through
 //!    `crate::config::rules`), its ENI names and the paths of listed addresses;
 //! 2. this file: `mod <cloud>;`, and choose it in [`discover`] (a `provider` field in
 //!    [`DiscoverOptions`] once there are two);

@@ -3,6 +3,7 @@
 //! path and showing the value. May import `crate::config` (its address rules) and the error type.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use macaddr::MacAddr6;
@@ -78,37 +79,32 @@ pub(crate) fn parse_v6(text: &str, path: &str) -> Result<Ipv6Addr, DiscoverError
 
 /// A CIDR block `a.b.c.d/n` whose host bits are zero.
 pub(crate) fn parse_v4_net(text: &str, path: &str) -> Result<Ipv4Network, DiscoverError> {
-    let Some((addr, len)) = text.split_once('/') else {
-        return Err(invalid(path, "malformed IPv4 CIDR block", text));
-    };
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| invalid(path, "malformed IPv4 CIDR block", text))?;
-    let len = parse_prefix_len(len, 32)
-        .ok_or_else(|| invalid(path, "malformed IPv4 CIDR block", text))?;
-    let net = Ipv4Network::new(addr, len)
-        .map_err(|_| invalid(path, "malformed IPv4 CIDR block", text))?;
-    if net.network() != addr {
-        return Err(invalid(path, "CIDR block has host bits set", text));
-    }
+    let net = split_cidr(text, 32).and_then(|(addr, len)| Ipv4Network::new(addr, len).ok());
+    let net = net.ok_or_else(|| invalid(path, "malformed IPv4 CIDR block", text))?;
+    no_host_bits(net.network() == net.ip(), path, text)?;
     Ok(net)
 }
 
+/// A CIDR block `x:y::/n` whose host bits are zero.
 pub(crate) fn parse_v6_net(text: &str, path: &str) -> Result<Ipv6Network, DiscoverError> {
-    let Some((addr, len)) = text.split_once('/') else {
-        return Err(invalid(path, "malformed IPv6 CIDR block", text));
-    };
-    let addr: Ipv6Addr = addr
-        .parse()
-        .map_err(|_| invalid(path, "malformed IPv6 CIDR block", text))?;
-    let len = parse_prefix_len(len, 128)
-        .ok_or_else(|| invalid(path, "malformed IPv6 CIDR block", text))?;
-    let net = Ipv6Network::new(addr, len)
-        .map_err(|_| invalid(path, "malformed IPv6 CIDR block", text))?;
-    if net.network() != addr {
-        return Err(invalid(path, "CIDR block has host bits set", text));
-    }
+    let net = split_cidr(text, 128).and_then(|(addr, len)| Ipv6Network::new(addr, len).ok());
+    let net = net.ok_or_else(|| invalid(path, "malformed IPv6 CIDR block", text))?;
+    no_host_bits(net.network() == net.ip(), path, text)?;
     Ok(net)
+}
+
+/// `address/length`, the length in strict decimal of at most `max`.
+fn split_cidr<A: FromStr>(text: &str, max: u8) -> Option<(A, u8)> {
+    let (addr, len) = text.split_once('/')?;
+    Some((addr.parse().ok()?, parse_prefix_len(len, max)?))
+}
+
+fn no_host_bits(clear: bool, path: &str, text: &str) -> Result<(), DiscoverError> {
+    if clear {
+        Ok(())
+    } else {
+        Err(invalid(path, "CIDR block has host bits set", text))
+    }
 }
 
 /// Decimal digits only (no sign, no leading zeros beyond "0"), at most `max`.
