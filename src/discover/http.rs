@@ -9,7 +9,7 @@ use super::parse::invalid;
 use super::{DiscoverError, DiscoverOptions};
 
 /// Responses larger than this are an error.
-pub(crate) const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 
 /// First backoff pause between tries; doubled after every failed try, capped at `MAX_BACKOFF`.
 const BASE_BACKOFF: Duration = Duration::from_millis(250);

@@ -205,6 +205,16 @@ enum Listed {
     Eip,
 }
 
+impl Listed {
+    fn noun(self) -> &'static str {
+        match self {
+            Listed::PrivateIp => "private IP",
+            Listed::Ipv6 => "IPv6 address",
+            Listed::Eip => "EIP",
+        }
+    }
+}
+
 /// What a provider read, before naming and the rules across ENIs.
 struct Instance {
     region: Option<String>,
@@ -291,19 +301,15 @@ fn check_global_uniqueness(
 ) -> Result<(), DiscoverError> {
     let mut book: AddressBook<()> = AddressBook::new();
     for eni in enis {
-        let claims = (eni
+        let v4 = eni
             .private_ips
             .iter()
-            .map(|ip| (IpAddr::V4(*ip), Listed::PrivateIp)))
-        .chain(eni.ipv6.iter().map(|ip| (IpAddr::V6(*ip), Listed::Ipv6)));
+            .map(|ip| (IpAddr::V4(*ip), Listed::PrivateIp));
+        let v6 = eni.ipv6.iter().map(|ip| (IpAddr::V6(*ip), Listed::Ipv6));
+        let claims = v4.chain(v6);
         for (ip, what) in claims {
             if book.claim(ip, ()).is_some() {
-                let reason = match what {
-                    Listed::Ipv6 => format!("IPv6 address {ip} is listed by more than one ENI"),
-                    Listed::PrivateIp | Listed::Eip => {
-                        format!("private IP {ip} is listed by more than one ENI")
-                    }
-                };
+                let reason = format!("{} {ip} is listed by more than one ENI", what.noun());
                 return Err(DiscoverError::Inconsistent {
                     path: provider.address_path(eni.mac, what),
                     reason,
