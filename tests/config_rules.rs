@@ -1883,3 +1883,51 @@ fn nat_alg_note_for_nat_enis_with_eips() {
         "{stderr}"
     );
 }
+
+/// The messages that the validator builds from `Mode` capabilities, in full: they must read
+/// exactly as they did when each mode was spelled out by hand.
+#[test]
+fn messages_built_from_mode_capabilities_are_exact() {
+    #[track_caller]
+    fn exact(text: &str, msg: &str) {
+        let ps = problems(text);
+        assert!(
+            ps.iter().any(|p| p.message == msg),
+            "expected exactly {msg:?}, got:\n{ps:#?}"
+        );
+    }
+    exact(
+        &edit(&[("mode = \"multi-eip\"", "mode = \"multi-eip\"\neip_quota = 1")]),
+        "eni \"eth2\": a multi-eip ENI holds at most 1 EIPs (set `eip_quota` if your quota was raised)",
+    );
+    exact(
+        &edit(&[(
+            "private_ips = [\"192.168.0.10\"]",
+            "private_ips = [\"192.168.0.10\"]\neip_quota = 2",
+        )]),
+        "eni \"eth0\": `eip_quota` applies only to multi-eip mode",
+    );
+    exact(
+        &edit(&[(
+            "mode = \"cut-through\"",
+            "mode = \"cut-through\"\nprefixes = [\"198.51.100.0/28\"]",
+        )]),
+        "eni \"eth3\": a cut-through ENI has no usable private addresses: `prefixes` is not allowed",
+    );
+    exact(
+        &edit(&[("mode = \"cut-through\"", "mode = \"bridged\"")]),
+        "eni \"eth3\": mode = \"bridged\" is not one of nat, cut-through, multi-eip",
+    );
+    exact(
+        &edit(&[("primary = true", "primary = true\nmode = \"multi-eip\"")]),
+        "eni \"eth0\": the primary ENI supports only nat mode (multi-eip is for secondary ENIs)",
+    );
+    let l = accepts(BASE);
+    assert!(
+        l.warnings.iter().any(|w| w.message
+            == "eni \"eth0\": nat mode has no ALG: H.323, SIP, DNS and RTSP through its EIPs \
+                may break (use cut-through or multi-eip for them)"),
+        "{:?}",
+        l.warnings
+    );
+}

@@ -1088,3 +1088,88 @@ fn discover_verb_writes_a_valid_config() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The address rules come from the validator (config::rules), but discover words them in the
+/// metadata's terms: the full messages, as they read before the rules were shared.
+#[test]
+fn address_rule_messages_are_exact() {
+    let p = |key: &str| eni_path(MAC_V6, key);
+    let cases = [
+        (
+            p("private-ipv4s"),
+            r#"["192.168.1.20","192.168.1.253"]"#,
+            "private IP 192.168.1.253 is the gateway",
+        ),
+        (
+            p("private-ipv4s"),
+            r#"["192.168.1.20","192.168.1.255"]"#,
+            "private IP 192.168.1.255 is the network or broadcast address of 192.168.1.0/24",
+        ),
+        (
+            p("ipv4-prefixes"),
+            r#"["192.168.1.240/28"]"#,
+            "prefix 192.168.1.240/28 contains the gateway 192.168.1.253",
+        ),
+        (
+            p("ipv4-prefixes"),
+            r#"["192.168.1.48/28","192.168.1.32/27"]"#,
+            "prefix 192.168.1.32/27 overlaps prefix 192.168.1.48/28",
+        ),
+        (
+            p("ipv6s"),
+            r#"["fe80::5"]"#,
+            "IPv6 address fe80::5 is not a global unicast address",
+        ),
+        (
+            p("ipv6-gateway"),
+            "2001:db8:9::1",
+            "ipv6-gateway 2001:db8:9::1 is neither link-local nor inside vswitch-ipv6-cidr-block \
+             2001:db8:1::/64",
+        ),
+    ];
+    for (path, body, reason) in cases {
+        let mut routes = three_enis();
+        put(&mut routes, &path, body);
+        let mock = Mock::new(routes, TokenMode::Optional);
+        let err = expect_err(&mock.opts());
+        assert_eq!(err.to_string(), format!("metadata {path}: {reason}"));
+    }
+
+    // Across ENIs: the same IPv6 address on two ENIs, and the EIP as another ENI's private IP.
+    let mut routes = three_enis();
+    put(
+        &mut routes,
+        &eni_path(MAC_THIRD, "ipv6s"),
+        r#"["2001:db8:1::21"]"#,
+    );
+    put(
+        &mut routes,
+        &eni_path(MAC_THIRD, "vswitch-ipv6-cidr-block"),
+        "2001:db8:1::/64",
+    );
+    put(&mut routes, &eni_path(MAC_THIRD, "ipv6-gateway"), "fe80::1");
+    let mock = Mock::new(routes, TokenMode::Optional);
+    assert_eq!(
+        expect_err(&mock.opts()).to_string(),
+        format!(
+            "metadata {}: IPv6 address 2001:db8:1::21 is listed by more than one ENI",
+            eni_path(MAC_THIRD, "ipv6s")
+        )
+    );
+
+    let mut routes = three_enis();
+    for (key, value) in [
+        ("vswitch-cidr-block", "203.0.113.0/24"),
+        ("netmask", "255.255.255.0"),
+        ("gateway", "203.0.113.1"),
+        ("primary-ip-address", "203.0.113.10"),
+        ("private-ipv4s", r#"["203.0.113.10"]"#),
+    ] {
+        put(&mut routes, &eni_path(MAC_THIRD, key), value);
+    }
+    let mock = Mock::new(routes, TokenMode::Optional);
+    assert_eq!(
+        expect_err(&mock.opts()).to_string(),
+        "metadata /latest/meta-data/eipv4: the EIP 203.0.113.10 is also a private IP of an ENI"
+    );
+}

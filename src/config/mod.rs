@@ -1,0 +1,200 @@
+//! Configuration: the TOML schema of DESIGN §3, and its validation into the typed model.
+//!
+//! Parsing happens in two steps. serde reads the file into the raw types of `raw` that keep
+//! every value's span (so each message names its line) and reject unknown keys; `validate`
+//! then checks every rule of DESIGN §2/§3, collecting all problems rather than stopping at the
+//! first one. The address rules that discover shares live in `rules`.
+//! May import `crate::model` and `crate::exit`; nothing else of the crate.
+
+mod raw;
+pub(crate) mod rules;
+mod validate;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::exit::{self, ExitCode};
+use crate::model::Config;
+use raw::RawConfig;
+use validate::Validator;
+
+/// Default path of the configuration file.
+pub const DEFAULT_PATH: &str = "/etc/eniroute/eniroute.toml";
+
+// ---------------------------------------------------------------------------------------------
+// Errors and warnings
+// ---------------------------------------------------------------------------------------------
+
+/// One problem found in the file, at a line and column (1-based; 0 = the whole file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// An invalid configuration: every problem found, with the file it is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+pub struct ConfigError {
+    pub path: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if p.line == 0 {
+                write!(f, "{}: {}", self.path, p.message)?;
+            } else {
+                write!(f, "{}:{}:{}: {}", self.path, p.line, p.column, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A warning or note: never fails validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub line: usize,
+    pub message: String,
+    /// A note (information, e.g. a mode's known limits) rather than a warning.
+    pub note: bool,
+}
+
+/// A loaded, valid configuration with the warnings its validation produced.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub path: String,
+    pub config: Config,
+    pub warnings: Vec<Warning>,
+}
+
+/// Why a file could not be loaded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+}
+
+impl ExitCode for LoadError {
+    fn exit_code(&self) -> i32 {
+        // An unreadable file is still reported as a config error (exit 65).
+        match self {
+            LoadError::Read { .. } | LoadError::Invalid(_) => exit::CONFIG,
+        }
+    }
+}
+
+/// Read and validate the file at `path`.
+pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    Ok(load_str(&text, &shown)?)
+}
+
+/// Validate configuration text; `path` is only used in messages.
+pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
+    let lines = LineIndex::new(text);
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map(|s| lines.position(s.start)).unwrap_or((0, 0));
+        let mut message = e.message().trim_end().to_string();
+        if line > 0 {
+            if let Some(src) = text.lines().nth(line - 1) {
+                message.push_str(&format!("\n  {line} | {src}"));
+            }
+        }
+        ConfigError {
+            path: path.to_string(),
+            problems: vec![Problem {
+                line,
+                column,
+                message,
+            }],
+        }
+    })?;
+    let mut v = Validator::new(lines);
+    let config = v.config(raw);
+    match v.finish(config) {
+        Ok((config, warnings)) => Ok(Loaded {
+            path: path.to_string(),
+            config,
+            warnings,
+        }),
+        Err(problems) => Err(ConfigError {
+            path: path.to_string(),
+            problems,
+        }),
+    }
+}
+
+/// Byte offsets to 1-based lines and columns.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    /// 1-based (line, column) of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let idx = match self.starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        };
+        (idx + 1, offset - self.starts[idx] + 1)
+    }
+}
+
+/// Why an address cannot be an EIP, if it cannot.
+pub fn not_public(a: Ipv4Addr) -> Option<&'static str> {
+    let o = a.octets();
+    if a.is_private() {
+        Some("RFC 1918 private range")
+    } else if a.is_loopback() {
+        Some("loopback")
+    } else if a.is_link_local() {
+        Some("link-local")
+    } else if a.is_multicast() {
+        Some("multicast")
+    } else if a.is_unspecified() || o[0] == 0 {
+        Some("'this network' range 0.0.0.0/8")
+    } else if a.is_broadcast() {
+        Some("broadcast")
+    } else if o[0] == 100 && (64..128).contains(&o[1]) {
+        Some("shared address space 100.64.0.0/10")
+    } else if o[0] >= 240 {
+        Some("reserved range 240.0.0.0/4")
+    } else {
+        None
+    }
+}
+
+/// A name the kernel accepts for an interface (IFNAMSIZ - 1 bytes, no '/', ':' or space).
+pub fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && !s
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+}

@@ -1,0 +1,165 @@
+//! Rules across ENIs: at most one primary; no name, MAC, interface, address or EIP twice; no
+//! prefix holding another ENI's address or overlapping its prefix. The "appears twice" rule is
+//! [`AddressBook`], shared with discover. May import the raw types, rules and `crate::model`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use ipnetwork::Ipv4Network;
+use macaddr::MacAddr6;
+
+use super::Validator;
+use crate::config::raw::{RawEni, S};
+use crate::config::rules::AddressBook;
+use crate::model::{mac_text, Eni};
+
+/// Where an address was first declared.
+struct Seen {
+    what: &'static str,
+    eni: String,
+    line: usize,
+}
+
+impl Validator {
+    /// Every rule across ENIs; the address rules only when every ENI is valid.
+    pub(super) fn cross_eni(&mut self, raw: &[S<RawEni>], enis: &[Eni], all_valid: bool) {
+        self.one_primary(raw);
+        self.unique_identities(raw);
+        if !all_valid {
+            return;
+        }
+        let book = self.unique_addresses(raw, enis);
+        self.prefixes_apart(raw, enis, &book);
+    }
+
+    fn one_primary(&mut self, raw: &[S<RawEni>]) {
+        let primaries: Vec<&S<RawEni>> = raw.iter().filter(|e| e.get_ref().is_primary()).collect();
+        if let Some(second) = primaries.get(1) {
+            let names: Vec<String> = primaries
+                .iter()
+                .map(|e| e.get_ref().name.get_ref().clone())
+                .collect();
+            self.err(
+                &second.span(),
+                format!("at most one ENI may be primary; {} are", names.join(", ")),
+            );
+        }
+    }
+
+    /// No name, MAC or interface twice.
+    fn unique_identities(&mut self, raw: &[S<RawEni>]) {
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut macs: HashMap<String, (String, usize)> = HashMap::new();
+        let mut ifnames: HashMap<String, (String, usize)> = HashMap::new();
+        for e in raw {
+            let r = e.get_ref();
+            let name = r.name.get_ref().clone();
+            let line = self.line(&r.name.span());
+            if let Some(first) = names.insert(name.clone(), line) {
+                self.err(
+                    &r.name.span(),
+                    format!("eni name {name:?} appears twice (first at line {first})"),
+                );
+            }
+            if let Some(m) = &r.mac {
+                if let Ok(mac) = m.get_ref().trim().parse::<MacAddr6>() {
+                    let key = mac_text(mac);
+                    if let Some((other, l)) = macs.insert(key.clone(), (name.clone(), line)) {
+                        self.err(
+                            &m.span(),
+                            format!(
+                                "eni {name:?}: mac {key} appears twice (also eni {other:?}, line {l})"
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(i) = &r.interface {
+                let key = i.get_ref().clone();
+                if let Some((other, l)) = ifnames.insert(key.clone(), (name.clone(), line)) {
+                    self.err(
+                        &i.span(),
+                        format!(
+                            "eni {name:?}: interface {key:?} appears twice (also eni {other:?}, \
+                             line {l})"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every private IP, IPv6 address and EIP is unique across the file.
+    fn unique_addresses(&mut self, raw: &[S<RawEni>], enis: &[Eni]) -> AddressBook<Seen> {
+        let mut book: AddressBook<Seen> = AddressBook::new();
+        for (e, re) in enis.iter().zip(raw) {
+            let r = re.get_ref();
+            let mut claims: Vec<(IpAddr, &'static str, Range<usize>)> = Vec::new();
+            for (ip, s) in e.private_ips.iter().zip(&r.private_ips) {
+                claims.push((IpAddr::V4(*ip), "private IP", s.span()));
+            }
+            for (ip, s) in e.ipv6.iter().zip(&r.ipv6) {
+                claims.push((IpAddr::V6(*ip), "IPv6 address", s.span()));
+            }
+            for (eip, s) in e.eips.iter().zip(&r.eip) {
+                let span = s.get_ref().address.span();
+                claims.push((IpAddr::V4(eip.address), "EIP", span));
+            }
+            for (ip, what, span) in claims {
+                let seen = Seen {
+                    what,
+                    eni: e.name.clone(),
+                    line: self.line(&span),
+                };
+                if let Some(s) = book.claim(ip, seen) {
+                    let msg = format!(
+                        "eni {:?}: {what} {ip} appears twice (also {} of eni {:?}, line {})",
+                        e.name, s.what, s.eni, s.line
+                    );
+                    self.err(&span, msg);
+                }
+            }
+        }
+        book
+    }
+
+    /// No prefix holds another ENI's address or overlaps another ENI's prefix.
+    fn prefixes_apart(&mut self, raw: &[S<RawEni>], enis: &[Eni], book: &AddressBook<Seen>) {
+        let owners: Vec<(Ipv4Network, &str)> = enis
+            .iter()
+            .flat_map(|e| e.prefixes.iter().map(move |p| (*p, e.name.as_str())))
+            .collect();
+        for (e, re) in enis.iter().zip(raw) {
+            for (p, s) in e.prefixes.iter().zip(&re.get_ref().prefixes) {
+                let held = book.iter().find_map(|(ip, seen)| match ip {
+                    IpAddr::V4(v4) if p.contains(*v4) && seen.eni != e.name => {
+                        Some((*v4, seen.eni.as_str()))
+                    }
+                    _ => None,
+                });
+                if let Some((ip, owner)) = held {
+                    self.err(
+                        &s.span(),
+                        format!(
+                            "eni {:?}: prefix {p} contains {ip} of eni {owner:?}",
+                            e.name
+                        ),
+                    );
+                }
+                if let Some((o, owner)) = owners
+                    .iter()
+                    .find(|(o, owner)| *owner != e.name && o.overlaps(*p))
+                {
+                    self.err(
+                        &s.span(),
+                        format!(
+                            "eni {:?}: prefix {p} overlaps prefix {o} of eni {owner:?}",
+                            e.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Validation of the raw file into the model: the [`Validator`] core (problems, warnings and
+//! notes at a span; the parse helpers) and [`Validator::config`], which runs each concern's
+//! module in order. May import the config's raw types and rules, and `crate::model`.
+
+mod cross;
+mod egress;
+mod eip;
+mod eni;
+mod routing;
+mod tables;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
+
+use super::raw::{RawConfig, S};
+use super::{LineIndex, Problem, Warning};
+use crate::model::layout::MAX_ENIS;
+use crate::model::{Config, Mode, Routing};
+
+/// Collects every problem, warning and note of one file.
+pub(super) struct Validator {
+    lines: LineIndex,
+    problems: Vec<Problem>,
+    warnings: Vec<Warning>,
+}
+
+impl Validator {
+    pub(super) fn new(lines: LineIndex) -> Self {
+        Validator {
+            lines,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The valid config with its warnings, or every problem (sorted by position).
+    pub(super) fn finish(
+        mut self,
+        config: Option<Config>,
+    ) -> Result<(Config, Vec<Warning>), Vec<Problem>> {
+        if self.problems.is_empty() {
+            if let Some(config) = config {
+                return Ok((config, self.warnings));
+            }
+        }
+        self.problems.sort_by_key(|p| (p.line, p.column));
+        self.problems.dedup();
+        Err(self.problems)
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.lines.position(span.start).0
+    }
+
+    /// How many problems were found so far (to tell whether a part added any).
+    fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
+    fn err(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let (line, column) = self.lines.position(span.start);
+        self.problems.push(Problem {
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    /// A problem of the whole file (no line).
+    fn err_file(&mut self, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: 0,
+            column: 0,
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let line = self.line(span);
+        self.warnings.push(Warning {
+            line,
+            message: message.into(),
+            note: false,
+        });
+    }
+
+    fn note(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let line = self.line(span);
+        self.warnings.push(Warning {
+            line,
+            message: message.into(),
+            note: true,
+        });
+    }
+
+    /// Parse a spanned string with `parse`, reporting `expected` on failure.
+    fn parse<T>(
+        &mut self,
+        ctx: &str,
+        key: &str,
+        v: &S<String>,
+        parse: impl FnOnce(&str) -> Option<T>,
+        expected: &str,
+    ) -> Option<T> {
+        let r = parse(v.get_ref().trim());
+        if r.is_none() {
+            self.err(
+                &v.span(),
+                format!("{ctx}{key} = {:?} is not {expected}", v.get_ref()),
+            );
+        }
+        r
+    }
+
+    fn v4(&mut self, ctx: &str, key: &str, v: &S<String>) -> Option<Ipv4Addr> {
+        self.parse(ctx, key, v, |s| s.parse().ok(), "an IPv4 address")
+    }
+
+    fn v6(&mut self, ctx: &str, key: &str, v: &S<String>) -> Option<Ipv6Addr> {
+        self.parse(ctx, key, v, |s| s.parse().ok(), "an IPv6 address")
+    }
+
+    fn int_in(&mut self, ctx: &str, key: &str, v: &S<i64>, lo: i64, hi: i64) -> Option<i64> {
+        let n = *v.get_ref();
+        if n < lo || n > hi {
+            self.err(
+                &v.span(),
+                format!("{ctx}{key} = {n} is out of range ({lo}..={hi})"),
+            );
+            None
+        } else {
+            Some(n)
+        }
+    }
+
+    /// The whole file: routing, every ENI, the rules across ENIs, egress, then the tables.
+    pub(super) fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let routing = match &raw.routing {
+            Some(r) => self.routing(r.get_ref()),
+            None => Some(Routing::default()),
+        };
+        let region = raw.region.as_ref().map(|r| r.get_ref().clone());
+
+        if raw.eni.is_empty() {
+            self.err_file("no [[eni]] is declared: there is nothing to route");
+        }
+        if let Some(extra) = raw.eni.get(MAX_ENIS) {
+            self.err(
+                &extra.span(),
+                format!("at most {MAX_ENIS} ENIs are supported (table allocation)"),
+            );
+        }
+
+        let mut enis = Vec::new();
+        let mut ok = true;
+        for e in &raw.eni {
+            match self.eni(e, raw.region.as_ref()) {
+                Some(eni) => enis.push(eni),
+                None => ok = false,
+            }
+        }
+        self.cross_eni(&raw.eni, &enis, ok);
+
+        let egress = match &raw.egress {
+            Some(e) => self.egress(e, &enis, ok),
+            None => None,
+        };
+
+        let routing = routing?;
+        if ok {
+            self.tables(&routing, &mut enis, raw.routing.as_ref());
+        }
+        if !ok || (raw.egress.is_some() && egress.is_none()) {
+            return None;
+        }
+        Some(Config {
+            region,
+            routing,
+            enis,
+            egress,
+        })
+    }
+}
+
+/// The modes with a capability, joined for a message ("cut-through and multi-eip").
+fn modes_where(has: impl Fn(Mode) -> bool, sep: &str) -> String {
+    let names: Vec<&str> = Mode::ALL
+        .into_iter()
+        .filter(|m| has(*m))
+        .map(Mode::as_str)
+        .collect();
+    names.join(sep)
+}
+
+/// A count in words for the small numbers messages use ("one"), digits otherwise.
+fn count_word(n: usize) -> String {
+    match n {
+        1 => "one".to_string(),
+        n => n.to_string(),
+    }
+}
