@@ -424,7 +424,7 @@ impl Run<'_> {
         let mut guest_idx = Vec::new();
         let mut inet_probes: Vec<Probe> = Vec::new();
         let mut inet_idx = Vec::new();
-        for (i, c) in topo.checks.iter().enumerate() {
+        for (i, c) in topo.conn_checks.iter().enumerate() {
             let p = Probe {
                 bind: c.bind,
                 sport: 0,
@@ -438,9 +438,9 @@ impl Run<'_> {
                 guest_idx.push(i);
             }
         }
-        let n_conn = topo.checks.len();
+        let n_conn = topo.conn_checks.len();
         let unbound_from = guest_probes.len();
-        if topo.egress.is_some() {
+        if topo.egress_check.is_some() {
             for k in 0..self.opts.unbound_connections {
                 let dst = topo.extra_destinations[k % topo.extra_destinations.len()];
                 guest_probes.push(Probe {
@@ -474,7 +474,7 @@ impl Run<'_> {
             by_check[*i] = Some(r.clone());
         }
         let mut out: Vec<Outcome> = topo
-            .checks
+            .conn_checks
             .iter()
             .zip(by_check)
             .map(|(c, r)| match r {
@@ -482,7 +482,7 @@ impl Run<'_> {
                 None => Outcome::fail("not run"),
             })
             .collect();
-        if let Some(eg) = &topo.egress {
+        if let Some(eg) = &topo.egress_check {
             out.push(judge_egress(eg, &guest_res[unbound_from..]));
         }
         Ok(out)
@@ -492,7 +492,7 @@ impl Run<'_> {
     fn rows(&self, before: &[Outcome]) -> Vec<Check> {
         let mut rows: Vec<Check> = self
             .topo
-            .checks
+            .conn_checks
             .iter()
             .zip(before)
             .map(|(c, o)| Check {
@@ -510,7 +510,7 @@ impl Run<'_> {
                 after: None,
             })
             .collect();
-        if let Some(eg) = &self.topo.egress {
+        if let Some(eg) = &self.topo.egress_check {
             let n = self.opts.unbound_connections;
             let (name, expected) = match eg.strategy {
                 Strategy::Balance => (
@@ -538,7 +538,7 @@ impl Run<'_> {
                 name,
                 eni: None,
                 expected,
-                before: before.get(self.topo.checks.len()).cloned(),
+                before: before.get(self.topo.conn_checks.len()).cloned(),
                 after: None,
             });
         }
