@@ -212,7 +212,11 @@ fn connect(s: Socket, target: SocketAddr, timeout: Duration) -> ProbeResult {
 
 /// Make every probe from namespace `ns`, all at once, each bounded by `timeout` (connect) plus
 /// `timeout` (answer). Results are in the order of `probes`.
-pub fn run(ns: &str, probes: Vec<Probe>, timeout: Duration) -> Result<Vec<ProbeResult>, String> {
+pub fn connect_all(
+    ns: &str,
+    probes: Vec<Probe>,
+    timeout: Duration,
+) -> Result<Vec<ProbeResult>, String> {
     let ps = probes.clone();
     let sockets: Vec<Result<Socket, String>> = run_in_netns(Some(ns), move || async move {
         ps.iter().map(client_socket).collect()
