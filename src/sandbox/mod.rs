@@ -1,7 +1,6 @@
-//! `eniroute sandbox`: simulate the config's instance, VPC and Internet in three network
-//! namespaces, apply the config with the eniroute binary, and prove with real TCP, before and after
-//! apply, that every address works. An oracle for the planner: may import model, config, kernel
-//! (netns, sim) and host; never plan or reconcile.
+//! `eniroute sandbox`: simulate the config's instance, VPC and Internet in network namespaces,
+//! apply it with the eniroute binary, and prove with real TCP, before and after, that every address
+//! works. An oracle for the planner: imports config, model, kernel and host; never plan/reconcile.
 
 mod cleanup;
 mod probe;
@@ -474,11 +473,12 @@ impl Run<'_> {
         let plan = self.probe_plan(sport_base);
         let (guest_res, inet_res) = self.probe_both(plan.guest, plan.internet)?;
         let mut by_check: Vec<Option<ProbeResult>> = vec![None; topo.conn_checks.len()];
-        for (i, r) in plan.guest_checks.iter().zip(&guest_res) {
-            by_check[*i] = Some(r.clone());
-        }
-        for (i, r) in plan.internet_checks.iter().zip(&inet_res) {
-            by_check[*i] = Some(r.clone());
+        let answered = (plan.guest_checks.iter().zip(&guest_res))
+            .chain(plan.internet_checks.iter().zip(&inet_res));
+        for (i, r) in answered {
+            if let Some(slot) = by_check.get_mut(*i) {
+                *slot = Some(r.clone());
+            }
         }
         let mut out: Vec<Outcome> = topo
             .conn_checks
@@ -490,7 +490,8 @@ impl Run<'_> {
             })
             .collect();
         if let Some(eg) = &topo.egress_check {
-            out.push(judge_egress(eg, &guest_res[plan.guest_checks.len()..]));
+            let unbound = guest_res.get(plan.guest_checks.len()..).unwrap_or(&[]);
+            out.push(judge_egress(eg, unbound));
         }
         Ok(out)
     }
@@ -516,12 +517,12 @@ impl Run<'_> {
             }
         }
         if topo.egress_check.is_some() {
-            for k in 0..self.opts.unbound_connections {
-                let dst = topo.extra_destinations[k % topo.extra_destinations.len()];
+            let destinations = topo.extra_destinations.iter().cycle();
+            for (k, dst) in (0..self.opts.unbound_connections).zip(destinations) {
                 plan.guest.push(Probe {
                     bind: None,
                     sport: sport_base.saturating_add(u16::try_from(k).unwrap_or(u16::MAX)),
-                    target: SocketAddr::new(IpAddr::V4(dst), PORT),
+                    target: SocketAddr::new(IpAddr::V4(*dst), PORT),
                 });
             }
         }
@@ -606,7 +607,7 @@ impl Run<'_> {
             duration_ms: 0,
         };
         let child = Command::new(&self.opts.exe)
-            .args(&command[1..])
+            .args(command.iter().skip(1))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

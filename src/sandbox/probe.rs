@@ -1,8 +1,6 @@
-//! Real TCP connections between the sandbox's namespaces: small servers that answer with an
-//! address, and clients with short timeouts.
-//!
-//! Every socket is created on a thread that entered its namespace (`run_in_netns`); once
-//! created, a socket stays in that namespace and may be used from any thread.
+//! Real TCP between the sandbox's namespaces: servers that answer with an address, clients with
+//! short timeouts. Each socket is made on a thread inside its namespace, then used from any thread.
+//! Imports only kernel::netns.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
