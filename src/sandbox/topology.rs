@@ -559,8 +559,8 @@ fn vpc_addressing(
 ) -> Vec<SimOp> {
     let mut vpc = VpcAddressing::default();
     for (e, se) in config.enis.iter().zip(enis) {
-        vpc.add_v4(e, se);
-        vpc.add_v6(e, se, segments, used);
+        vpc.add_eni_v4(e, se);
+        vpc.add_eni_v6(e, se, segments, used);
     }
     for s in segments {
         if let Some(p) = s.peer {
@@ -597,7 +597,7 @@ fn vpc_addressing(
 impl VpcAddressing {
     /// The ENI's IPv4 side: its vSwitch gateway, its private IPs in use, and its EIPs in the OS
     /// (with their gateways when outside the vSwitch).
-    fn add_v4(&mut self, e: &Eni, se: &SimEni) {
+    fn add_eni_v4(&mut self, e: &Eni, se: &SimEni) {
         let mac = se.mac.into_array();
         if let (Some(cidr), Some(gw)) = (e.cidr, e.gateway) {
             if e.mode.needs_subnet() {
@@ -629,7 +629,13 @@ impl VpcAddressing {
 
     /// The ENI's IPv6 side: the gateway (link-local or global), the ENI's addresses, and the
     /// vSwitch peer's address (or, without a vSwitch, one for a connected route to the cidr).
-    fn add_v6(&mut self, e: &Eni, se: &SimEni, segments: &[Segment], used: &mut BTreeSet<IpAddr>) {
+    fn add_eni_v6(
+        &mut self,
+        e: &Eni,
+        se: &SimEni,
+        segments: &[Segment],
+        used: &mut BTreeSet<IpAddr>,
+    ) {
         let (Some(c6), Some(gw6)) = (e.ipv6_cidr, e.ipv6_gateway) else {
             return;
         };
@@ -836,9 +842,9 @@ fn checks(
             .cidr
             .filter(|_| e.mode.uses_private_ips())
             .and_then(|c| segments.iter().find(|s| s.cidr == c));
-        all.add_v4(e, seg, SocketAddr::new(IpAddr::V4(internet), PORT));
+        all.add_eni_v4(e, seg, SocketAddr::new(IpAddr::V4(internet), PORT));
         if let Some(i6) = internet6 {
-            all.add_v6(e, seg, SocketAddr::new(IpAddr::V6(i6), PORT));
+            all.add_eni_v6(e, seg, SocketAddr::new(IpAddr::V6(i6), PORT));
         }
     }
     let egress = config
@@ -859,48 +865,14 @@ struct ConnChecks {
     vswitch: Vec<ConnCheck>,
 }
 
-/// A check from the guest, bound to `bind`, seen as `seen`.
-fn from_guest(
-    kind: Kind,
-    subject: String,
-    e: &Eni,
-    bind: IpAddr,
-    target: SocketAddr,
-    expect: Expect,
-) -> ConnCheck {
-    ConnCheck {
-        kind,
-        subject,
-        eni: e.name.clone(),
-        from_internet: false,
-        bind: Some(bind),
-        target,
-        expect,
-    }
-}
-
-/// A check from the Internet host to `target` on port [`PORT`], expecting `answer`.
-fn from_internet(subject: String, e: &Eni, target: IpAddr, answer: IpAddr) -> ConnCheck {
-    ConnCheck {
-        kind: Kind::Inbound,
-        subject,
-        eni: e.name.clone(),
-        from_internet: true,
-        bind: None,
-        target: SocketAddr::new(target, PORT),
-        expect: Expect::Answer(answer),
-    }
-}
-
 impl ConnChecks {
     /// IPv4: the Internet to every EIP; every source (private IP in use, EIP in the OS) to the
     /// Internet, seen as its EIP or without a path; every private IP to its vSwitch peer.
-    fn add_v4(&mut self, e: &Eni, seg: Option<&Segment>, inet: SocketAddr) {
+    fn add_eni_v4(&mut self, e: &Eni, seg: Option<&Segment>, inet: SocketAddr) {
         for eip in &e.eips {
             if let Some(answer) = eip_reaches(e.mode, eip) {
                 let subject = format!("Internet -> {} ({} {} EIP)", eip.address, e.name, e.mode);
-                self.inbound
-                    .push(from_internet(subject, e, IpAddr::V4(eip.address), answer));
+                self.add_inbound(e, subject, IpAddr::V4(eip.address), answer);
             }
         }
         if e.mode.uses_private_ips() {
@@ -915,76 +887,81 @@ impl ConnChecks {
                     None => Expect::NoPath,
                 };
                 let subject = format!("{ip} ({}) -> Internet", e.name);
-                self.outbound.push(from_guest(
-                    Kind::Outbound,
-                    subject,
-                    e,
-                    IpAddr::V4(*ip),
-                    inet,
-                    expect,
-                ));
+                self.add_outbound(e, subject, IpAddr::V4(*ip), inet, expect);
             }
         }
         if e.mode.eip_in_os() {
             for eip in &e.eips {
                 let a = IpAddr::V4(eip.address);
                 let subject = format!("{} ({} EIP) -> Internet", eip.address, e.name);
-                self.outbound.push(from_guest(
-                    Kind::Outbound,
-                    subject,
-                    e,
-                    a,
-                    inet,
-                    Expect::Answer(a),
-                ));
+                self.add_outbound(e, subject, a, inet, Expect::Answer(a));
             }
         }
-        let Some(peer) = seg.and_then(|s| s.peer) else {
-            return;
-        };
-        for ip in &e.private_ips {
-            let a = IpAddr::V4(*ip);
-            let subject = format!("{ip} ({}) -> peer {peer}", e.name);
-            let target = SocketAddr::new(IpAddr::V4(peer), PORT);
-            self.vswitch.push(from_guest(
-                Kind::Vswitch,
-                subject,
-                e,
-                a,
-                target,
-                Expect::Answer(a),
-            ));
+        if let Some(peer) = seg.and_then(|s| s.peer) {
+            for ip in &e.private_ips {
+                self.add_vswitch(e, IpAddr::V4(*ip), IpAddr::V4(peer));
+            }
         }
     }
 
     /// IPv6: public addresses, routed without NAT, inbound, outbound and to the vSwitch peer.
-    fn add_v6(&mut self, e: &Eni, seg: Option<&Segment>, inet6: SocketAddr) {
+    fn add_eni_v6(&mut self, e: &Eni, seg: Option<&Segment>, inet6: SocketAddr) {
         for ip in &e.ipv6 {
             let a = IpAddr::V6(*ip);
             let subject = format!("Internet -> {ip} ({} IPv6)", e.name);
-            self.inbound.push(from_internet(subject, e, a, a));
+            self.add_inbound(e, subject, a, a);
             let subject = format!("{ip} ({}) -> Internet", e.name);
-            self.outbound.push(from_guest(
-                Kind::Outbound,
-                subject,
-                e,
-                a,
-                inet6,
-                Expect::Answer(a),
-            ));
+            self.add_outbound(e, subject, a, inet6, Expect::Answer(a));
             if let Some(p6) = seg.and_then(|s| s.peer6) {
-                let subject = format!("{ip} ({}) -> peer {p6}", e.name);
-                let target = SocketAddr::new(IpAddr::V6(p6), PORT);
-                self.vswitch.push(from_guest(
-                    Kind::Vswitch,
-                    subject,
-                    e,
-                    a,
-                    target,
-                    Expect::Answer(a),
-                ));
+                self.add_vswitch(e, a, IpAddr::V6(p6));
             }
         }
+    }
+
+    /// From the Internet host to `target`, which must reach `answer` in the guest.
+    fn add_inbound(&mut self, e: &Eni, subject: String, target: IpAddr, answer: IpAddr) {
+        self.inbound.push(ConnCheck {
+            kind: Kind::Inbound,
+            subject,
+            eni: e.name.clone(),
+            from_internet: true,
+            bind: None,
+            target: SocketAddr::new(target, PORT),
+            expect: Expect::Answer(answer),
+        });
+    }
+
+    /// From the guest, bound to `bind`, to the Internet host.
+    fn add_outbound(
+        &mut self,
+        e: &Eni,
+        subject: String,
+        bind: IpAddr,
+        internet: SocketAddr,
+        expect: Expect,
+    ) {
+        self.outbound.push(ConnCheck {
+            kind: Kind::Outbound,
+            subject,
+            eni: e.name.clone(),
+            from_internet: false,
+            bind: Some(bind),
+            target: internet,
+            expect,
+        });
+    }
+
+    /// From the guest, bound to `from`, to the peer host on its vSwitch, which must see `from`.
+    fn add_vswitch(&mut self, e: &Eni, from: IpAddr, peer: IpAddr) {
+        self.vswitch.push(ConnCheck {
+            kind: Kind::Vswitch,
+            subject: format!("{from} ({}) -> peer {peer}", e.name),
+            eni: e.name.clone(),
+            from_internet: false,
+            bind: Some(from),
+            target: SocketAddr::new(peer, PORT),
+            expect: Expect::Answer(from),
+        });
     }
 }
 
