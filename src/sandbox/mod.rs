@@ -307,7 +307,7 @@ impl Run<'_> {
         Ok(SandboxReport {
             config: shown,
             namespaces: self.topo.names.clone(),
-            internet_host: self.topo.internet.to_string(),
+            internet_host: self.topo.internet_host.to_string(),
             checks,
             steps: steps.steps,
             notes,
@@ -430,7 +430,7 @@ impl Run<'_> {
     fn load_nft(&self) -> Result<(), SandboxError> {
         let ns = self.topo.names.vpc.clone();
         let nft = self.nft.to_path_buf();
-        let ruleset = self.topo.nft.clone();
+        let ruleset = self.topo.ruleset.clone();
         let out = run_in_netns(Some(&ns), move || async move {
             // A child process starts in the network namespace of the thread that forks it.
             let mut child = Command::new(&nft)

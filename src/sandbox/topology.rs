@@ -112,7 +112,8 @@ pub struct EgressCheck {
 pub struct Topology {
     pub names: Names,
     /// The Internet host's address.
-    pub internet: Ipv4Addr,
+    pub internet_host: Ipv4Addr,
+    /// More addresses of the Internet host: the destinations of the unbound connections.
     pub extra_destinations: Vec<Ipv4Addr>,
     /// Sysctls of the guest and the Internet, set before any link is moved in.
     pub guest_pre: Vec<SimOp>,
@@ -120,7 +121,8 @@ pub struct Topology {
     pub guest_ops: Vec<SimOp>,
     pub vpc_ops: Vec<SimOp>,
     pub internet_ops: Vec<SimOp>,
-    pub nft: String,
+    /// The VPC's nftables ruleset.
+    pub ruleset: String,
     pub conn_checks: Vec<ConnCheck>,
     pub egress_check: Option<EgressCheck>,
     pub has_ipv6: bool,
@@ -232,7 +234,7 @@ fn vpc_port_name(k: usize, ifname: &str) -> String {
 pub fn build(config: &Config, names: Names) -> Result<Topology, String> {
     let mut notes = Vec::new();
     let Declared { taken, mut used } = declared(config);
-    let inet = InternetSide::pick(config, &taken)?;
+    let internet = InternetSide::pick(config, &taken)?;
     let mut enis = sim_enis(config)?;
     let segments = segments(config, &mut enis, &mut used, &mut notes);
 
@@ -243,28 +245,28 @@ pub fn build(config: &Config, names: Names) -> Result<Topology, String> {
         &enis,
         &segments,
         &mut used,
-        inet.uplink,
+        internet.uplink,
     ));
-    let mut internet_ops = inet.internet_ops()?;
-    if let Some(v6) = &inet.v6 {
+    let mut internet_ops = internet.internet_ops()?;
+    if let Some(v6) = &internet.v6 {
         vpc_ops.push(addr(UPLINK, IpAddr::V6(v6.uplink), 64));
         internet_ops.extend(v6.internet_ops()?);
     }
     let guest_ops = guest_ops(config, &enis)?;
 
-    let nft = nft_ruleset(config, &enis);
-    let internet6 = inet.v6.as_ref().map(|v6| v6.host);
-    let (conn_checks, egress_check) = checks(config, &segments, inet.host, internet6);
+    let ruleset = nft_ruleset(config, &enis);
+    let internet6 = internet.v6.as_ref().map(|v6| v6.host);
+    let (conn_checks, egress_check) = config_checks(config, &segments, internet.host, internet6);
     Ok(Topology {
         names,
-        internet: inet.host,
-        extra_destinations: inet.extra_destinations,
+        internet_host: internet.host,
+        extra_destinations: internet.extra_destinations,
         guest_pre: guest_sysctls(),
         internet_pre: internet_sysctls(),
         guest_ops,
         vpc_ops,
         internet_ops,
-        nft,
+        ruleset,
         conn_checks,
         egress_check,
         has_ipv6: internet6.is_some(),
@@ -557,23 +559,24 @@ fn vpc_addressing(
     used: &mut BTreeSet<IpAddr>,
     uplink: Ipv4Addr,
 ) -> Vec<SimOp> {
-    let mut vpc = VpcAddressing::default();
+    let mut addressing = VpcAddressing::default();
     for (e, se) in config.enis.iter().zip(enis) {
-        vpc.add_eni_v4(e, se);
-        vpc.add_eni_v6(e, se, segments, used);
+        addressing.add_eni_v4(e, se);
+        addressing.add_eni_v6(e, se, segments, used);
     }
     for s in segments {
         if let Some(p) = s.peer {
-            vpc.addrs
+            addressing
+                .addrs
                 .insert((s.bridge.clone(), IpAddr::V4(p), s.cidr.prefix()));
         }
     }
-    let mut ops = vpc.address_ops(segments);
+    let mut ops = addressing.address_ops(segments);
     ops.push(addr(UPLINK, IpAddr::V4(uplink), 24));
-    for (dev, eip) in &vpc.routed_eips {
+    for (dev, eip) in &addressing.routed_eips {
         ops.push(route(IpNetwork::V4(Ipv4Network::from(*eip)), None, dev));
     }
-    for (dev, a, mac) in &vpc.neighs {
+    for (dev, a, mac) in &addressing.neighs {
         ops.push(SimOp::Neigh {
             dev: dev.clone(),
             addr: *a,
@@ -829,7 +832,7 @@ fn eip_reaches(mode: Mode, eip: &Eip) -> Option<IpAddr> {
 
 /// The connection checks, in report order (all inbound, then all outbound, then all vswitch),
 /// and the unbound-egress check.
-fn checks(
+fn config_checks(
     config: &Config,
     segments: &[Segment],
     internet: Ipv4Addr,
@@ -1017,4 +1020,145 @@ fn seen_as(config: &Config, src: IpAddr) -> Option<IpAddr> {
                 .map(|x| IpAddr::V4(x.address))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[[eni]]
+name = "eth0"
+mac = "00:16:3e:00:00:01"
+primary = true
+cidr = "198.18.0.0/24"
+gateway = "198.18.0.253"
+private_ips = ["198.18.0.10", "198.18.0.11"]
+[[eni.eip]]
+address = "203.0.113.10"
+
+[[eni]]
+name = "eth1"
+mac = "00:16:3e:00:00:02"
+mode = "cut-through"
+[[eni.eip]]
+address = "198.51.100.130"
+prefix = 25
+gateway = "198.51.100.129"
+"#;
+
+    fn topology(toml: &str) -> Result<Topology, String> {
+        let loaded = crate::config::load_str(toml, "t.toml").map_err(|e| e.to_string())?;
+        let names = Names {
+            guest: "t-guest".into(),
+            vpc: "t-vpc".into(),
+            internet: "t-inet".into(),
+        };
+        build(&loaded.config, names)
+    }
+
+    fn subjects(t: &Topology, kind: Kind) -> Vec<(&str, &Expect)> {
+        t.conn_checks
+            .iter()
+            .filter(|c| c.kind == kind)
+            .map(|c| (c.subject.as_str(), &c.expect))
+            .collect()
+    }
+
+    #[test]
+    fn the_internet_avoids_every_declared_network() {
+        let t = topology(CONFIG).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.internet_host, Ipv4Addr::new(198, 18, 1, 10));
+        assert_eq!(t.extra_destinations.len(), usize::from(EXTRA_DESTINATIONS));
+        assert!(!t.has_ipv6);
+    }
+
+    #[test]
+    fn expectations_follow_the_modes() {
+        let t = topology(CONFIG).unwrap_or_else(|e| panic!("{e}"));
+        // Inbound first, then outbound, then vswitch.
+        let kinds: Vec<Kind> = t.conn_checks.iter().map(|c| c.kind).collect();
+        let mut sorted = kinds.clone();
+        sorted.sort_by_key(|k| *k as u8);
+        assert_eq!(kinds, sorted);
+        let nat = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
+        let cut = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 130));
+        // A nat EIP reaches its private IP; a cut-through EIP is the guest's own address.
+        assert_eq!(
+            subjects(&t, Kind::Inbound),
+            [
+                (
+                    "Internet -> 203.0.113.10 (eth0 nat EIP)",
+                    &Expect::Answer(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10)))
+                ),
+                (
+                    "Internet -> 198.51.100.130 (eth1 cut-through EIP)",
+                    &Expect::Answer(cut)
+                ),
+            ]
+        );
+        // A private IP without an EIP has no Internet path.
+        assert_eq!(
+            subjects(&t, Kind::Outbound),
+            [
+                ("198.18.0.10 (eth0) -> Internet", &Expect::Answer(nat)),
+                ("198.18.0.11 (eth0) -> Internet", &Expect::NoPath),
+                (
+                    "198.51.100.130 (eth1 EIP) -> Internet",
+                    &Expect::Answer(cut)
+                ),
+            ]
+        );
+        assert_eq!(subjects(&t, Kind::Vswitch).len(), 2);
+        // The VPC translates the nat EIP and routes the cut-through one.
+        assert!(t
+            .ruleset
+            .contains("ip daddr 203.0.113.10 dnat to 198.18.0.10"));
+        assert!(t
+            .ruleset
+            .contains("iifname \"uplink\" ip daddr { 198.51.100.130 } accept"));
+    }
+
+    #[test]
+    fn the_guest_starts_as_dhcp_leaves_it() {
+        let t = topology(CONFIG).unwrap_or_else(|e| panic!("{e}"));
+        let addrs: Vec<(String, IpAddr, u8)> = t
+            .guest_ops
+            .iter()
+            .filter_map(|op| match op {
+                SimOp::Addr {
+                    dev, addr, prefix, ..
+                } => Some((dev.clone(), *addr, *prefix)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            addrs,
+            [
+                ("eth0".into(), IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10)), 24),
+                (
+                    "eth1".into(),
+                    IpAddr::V4(Ipv4Addr::new(198, 51, 100, 130)),
+                    25
+                ),
+            ]
+        );
+        // A cut-through ENI has no vSwitch: its VPC port is not on a bridge.
+        let masters = t
+            .vpc_ops
+            .iter()
+            .filter(|op| matches!(op, SimOp::Master { .. }))
+            .count();
+        assert_eq!(masters, 1);
+    }
+
+    #[test]
+    fn an_unusable_name_needs_a_mac() {
+        let toml = CONFIG.replace("mac = \"00:16:3e:00:00:02\"", "interface = \"lo\"");
+        let err = topology(&toml).err().unwrap_or_default();
+        assert!(
+            err.contains("eni \"eth1\"") && err.contains("no `mac`"),
+            "{err}"
+        );
+    }
 }
