@@ -15,11 +15,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::{self, ConfigError, LoadError, Loaded};
+use crate::config::{self, ConfigError, LoadError};
 use crate::exit::{self, ExitCode};
 use crate::kernel::netns::run_in_netns;
 use crate::kernel::sim::{self, SimError};
-use crate::model::Strategy;
+use crate::model::{Config, Strategy};
 
 pub use report::{Check, Outcome, SandboxReport, Step, Timings};
 pub use topology::{Kind, Names};
@@ -134,7 +134,7 @@ fn find_nft() -> Option<PathBuf> {
 /// Run the sandbox. `Err` only when it cannot run at all; check results are in the report.
 pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     let started = Instant::now();
-    let (loaded, shown) = load(opts)?;
+    let (config, shown) = load(opts)?;
     let nft = find_nft().ok_or(SandboxError::NftMissing)?;
     let prefix = opts.ns_prefix.clone().unwrap_or_else(|| {
         format!(
@@ -148,7 +148,7 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
         vpc: format!("{prefix}-vpc"),
         internet: format!("{prefix}-inet"),
     };
-    let topo = topology::build(&loaded.config, names).map_err(SandboxError::Topology)?;
+    let topo = topology::build(&config, names).map_err(SandboxError::Topology)?;
     let (config_file, temp_files) = child_config(opts, &prefix)?;
 
     let guard = cleanup::register(cleanup::Entry {
@@ -159,7 +159,7 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     });
     let mut ctx = Run {
         opts,
-        protocol: loaded.config.routing.protocol,
+        protocol: config.routing.protocol,
         topo: &topo,
         config_file: &config_file,
         guard: &guard,
@@ -187,12 +187,13 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
 }
 
 /// The config to simulate, and how the report names it.
-fn load(opts: &SandboxOptions) -> Result<(Loaded, String), SandboxError> {
+fn load(opts: &SandboxOptions) -> Result<(Config, String), SandboxError> {
     Ok(match &opts.config {
-        Some(p) => (config::load_file(p)?, p.display().to_string()),
+        Some(p) => (config::load_file(p)?.config, p.display().to_string()),
         None => (
             config::load_str(DEMO_CONFIG, "configs/examples/demo.toml")
-                .map_err(SandboxError::Demo)?,
+                .map_err(SandboxError::Demo)?
+                .config,
             "bundled demo config (configs/examples/demo.toml)".to_string(),
         ),
     })
