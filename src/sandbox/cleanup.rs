@@ -1,5 +1,6 @@
 //! Teardown on Ctrl-C: every live sandbox registers its namespaces (and temporary files); a
 //! SIGINT/SIGTERM handler wakes a watcher thread that deletes them, then exits 128 + signal.
+//! Imports only kernel::sim (and the sandbox's own state cleanup).
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -1,22 +1,17 @@
-//! `eniroute sandbox`: build the instance a config describes inside network namespaces, with a
-//! VPC that behaves like Alibaba Cloud's (per-ENI anti-spoofing, 1:1 NAT for nat EIPs, routed
-//! multi-eip and cut-through EIPs, no Internet without an EIP) and an Internet host; apply the
-//! config with the eniroute binary itself; and prove with real TCP connections, before and after
-//! apply, that every address works.
-//!
-//! Three namespaces per run (`<prefix>-guest`, `<prefix>-vpc`, `<prefix>-inet`), removed on
-//! success, failure and Ctrl-C unless `keep`.
+//! `eniroute sandbox`: simulate the config's instance, VPC and Internet in network namespaces,
+//! apply it with the eniroute binary, and prove with real TCP, before and after, that every address
+//! works. An oracle for the planner: imports config, model, kernel and host; never plan/reconcile.
 
-pub mod cleanup;
-pub mod probe;
-pub mod report;
-pub mod topology;
+mod cleanup;
+mod probe;
+mod report;
+mod topology;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -124,7 +119,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Find the `nft` binary (PATH, then the sbin directories sudo may leave out of PATH).
-pub fn find_nft() -> Option<PathBuf> {
+fn find_nft() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
@@ -139,14 +134,7 @@ pub fn find_nft() -> Option<PathBuf> {
 /// Run the sandbox. `Err` only when it cannot run at all; check results are in the report.
 pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     let started = Instant::now();
-    let (loaded, shown) = match &opts.config {
-        Some(p) => (config::load_file(p)?, p.display().to_string()),
-        None => (
-            config::load_str(DEMO_CONFIG, "configs/examples/demo.toml")
-                .map_err(SandboxError::Demo)?,
-            "bundled demo config (configs/examples/demo.toml)".to_string(),
-        ),
-    };
+    let (config, shown) = load(opts)?;
     let nft = find_nft().ok_or(SandboxError::NftMissing)?;
     let prefix = opts.ns_prefix.clone().unwrap_or_else(|| {
         format!(
@@ -160,23 +148,8 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
         vpc: format!("{prefix}-vpc"),
         internet: format!("{prefix}-inet"),
     };
-    let topo = topology::build(&loaded.config, names.clone()).map_err(SandboxError::Topology)?;
-
-    // The config file the eniroute child reads.
-    let (config_file, temp_files) = match &opts.config {
-        Some(p) => (p.clone(), Vec::new()),
-        None => {
-            let dir = std::env::temp_dir().join(format!("eniroute-sandbox-{prefix}"));
-            let file = dir.join("demo.toml");
-            let io = |source| SandboxError::Io {
-                path: file.display().to_string(),
-                source,
-            };
-            std::fs::create_dir_all(&dir).map_err(io)?;
-            std::fs::write(&file, DEMO_CONFIG).map_err(io)?;
-            (file.clone(), vec![file])
-        }
-    };
+    let topo = topology::build(&config, names).map_err(SandboxError::Topology)?;
+    let (config_file, temp_files) = child_config(opts, &prefix)?;
 
     let guard = cleanup::register(cleanup::Entry {
         namespaces: Vec::new(),
@@ -186,7 +159,7 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     });
     let mut ctx = Run {
         opts,
-        config: &loaded.config,
+        protocol: config.routing.protocol,
         topo: &topo,
         config_file: &config_file,
         guard: &guard,
@@ -198,22 +171,11 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     // Teardown (servers were stopped when `go` returned).
     let t = Instant::now();
     let keep = opts.keep && result.is_ok();
-    let mut teardown_errors = Vec::new();
-    if !keep {
-        // Only the namespaces this run created: never one that was there before.
-        for ns in &ctx.created {
-            forget_state(ns);
-            if let Err(e) = sim::delete_netns(ns) {
-                teardown_errors.push(format!("teardown: {e}"));
-            }
-        }
-        for f in &temp_files {
-            let _ = std::fs::remove_file(f);
-            if let Some(d) = f.parent() {
-                let _ = std::fs::remove_dir(d);
-            }
-        }
-    }
+    let teardown_errors = if keep {
+        Vec::new()
+    } else {
+        teardown(&ctx.created, &temp_files)
+    };
     drop(guard);
     let mut report = result?;
     report.timings.teardown_ms = ms(t.elapsed());
@@ -224,9 +186,63 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
     Ok(report)
 }
 
+/// The config to simulate, and how the report names it.
+fn load(opts: &SandboxOptions) -> Result<(Config, String), SandboxError> {
+    Ok(match &opts.config {
+        Some(p) => (config::load_file(p)?.config, p.display().to_string()),
+        None => (
+            config::load_str(DEMO_CONFIG, "configs/examples/demo.toml")
+                .map_err(SandboxError::Demo)?
+                .config,
+            "bundled demo config (configs/examples/demo.toml)".to_string(),
+        ),
+    })
+}
+
+/// The config file the eniroute child reads, and the temporary files made for it (the demo,
+/// written out).
+fn child_config(
+    opts: &SandboxOptions,
+    prefix: &str,
+) -> Result<(PathBuf, Vec<PathBuf>), SandboxError> {
+    if let Some(p) = &opts.config {
+        return Ok((p.clone(), Vec::new()));
+    }
+    let dir = std::env::temp_dir().join(format!("eniroute-sandbox-{prefix}"));
+    let file = dir.join("demo.toml");
+    let io = |source| SandboxError::Io {
+        path: file.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::write(&file, DEMO_CONFIG).map_err(io)?;
+    Ok((file.clone(), vec![file]))
+}
+
+/// Delete the namespaces this run created (never one that was there before) and its temporary
+/// files; the errors, as report notes.
+fn teardown(created: &[String], temp_files: &[PathBuf]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for ns in created {
+        forget_state(ns);
+        if let Err(e) = sim::delete_netns(ns) {
+            errors.push(format!("teardown: {e}"));
+        }
+    }
+    for f in temp_files {
+        let _ = std::fs::remove_file(f);
+        if let Some(d) = f.parent() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+    errors
+}
+
+/// One sandbox run in progress.
 struct Run<'a> {
     opts: &'a SandboxOptions,
-    config: &'a Config,
+    /// `routing.protocol`: what "nothing left after flush" looks for.
+    protocol: u8,
     topo: &'a Topology,
     config_file: &'a Path,
     guard: &'a cleanup::Guard,
@@ -234,12 +250,78 @@ struct Run<'a> {
     created: Vec<String>,
 }
 
+/// The report rows of the eniroute steps, and the steps themselves.
+#[derive(Default)]
+struct StepRows {
+    rows: Vec<Check>,
+    steps: Vec<Step>,
+}
+
+impl StepRows {
+    fn push(&mut self, row: Check, step: Step) {
+        self.rows.push(row);
+        self.steps.push(step);
+    }
+}
+
 impl Run<'_> {
+    /// The phases of a run: build, check before apply, apply and plan, check after, flush.
     fn go(&mut self, shown: String, started: Instant) -> Result<SandboxReport, SandboxError> {
-        let topo = self.topo;
-        let names = &topo.names;
-        // --- build ---
-        for ns in names.all() {
+        self.create_namespaces()?;
+        self.configure()?;
+        let _servers = self.start_servers()?;
+        let mut timings = Timings {
+            setup_ms: ms(started.elapsed()),
+            ..Timings::default()
+        };
+
+        let t = Instant::now();
+        let before = self.matrix(10000)?;
+        timings.before_ms = ms(t.elapsed());
+        let mut checks = self.rows(&before);
+
+        let t = Instant::now();
+        let mut steps = StepRows::default();
+        let applied = self.apply_and_plan(&mut steps);
+        timings.apply_ms = ms(t.elapsed());
+
+        let t = Instant::now();
+        if applied {
+            let after = self.matrix(11000)?;
+            for (row, o) in checks.iter_mut().zip(after) {
+                row.after = Some(o);
+            }
+        }
+        timings.after_ms = ms(t.elapsed());
+
+        let t = Instant::now();
+        if applied {
+            self.flush(&mut steps);
+        }
+        timings.flush_ms = ms(t.elapsed());
+
+        checks.extend(steps.rows);
+        let mut notes = self.topo.notes.clone();
+        if !applied {
+            notes.push("apply failed: the after-apply checks were not run".into());
+        }
+        Ok(SandboxReport {
+            config: shown,
+            namespaces: self.topo.names.clone(),
+            internet_host: self.topo.internet_host.to_string(),
+            checks,
+            steps: steps.steps,
+            notes,
+            kept: false,
+            config_file: self.config_file.display().to_string(),
+            timings,
+            passed: false,
+        })
+    }
+
+    /// Create the three namespaces, registering each for teardown as soon as it exists.
+    fn create_namespaces(&mut self) -> Result<(), SandboxError> {
+        for ns in self.topo.names.all() {
             let made = sim::create_netns(ns);
             if made.is_ok() {
                 // A new namespace may reuse a dead one's inode: drop any state eniroute left
@@ -258,128 +340,98 @@ impl Run<'_> {
                 _ => SandboxError::Sim(e),
             })?;
         }
+        Ok(())
+    }
+
+    /// Links, addresses, routes and sysctls of the three namespaces, and the VPC's ruleset.
+    fn configure(&self) -> Result<(), SandboxError> {
+        let topo = self.topo;
+        let names = &topo.names;
         sim::apply(Some(&names.guest), topo.guest_pre.clone())?;
         sim::apply(Some(&names.internet), topo.internet_pre.clone())?;
         sim::apply(Some(&names.vpc), topo.vpc_ops.clone())?;
         sim::apply(Some(&names.guest), topo.guest_ops.clone())?;
         sim::apply(Some(&names.internet), topo.internet_ops.clone())?;
-        self.load_nft()?;
+        self.load_nft()
+    }
+
+    /// The servers answering the probes, in every namespace; they stop when dropped.
+    fn start_servers(&self) -> Result<Vec<probe::Server>, SandboxError> {
+        let names = &self.topo.names;
         let mut binds = vec![SocketAddr::from(([0, 0, 0, 0], PORT))];
-        if topo.has_ipv6 {
+        if self.topo.has_ipv6 {
             binds.push(SocketAddr::from(([0u16; 8], PORT)));
         }
-        let _servers = [
+        [
             probe::serve(&names.internet, binds.clone(), Reply::PeerAddr),
             probe::serve(&names.vpc, binds.clone(), Reply::PeerAddr),
             probe::serve(&names.guest, binds, Reply::LocalAddr),
         ]
         .into_iter()
         .collect::<Result<Vec<_>, String>>()
-        .map_err(SandboxError::Probe)?;
-        let mut timings = Timings {
-            setup_ms: ms(started.elapsed()),
-            ..Timings::default()
-        };
-
-        // --- before apply ---
-        let t = Instant::now();
-        let before = self.matrix(10000)?;
-        timings.before_ms = ms(t.elapsed());
-
-        let mut checks = self.rows(&before);
-        let mut steps = Vec::new();
-        let protocol = self.config.routing.protocol;
-
-        // --- apply, plan, after, flush ---
-        let t = Instant::now();
-        let apply = self.step("apply", &["apply"]);
-        let applied = apply.ok;
-        checks.push(step_row("eniroute apply", "exit 0", &apply, None));
-        steps.push(apply);
-        if applied {
-            let plan = self.step("plan", &["plan", "--detailed-exitcode"]);
-            let seen = if plan.ok {
-                None
-            } else if plan.exit_code == Some(2) {
-                Some(format!(
-                    "exit 2: changes pending after apply: {}",
-                    first_lines(&plan.stdout, 3)
-                ))
-            } else {
-                None
-            };
-            checks.push(step_row(
-                "eniroute plan --detailed-exitcode",
-                "exit 0 (nothing to change)",
-                &plan,
-                seen,
-            ));
-            steps.push(plan);
-        }
-        timings.apply_ms = ms(t.elapsed());
-
-        let t = Instant::now();
-        if applied {
-            let after = self.matrix(11000)?;
-            for (row, o) in checks.iter_mut().zip(after) {
-                row.after = Some(o);
-            }
-        }
-        timings.after_ms = ms(t.elapsed());
-
-        let t = Instant::now();
-        if applied {
-            let flush = self.step("flush", &["flush"]);
-            let flushed = flush.ok;
-            checks.push(step_row("eniroute flush", "exit 0", &flush, None));
-            steps.push(flush);
-            let left = if flushed {
-                match sim::owned_objects(&names.guest, protocol) {
-                    Ok(v) if v.is_empty() => Outcome::ok("nothing left"),
-                    Ok(v) => Outcome::fail(format!("{} left: {}", v.len(), v.join("; "))),
-                    Err(e) => Outcome::fail(format!("cannot list: {e}")),
-                }
-            } else {
-                Outcome::fail("flush failed")
-            };
-            checks.push(Check {
-                kind: Kind::Step,
-                name: format!("nothing tagged protocol {protocol} left after flush"),
-                eni: None,
-                expected: "none left".into(),
-                before: None,
-                after: Some(left),
-            });
-            if self.opts.keep {
-                // Leave the kept instance configured, for the user to explore.
-                let again = self.step("apply (again, for --keep)", &["apply"]);
-                steps.push(again);
-            }
-        }
-        timings.flush_ms = ms(t.elapsed());
-
-        let mut notes = topo.notes.clone();
-        if !applied {
-            notes.push("apply failed: the after-apply checks were not run".into());
-        }
-        Ok(SandboxReport {
-            config: shown,
-            namespaces: names.clone(),
-            internet_host: topo.internet.to_string(),
-            checks,
-            steps,
-            notes,
-            kept: false,
-            config_file: self.config_file.display().to_string(),
-            timings,
-            passed: false,
-        })
+        .map_err(SandboxError::Probe)
     }
 
+    /// `eniroute apply`, then, when it succeeded, `plan --detailed-exitcode` (which must find
+    /// nothing to change). Whether apply succeeded.
+    fn apply_and_plan(&self, steps: &mut StepRows) -> bool {
+        let apply = self.step("apply", &["apply"]);
+        let applied = apply.ok;
+        steps.push(step_row("eniroute apply", "exit 0", &apply, None), apply);
+        if !applied {
+            return false;
+        }
+        let plan = self.step("plan", &["plan", "--detailed-exitcode"]);
+        let seen = (!plan.ok && plan.exit_code == Some(2)).then(|| {
+            format!(
+                "exit 2: changes pending after apply: {}",
+                first_lines(&plan.stdout, 3)
+            )
+        });
+        let row = step_row(
+            "eniroute plan --detailed-exitcode",
+            "exit 0 (nothing to change)",
+            &plan,
+            seen,
+        );
+        steps.push(row, plan);
+        true
+    }
+
+    /// `eniroute flush`, which must leave nothing tagged with eniroute's protocol; with `keep`,
+    /// apply again so the kept instance is configured.
+    fn flush(&self, steps: &mut StepRows) {
+        let protocol = self.protocol;
+        let flush = self.step("flush", &["flush"]);
+        let flushed = flush.ok;
+        steps.push(step_row("eniroute flush", "exit 0", &flush, None), flush);
+        let left = if flushed {
+            match sim::owned_objects(&self.topo.names.guest, protocol) {
+                Ok(v) if v.is_empty() => Outcome::ok("nothing left"),
+                Ok(v) => Outcome::fail(format!("{} left: {}", v.len(), v.join("; "))),
+                Err(e) => Outcome::fail(format!("cannot list: {e}")),
+            }
+        } else {
+            Outcome::fail("flush failed")
+        };
+        steps.rows.push(Check {
+            kind: Kind::Step,
+            name: format!("nothing tagged protocol {protocol} left after flush"),
+            eni: None,
+            expected: "none left".into(),
+            before: None,
+            after: Some(left),
+        });
+        if self.opts.keep {
+            // Leave the kept instance configured, for the user to explore.
+            let again = self.step("apply (again, for --keep)", &["apply"]);
+            steps.steps.push(again);
+        }
+    }
     fn load_nft(&self) -> Result<(), SandboxError> {
         let ns = self.topo.names.vpc.clone();
         let nft = self.nft.to_path_buf();
-        let ruleset = self.topo.nft.clone();
+        let ruleset = self.topo.ruleset.clone();
         let out = run_in_netns(Some(&ns), move || async move {
             // A child process starts in the network namespace of the thread that forks it.
             let mut child = Command::new(&nft)
@@ -419,43 +471,78 @@ impl Run<'_> {
     /// then the egress check).
     fn matrix(&self, sport_base: u16) -> Result<Vec<Outcome>, SandboxError> {
         let topo = self.topo;
-        let timeout = self.opts.timeout;
-        let mut guest_probes: Vec<Probe> = Vec::new();
-        let mut guest_idx = Vec::new();
-        let mut inet_probes: Vec<Probe> = Vec::new();
-        let mut inet_idx = Vec::new();
-        for (i, c) in topo.checks.iter().enumerate() {
+        let plan = self.probe_plan(sport_base);
+        let (guest_res, inet_res) = self.probe_both(plan.guest, plan.internet)?;
+        let mut by_check: Vec<Option<ProbeResult>> = vec![None; topo.conn_checks.len()];
+        let answered = (plan.guest_checks.iter().zip(&guest_res))
+            .chain(plan.internet_checks.iter().zip(&inet_res));
+        for (i, r) in answered {
+            if let Some(slot) = by_check.get_mut(*i) {
+                *slot = Some(r.clone());
+            }
+        }
+        let mut out: Vec<Outcome> = topo
+            .conn_checks
+            .iter()
+            .zip(by_check)
+            .map(|(c, r)| match r {
+                Some(r) => judge(c, &r),
+                None => Outcome::fail("not run"),
+            })
+            .collect();
+        if let Some(eg) = &topo.egress_check {
+            let unbound = guest_res.get(plan.guest_checks.len()..).unwrap_or(&[]);
+            out.push(judge_egress(eg, unbound));
+        }
+        Ok(out)
+    }
+
+    /// The probes of one matrix run: each connection check from its namespace, then (with an
+    /// egress check) the unbound connections from the guest, on fixed source ports from
+    /// `sport_base`.
+    fn probe_plan(&self, sport_base: u16) -> ProbePlan {
+        let topo = self.topo;
+        let mut plan = ProbePlan::default();
+        for (i, c) in topo.conn_checks.iter().enumerate() {
             let p = Probe {
                 bind: c.bind,
                 sport: 0,
                 target: c.target,
             };
             if c.from_internet {
-                inet_probes.push(p);
-                inet_idx.push(i);
+                plan.internet.push(p);
+                plan.internet_checks.push(i);
             } else {
-                guest_probes.push(p);
-                guest_idx.push(i);
+                plan.guest.push(p);
+                plan.guest_checks.push(i);
             }
         }
-        let n_conn = topo.checks.len();
-        let unbound_from = guest_probes.len();
-        if topo.egress.is_some() {
-            for k in 0..self.opts.unbound_connections {
-                let dst = topo.extra_destinations[k % topo.extra_destinations.len()];
-                guest_probes.push(Probe {
+        if topo.egress_check.is_some() {
+            let destinations = topo.extra_destinations.iter().cycle();
+            for (k, dst) in (0..self.opts.unbound_connections).zip(destinations) {
+                plan.guest.push(Probe {
                     bind: None,
                     sport: sport_base.saturating_add(u16::try_from(k).unwrap_or(u16::MAX)),
-                    target: SocketAddr::new(IpAddr::V4(dst), PORT),
+                    target: SocketAddr::new(IpAddr::V4(*dst), PORT),
                 });
             }
         }
-        // Both sides at once: the guest's probes on a second thread, the Internet's here.
+        plan
+    }
+
+    /// Make the guest's and the Internet's probes at once (the guest's on a second thread).
+    fn probe_both(
+        &self,
+        guest: Vec<Probe>,
+        internet: Vec<Probe>,
+    ) -> Result<(Vec<ProbeResult>, Vec<ProbeResult>), SandboxError> {
+        let names = &self.topo.names;
+        let timeout = self.opts.timeout;
         let (guest_res, inet_res) = std::thread::scope(|s| {
             let g = std::thread::Builder::new()
                 .name("sandbox-guest-probes".into())
-                .spawn_scoped(s, || probe::run(&topo.names.guest, guest_probes, timeout));
-            let i = probe::run(&topo.names.internet, inet_probes, timeout);
+                .spawn_scoped(s, || probe::connect_all(&names.guest, guest, timeout));
+            let i = probe::connect_all(&names.internet, internet, timeout);
             let g = match g {
                 Ok(h) => h
                     .join()
@@ -466,79 +553,34 @@ impl Run<'_> {
         });
         let guest_res = guest_res.map_err(SandboxError::Probe)?;
         let inet_res = inet_res.map_err(SandboxError::Probe)?;
-        let mut by_check: Vec<Option<ProbeResult>> = vec![None; n_conn];
-        for (i, r) in guest_idx.iter().zip(&guest_res) {
-            by_check[*i] = Some(r.clone());
-        }
-        for (i, r) in inet_idx.iter().zip(&inet_res) {
-            by_check[*i] = Some(r.clone());
-        }
-        let mut out: Vec<Outcome> = topo
-            .checks
-            .iter()
-            .zip(by_check)
-            .map(|(c, r)| match r {
-                Some(r) => judge(c, &r),
-                None => Outcome::fail("not run"),
-            })
-            .collect();
-        if let Some(eg) = &topo.egress {
-            out.push(judge_egress(eg, &guest_res[unbound_from..]));
-        }
-        Ok(out)
+        Ok((guest_res, inet_res))
     }
 
     /// The matrix rows with their before-apply outcomes.
     fn rows(&self, before: &[Outcome]) -> Vec<Check> {
         let mut rows: Vec<Check> = self
             .topo
-            .checks
+            .conn_checks
             .iter()
             .zip(before)
             .map(|(c, o)| Check {
                 kind: c.kind,
                 name: c.subject.clone(),
                 eni: Some(c.eni.clone()),
-                expected: match c.expect {
-                    Expect::Answer(a) => match c.kind {
-                        topology::Kind::Inbound => format!("reaches {a}"),
-                        _ => format!("seen as {a}"),
-                    },
-                    Expect::NoPath => "no Internet path (no EIP)".into(),
-                },
+                expected: expected(c),
                 before: Some(o.clone()),
                 after: None,
             })
             .collect();
-        if let Some(eg) = &self.topo.egress {
+        if let Some(eg) = &self.topo.egress_check {
             let n = self.opts.unbound_connections;
-            let (name, expected) = match eg.strategy {
-                Strategy::Balance => (
-                    format!("{n} unbound connections (balance)"),
-                    format!(
-                        "spread by weight over {}",
-                        eg.via
-                            .iter()
-                            .map(|(e, w)| format!("{e}:{w}"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    ),
-                ),
-                Strategy::Failover => (
-                    format!("{n} unbound connections (failover)"),
-                    match (eg.via.first(), eg.failover_seen) {
-                        (Some((e, _)), Some(a)) => format!("all via {e}, seen as {a}"),
-                        (Some((e, _)), None) => format!("all via {e}"),
-                        (None, _) => "-".into(),
-                    },
-                ),
-            };
+            let (name, expected) = egress_row(eg, n);
             rows.push(Check {
                 kind: Kind::Egress,
                 name,
                 eni: None,
                 expected,
-                before: before.get(self.topo.checks.len()).cloned(),
+                before: before.get(self.topo.conn_checks.len()).cloned(),
                 after: None,
             });
         }
@@ -566,7 +608,7 @@ impl Run<'_> {
             duration_ms: 0,
         };
         let child = Command::new(&self.opts.exe)
-            .args(&command[1..])
+            .args(command.iter().skip(1))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -582,19 +624,7 @@ impl Run<'_> {
         self.guard.update(|e| e.child = Some(child.id()));
         let out_t = read_in_background(child.stdout.take());
         let err_t = read_in_background(child.stderr.take());
-        let deadline = Instant::now() + self.opts.step_timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(st)) => break Some(st),
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(_) => break None,
-            }
-        };
+        let status = self.wait(&mut child);
         self.guard.update(|e| e.child = None);
         step.stdout = out_t.and_then(|t| t.join().ok()).unwrap_or_default();
         step.stderr = err_t.and_then(|t| t.join().ok()).unwrap_or_default();
@@ -613,18 +643,78 @@ impl Run<'_> {
         step.duration_ms = ms(t.elapsed());
         step
     }
+
+    /// Wait for a step's child up to the step timeout; kill it then (None).
+    fn wait(&self, child: &mut Child) -> Option<ExitStatus> {
+        let deadline = Instant::now() + self.opts.step_timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => return Some(st),
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// The probes of one matrix run, by namespace, with the connection check each answers (the
+/// guest's probes past its checks are the unbound connections).
+#[derive(Default)]
+struct ProbePlan {
+    guest: Vec<Probe>,
+    guest_checks: Vec<usize>,
+    internet: Vec<Probe>,
+    internet_checks: Vec<usize>,
+}
+
+/// A connection check's "expected" column.
+fn expected(c: &ConnCheck) -> String {
+    match c.expect {
+        Expect::Answer(a) => match c.kind {
+            Kind::Inbound => format!("reaches {a}"),
+            _ => format!("seen as {a}"),
+        },
+        Expect::NoPath => "no Internet path (no EIP)".into(),
+    }
+}
+
+/// The egress check's name and "expected" column, for `n` unbound connections.
+fn egress_row(eg: &EgressCheck, n: usize) -> (String, String) {
+    match eg.strategy {
+        Strategy::Balance => (
+            format!("{n} unbound connections (balance)"),
+            format!(
+                "spread by weight over {}",
+                eg.via
+                    .iter()
+                    .map(|(e, w)| format!("{e}:{w}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ),
+        Strategy::Failover => (
+            format!("{n} unbound connections (failover)"),
+            match (eg.via.first(), eg.failover_seen) {
+                (Some((e, _)), Some(a)) => format!("all via {e}, seen as {a}"),
+                (Some((e, _)), None) => format!("all via {e}"),
+                (None, _) => "-".into(),
+            },
+        ),
+    }
 }
 
 /// Remove eniroute's per-namespace state (/run/eniroute/netns-<id>) of a sandbox namespace
 /// about to be deleted, so that sandbox runs leave nothing behind in /run.
-pub(crate) fn forget_state(ns: &str) {
-    if let Ok(Ok(state)) =
-        crate::kernel::netns::run_in_netns(Some(ns), || async { crate::host::State::current() })
-    {
+fn forget_state(ns: &str) {
+    if let Ok(Ok(state)) = run_in_netns(Some(ns), || async { crate::host::State::current() }) {
         state.remove();
     }
 }
-
 /// Read a child's pipe to the end on a thread (so a chatty child never blocks on a full pipe).
 fn read_in_background<R: Read + Send + 'static>(
     pipe: Option<R>,
@@ -697,70 +787,103 @@ fn judge(c: &ConnCheck, r: &ProbeResult) -> Outcome {
 /// Judge the unbound connections: which ENI each left through, from the address the Internet
 /// host saw.
 fn judge_egress(eg: &EgressCheck, results: &[ProbeResult]) -> Outcome {
-    let mut per_eni: BTreeMap<String, usize> = BTreeMap::new();
-    let mut other: BTreeMap<String, usize> = BTreeMap::new();
-    let mut failed: BTreeMap<String, usize> = BTreeMap::new();
-    let mut seen_addrs: BTreeMap<IpAddr, usize> = BTreeMap::new();
-    for r in results {
-        match r.addr() {
-            Some(a) => {
-                *seen_addrs.entry(a).or_default() += 1;
-                match eg.public_to_eni.get(&a) {
-                    Some(e) => *per_eni.entry(e.clone()).or_default() += 1,
-                    None => *other.entry(a.to_string()).or_default() += 1,
-                }
-            }
-            None => *failed.entry(r.describe()).or_default() += 1,
-        }
-    }
-    let n = results.len();
-    let mut parts: Vec<String> = eg
-        .via
-        .iter()
-        .map(|(e, _)| format!("{e} {}", per_eni.get(e).copied().unwrap_or(0)))
-        .collect();
-    for (e, c) in &per_eni {
-        if !eg.via.iter().any(|(v, _)| v == e) {
-            parts.push(format!("{e} {c} (not a via)"));
-        }
-    }
-    for (a, c) in &other {
-        parts.push(format!("{c} seen as {a} (no ENI)"));
-    }
-    for (why, c) in &failed {
-        parts.push(format!("{c} failed: {why}"));
-    }
-    let seen = parts.join(", ");
-    let failed_n: usize = failed.values().sum();
-    let other_n: usize = other.values().sum();
-    let ok = match eg.strategy {
-        Strategy::Failover => {
-            let first = eg.via.first().map(|(e, _)| e.clone()).unwrap_or_default();
-            let all_first = per_eni.get(&first).copied().unwrap_or(0) == n;
-            let right_addr = match eg.failover_seen {
-                Some(a) => seen_addrs.get(&a).copied().unwrap_or(0) == n,
-                None => true,
-            };
-            n > 0 && all_first && right_addr
-        }
-        Strategy::Balance => {
-            let total: u32 = eg.via.iter().map(|(_, w)| u32::from(*w)).sum();
-            let in_via: usize = eg
-                .via
-                .iter()
-                .map(|(e, _)| per_eni.get(e).copied().unwrap_or(0))
-                .sum();
-            let spread = eg.via.iter().all(|(e, w)| {
-                let expected = n as f64 * f64::from(*w) / f64::from(total.max(1));
-                let got = per_eni.get(e).copied().unwrap_or(0) as f64;
-                expected < 4.0 || got >= (expected / 3.0).max(1.0)
-            });
-            n > 0 && failed_n == 0 && other_n == 0 && in_via == n && spread
-        }
-    };
-    if ok {
+    let tally = EgressTally::count(eg, results);
+    let seen = tally.describe(eg);
+    if tally.holds(eg) {
         Outcome::ok(seen)
     } else {
         Outcome::fail(seen)
+    }
+}
+
+/// The unbound connections, counted by where the Internet host saw them come from.
+struct EgressTally {
+    n: usize,
+    /// Seen as a public address of this ENI.
+    per_eni: BTreeMap<String, usize>,
+    /// Seen as an address of no ENI.
+    other: BTreeMap<String, usize>,
+    /// Failed, by reason.
+    failed: BTreeMap<String, usize>,
+    /// By the address seen.
+    seen_addrs: BTreeMap<IpAddr, usize>,
+}
+
+impl EgressTally {
+    fn count(eg: &EgressCheck, results: &[ProbeResult]) -> EgressTally {
+        let mut t = EgressTally {
+            n: results.len(),
+            per_eni: BTreeMap::new(),
+            other: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            seen_addrs: BTreeMap::new(),
+        };
+        for r in results {
+            match r.addr() {
+                Some(a) => {
+                    *t.seen_addrs.entry(a).or_default() += 1;
+                    match eg.public_to_eni.get(&a) {
+                        Some(e) => *t.per_eni.entry(e.clone()).or_default() += 1,
+                        None => *t.other.entry(a.to_string()).or_default() += 1,
+                    }
+                }
+                None => *t.failed.entry(r.describe()).or_default() += 1,
+            }
+        }
+        t
+    }
+
+    fn on(&self, eni: &str) -> usize {
+        self.per_eni.get(eni).copied().unwrap_or(0)
+    }
+
+    /// Per via, then ENIs that are no via, addresses of no ENI, failures.
+    fn describe(&self, eg: &EgressCheck) -> String {
+        let mut parts: Vec<String> = eg
+            .via
+            .iter()
+            .map(|(e, _)| format!("{e} {}", self.on(e)))
+            .collect();
+        for (e, c) in &self.per_eni {
+            if !eg.via.iter().any(|(v, _)| v == e) {
+                parts.push(format!("{e} {c} (not a via)"));
+            }
+        }
+        for (a, c) in &self.other {
+            parts.push(format!("{c} seen as {a} (no ENI)"));
+        }
+        for (why, c) in &self.failed {
+            parts.push(format!("{c} failed: {why}"));
+        }
+        parts.join(", ")
+    }
+
+    /// failover: every connection via the first via (seen as its `source`, when given);
+    /// balance: every connection via some via, each via getting roughly its weight's share.
+    fn holds(&self, eg: &EgressCheck) -> bool {
+        let n = self.n;
+        match eg.strategy {
+            Strategy::Failover => {
+                let first = eg.via.first().map(|(e, _)| e.clone()).unwrap_or_default();
+                let all_first = self.on(&first) == n;
+                let right_addr = match eg.failover_seen {
+                    Some(a) => self.seen_addrs.get(&a).copied().unwrap_or(0) == n,
+                    None => true,
+                };
+                n > 0 && all_first && right_addr
+            }
+            Strategy::Balance => {
+                let total: u32 = eg.via.iter().map(|(_, w)| u32::from(*w)).sum();
+                let in_via: usize = eg.via.iter().map(|(e, _)| self.on(e)).sum();
+                let spread = eg.via.iter().all(|(e, w)| {
+                    let expected = n as f64 * f64::from(*w) / f64::from(total.max(1));
+                    let got = self.on(e) as f64;
+                    expected < 4.0 || got >= (expected / 3.0).max(1.0)
+                });
+                let failed_n: usize = self.failed.values().sum();
+                let other_n: usize = self.other.values().sum();
+                n > 0 && failed_n == 0 && other_n == 0 && in_via == n && spread
+            }
+        }
     }
 }

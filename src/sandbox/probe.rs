@@ -1,8 +1,6 @@
-//! Real TCP connections between the sandbox's namespaces: small servers that answer with an
-//! address, and clients with short timeouts.
-//!
-//! Every socket is created on a thread that entered its namespace (`run_in_netns`); once
-//! created, a socket stays in that namespace and may be used from any thread.
+//! Real TCP between the sandbox's namespaces: servers that answer with an address, clients with
+//! short timeouts. Each socket is made on a thread inside its namespace, then used from any thread.
+//! Imports only kernel::netns.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -212,7 +210,11 @@ fn connect(s: Socket, target: SocketAddr, timeout: Duration) -> ProbeResult {
 
 /// Make every probe from namespace `ns`, all at once, each bounded by `timeout` (connect) plus
 /// `timeout` (answer). Results are in the order of `probes`.
-pub fn run(ns: &str, probes: Vec<Probe>, timeout: Duration) -> Result<Vec<ProbeResult>, String> {
+pub fn connect_all(
+    ns: &str,
+    probes: Vec<Probe>,
+    timeout: Duration,
+) -> Result<Vec<ProbeResult>, String> {
     let ps = probes.clone();
     let sockets: Vec<Result<Socket, String>> = run_in_netns(Some(ns), move || async move {
         ps.iter().map(client_socket).collect()

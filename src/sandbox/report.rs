@@ -1,5 +1,6 @@
 //! The sandbox's result: every check with its expectation and what was seen before and after
 //! `eniroute apply`, the eniroute steps run, and timings. Rendered as a table or as JSON.
+//! Plain data: imports only the sandbox's topology (for `Kind` and `Names`).
 
 use serde::Serialize;
 
@@ -98,7 +99,7 @@ impl SandboxReport {
     }
 
     /// The checks that failed after apply (or were not run).
-    pub fn failures(&self) -> Vec<&Check> {
+    fn failures(&self) -> Vec<&Check> {
         self.checks
             .iter()
             .filter(|c| !c.after.as_ref().is_some_and(|o| o.ok))
@@ -107,21 +108,38 @@ impl SandboxReport {
 
     /// A readable table: check, expected, before, after.
     pub fn render_text(&self) -> String {
-        let mut out = String::new();
-        out.push_str(&format!("eniroute sandbox: {}\n", self.config));
-        out.push_str(&format!(
-            "  guest {}   VPC {}   Internet {} (host {})\n\n",
+        let mut out = self.text_header();
+        out.push_str(&self.text_table());
+        out.push_str(&self.text_failed_steps());
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for n in &self.notes {
+                out.push_str(&format!("note: {n}\n"));
+            }
+        }
+        out.push('\n');
+        out.push_str(&self.text_verdict());
+        out.push_str(&self.text_timings());
+        if self.kept {
+            out.push_str(&self.text_kept());
+        }
+        out
+    }
+
+    /// What was simulated, and where.
+    fn text_header(&self) -> String {
+        format!(
+            "eniroute sandbox: {}\n  guest {}   VPC {}   Internet {} (host {})\n\n",
+            self.config,
             self.namespaces.guest,
             self.namespaces.vpc,
             self.namespaces.internet,
             self.internet_host
-        ));
-        let cell = |o: &Option<Outcome>, kind: Kind| match o {
-            None => "-".to_string(),
-            Some(o) if o.ok && kind == Kind::Egress => format!("ok ({})", o.seen),
-            Some(o) if o.ok => "ok".to_string(),
-            Some(o) => format!("FAIL: {}", o.seen),
-        };
+        )
+    }
+
+    /// One line per check, in columns as wide as their widest cell.
+    fn text_table(&self) -> String {
         let rows: Vec<[String; 4]> = self
             .checks
             .iter()
@@ -130,10 +148,9 @@ impl SandboxReport {
                     format!("{:<8} {}", kind_label(c.kind), c.name),
                     c.expected.clone(),
                     cell(&c.before, c.kind),
-                    match (&c.after, c.kind) {
-                        (None, Kind::Step) => "not run".to_string(),
-                        (None, _) => "not run".to_string(),
-                        (a, k) => cell(a, k),
+                    match &c.after {
+                        None => "not run".to_string(),
+                        after => cell(after, c.kind),
                     },
                 ]
             })
@@ -150,6 +167,7 @@ impl SandboxReport {
                 w[i] = w[i].max(r[i].chars().count());
             }
         }
+        let mut out = String::new();
         for r in std::iter::once(&header).chain(rows.iter()) {
             out.push_str(&format!(
                 "{:<w0$}  {:<w1$}  {:<w2$}  {}\n",
@@ -162,6 +180,12 @@ impl SandboxReport {
                 w2 = w[2]
             ));
         }
+        out
+    }
+
+    /// Each failed eniroute step with its command and (the start of) its output.
+    fn text_failed_steps(&self) -> String {
+        let mut out = String::new();
         for s in self.steps.iter().filter(|s| !s.ok) {
             out.push_str(&format!(
                 "\nstep {:?} failed (exit {}): {}\n",
@@ -180,35 +204,33 @@ impl SandboxReport {
                 }
             }
         }
-        if !self.notes.is_empty() {
-            out.push('\n');
-            for n in &self.notes {
-                out.push_str(&format!("note: {n}\n"));
-            }
-        }
-        let matrix: Vec<&Check> = self
-            .checks
-            .iter()
-            .filter(|c| c.kind != Kind::Step)
-            .collect();
-        let before_failed = matrix
-            .iter()
-            .filter(|c| c.before.as_ref().is_some_and(|o| !o.ok))
-            .count();
-        let failures = self.failures();
-        out.push('\n');
+        out
+    }
+
+    /// PASS (with how many matrix checks failed before apply) or FAIL (with why).
+    fn text_verdict(&self) -> String {
         if self.passed() {
-            out.push_str(&format!(
+            let matrix: Vec<&Check> = self
+                .checks
+                .iter()
+                .filter(|c| c.kind != Kind::Step)
+                .collect();
+            let before_failed = matrix
+                .iter()
+                .filter(|c| c.before.as_ref().is_some_and(|o| !o.ok))
+                .count();
+            format!(
                 "PASS: all {} checks hold after apply ({} of {} failed before apply, without \
                  eniroute's routing)\n",
                 self.checks.len(),
                 before_failed,
                 matrix.len()
-            ));
+            )
         } else if self.steps.iter().any(|s| s.name == "apply" && !s.ok) {
-            out.push_str("FAIL: eniroute apply failed; the after-apply checks were not run\n");
+            "FAIL: eniroute apply failed; the after-apply checks were not run\n".to_string()
         } else {
-            out.push_str(&format!(
+            let failures = self.failures();
+            format!(
                 "FAIL: {} of {} checks do not hold after apply: {}\n",
                 failures.len(),
                 self.checks.len(),
@@ -218,10 +240,14 @@ impl SandboxReport {
                     .take(6)
                     .collect::<Vec<_>>()
                     .join("; ")
-            ));
+            )
         }
+    }
+
+    /// How long each phase took.
+    fn text_timings(&self) -> String {
         let t = &self.timings;
-        out.push_str(&format!(
+        format!(
             "time: setup {}, before {}, apply {}, after {}, flush {}, teardown {}, total {}\n",
             secs(t.setup_ms),
             secs(t.before_ms),
@@ -230,25 +256,38 @@ impl SandboxReport {
             secs(t.flush_ms),
             secs(t.teardown_ms),
             secs(t.total_ms)
-        ));
-        if self.kept {
-            out.push_str(&format!(
-                "\nThe namespaces are kept (--keep), with the config applied ({}).\n",
-                self.config_file
-            ));
-            for (role, ns) in [
-                ("the instance", &self.namespaces.guest),
-                ("the VPC router", &self.namespaces.vpc),
-                ("the Internet host", &self.namespaces.internet),
-            ] {
-                out.push_str(&format!("  {role:<18} ip netns exec {ns} bash\n"));
-            }
-            out.push_str(&format!(
-                "  remove them with: ip netns delete {} ; ip netns delete {} ; ip netns delete {}\n",
-                self.namespaces.guest, self.namespaces.vpc, self.namespaces.internet
-            ));
+        )
+    }
+
+    /// With --keep: how to enter the kept namespaces, and how to remove them.
+    fn text_kept(&self) -> String {
+        let mut out = format!(
+            "\nThe namespaces are kept (--keep), with the config applied ({}).\n",
+            self.config_file
+        );
+        for (role, ns) in [
+            ("the instance", &self.namespaces.guest),
+            ("the VPC router", &self.namespaces.vpc),
+            ("the Internet host", &self.namespaces.internet),
+        ] {
+            out.push_str(&format!("  {role:<18} ip netns exec {ns} bash\n"));
         }
+        out.push_str(&format!(
+            "  remove them with: ip netns delete {} ; ip netns delete {} ; ip netns delete {}\n",
+            self.namespaces.guest, self.namespaces.vpc, self.namespaces.internet
+        ));
         out
+    }
+}
+
+/// A before or after cell: "-" when not run in that phase, "ok" (with what the egress check
+/// saw), or "FAIL: " and what was seen.
+fn cell(o: &Option<Outcome>, kind: Kind) -> String {
+    match o {
+        None => "-".to_string(),
+        Some(o) if o.ok && kind == Kind::Egress => format!("ok ({})", o.seen),
+        Some(o) if o.ok => "ok".to_string(),
+        Some(o) => format!("FAIL: {}", o.seen),
     }
 }
 
@@ -264,4 +303,135 @@ fn kind_label(k: Kind) -> &'static str {
 
 fn secs(ms: u64) -> String {
     format!("{:.2}s", ms as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str, ok: bool) -> Step {
+        Step {
+            name: name.into(),
+            command: vec!["eniroute".into(), name.into()],
+            exit_code: Some(if ok { 0 } else { 1 }),
+            ok,
+            stdout: String::new(),
+            stderr: if ok {
+                String::new()
+            } else {
+                "it broke\n".into()
+            },
+            duration_ms: 12,
+        }
+    }
+
+    fn row(kind: Kind, name: &str, before: Option<Outcome>, after: Option<Outcome>) -> Check {
+        Check {
+            kind,
+            name: name.into(),
+            eni: None,
+            expected: "seen as 203.0.113.1".into(),
+            before,
+            after,
+        }
+    }
+
+    fn report() -> SandboxReport {
+        SandboxReport {
+            config: "c.toml".into(),
+            namespaces: Names {
+                guest: "t-guest".into(),
+                vpc: "t-vpc".into(),
+                internet: "t-inet".into(),
+            },
+            internet_host: "198.18.0.10".into(),
+            checks: vec![
+                row(
+                    Kind::Inbound,
+                    "Internet -> 203.0.113.1 (eth1 nat EIP)",
+                    Some(Outcome::fail("no connection (timeout)")),
+                    Some(Outcome::ok("answered 192.168.0.11")),
+                ),
+                row(
+                    Kind::Egress,
+                    "64 unbound connections (balance)",
+                    Some(Outcome::fail("eth0 64, eth1 0")),
+                    Some(Outcome::ok("eth0 30, eth1 34")),
+                ),
+                row(
+                    Kind::Step,
+                    "eniroute apply",
+                    None,
+                    Some(Outcome::ok("exit 0")),
+                ),
+            ],
+            steps: vec![step("apply", true), step("flush", true)],
+            notes: Vec::new(),
+            kept: false,
+            config_file: "/tmp/demo.toml".into(),
+            timings: Timings::default(),
+            passed: true,
+        }
+    }
+
+    #[test]
+    fn table_columns_line_up_and_egress_shows_its_spread() {
+        let text = report().render_text();
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("CHECK"))
+            .take(4)
+            .collect();
+        // The EXPECTED column starts at the same place on every line.
+        let starts: Vec<_> = table
+            .iter()
+            .map(|l| l.find("EXPECTED").or_else(|| l.find("seen as")))
+            .collect();
+        assert_eq!(table.len(), 4, "{text}");
+        assert!(
+            starts.iter().all(|s| s.is_some() && *s == starts[0]),
+            "{text}"
+        );
+        assert!(text.contains("ok (eth0 30, eth1 34)"), "{text}");
+        assert!(text.contains("PASS: all 3 checks hold after apply (2 of 2 failed before"));
+        assert!(!text.contains("ip netns exec"), "{text}");
+    }
+
+    #[test]
+    fn failures_are_named_and_failed_steps_show_their_output() {
+        let mut r = report();
+        r.checks[0].after = Some(Outcome::fail("answered 192.168.0.12"));
+        r.steps.push(step("plan", false));
+        r.checks.push(row(Kind::Vswitch, "not run row", None, None));
+        let text = r.render_text();
+        assert!(!r.passed());
+        assert!(text.contains("FAIL: answered 192.168.0.12"), "{text}");
+        assert!(text.contains("not run"), "{text}");
+        assert!(
+            text.contains("step \"plan\" failed (exit 1): eniroute plan"),
+            "{text}"
+        );
+        assert!(text.contains("    it broke"), "{text}");
+        assert!(
+            text.contains("FAIL: 2 of 4 checks do not hold after apply: Internet -> 203.0.113.1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_failed_apply_and_kept_namespaces_are_explained() {
+        let mut r = report();
+        r.steps = vec![step("apply", false)];
+        r.kept = true;
+        r.notes
+            .push("apply failed: the after-apply checks were not run".into());
+        let text = r.render_text();
+        assert!(text.contains("FAIL: eniroute apply failed"), "{text}");
+        assert!(text.contains("note: apply failed"), "{text}");
+        assert!(text.contains("ip netns exec t-guest bash"), "{text}");
+        assert!(
+            text.contains("ip netns delete t-guest ; ip netns delete t-vpc"),
+            "{text}"
+        );
+    }
 }
