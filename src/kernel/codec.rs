@@ -489,3 +489,6 @@ mod tests {
         assert_eq!(parse_address(&m, &iface), Some((a, 225)));
     }
 }
+
+#[cfg(test)]
+pub(super) mod captured;
