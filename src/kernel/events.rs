@@ -238,3 +238,85 @@ fn rule_event(r: &RuleMessage, removed: bool) -> Option<Event> {
         removed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::codec::captured::hex;
+
+    // `ip -n NS rule del priority 20200` of `from 192.168.10.22 lookup 20002 proto 225`, read as
+    // a multicast notification with a raw socket bound to the IPv4 rule group (see
+    // tests/fixtures/netlink/run2.sh and monitor.py).
+    const DEL_RULE: &str = "4400000021000000312e0f6b7402000002002000fc0000010000000008000f00224e000008000e00ffffffff05001500e100000008000600e84e000008000200c0a80a16";
+    // RTM_NEWROUTE and RTM_NEWADDR as the kernel sends them (dump answers of run.sh; a
+    // notification carries the same message): `default via 192.168.10.253 dev e1 onlink
+    // table 20002 proto 225` and `47.96.1.2/32 dev e1 noprefixroute proto 225`.
+    const NEW_ROUTE: &str = "4400000018000200010000004f66000002000000fce100010400000008000f00224e0000080006000300000008000700c0a80a1508000500c0a80afd0800040003000000";
+    const NEW_ADDR: &str = "5400000014000200010000004f6600000220800003000000080001002f600102080002002f600102070003006531000005000b00e1000000080008008002000014000600ffffffffffffffff4a3a01004a3a0100";
+
+    #[test]
+    fn a_deleted_rule_notification_names_its_table_and_protocol() {
+        assert_eq!(
+            parse_datagram(&hex(DEL_RULE)),
+            vec![Event::Rule {
+                family: Family::V4,
+                table: 20002,
+                protocol: 225,
+                removed: true,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_link_notification_names_its_index() {
+        // `ip -n NS link set e2 up`: the first RTM_NEWLINK notification for e2 (index 2).
+        let bytes = hex(include_str!("../../tests/fixtures/netlink/link_e2_up.hex"));
+        assert_eq!(
+            parse_datagram(&bytes),
+            vec![Event::Link {
+                index: 2,
+                removed: false
+            }]
+        );
+    }
+
+    #[test]
+    fn a_datagram_may_carry_several_messages() {
+        let mut bytes = hex(NEW_ROUTE);
+        bytes.extend(hex(NEW_ADDR));
+        assert_eq!(
+            parse_datagram(&bytes),
+            vec![
+                Event::Route {
+                    family: Family::V4,
+                    table: 20002,
+                    protocol: 225,
+                    removed: false,
+                },
+                Event::Address {
+                    index: 3,
+                    removed: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_or_foreign_bytes_give_no_events() {
+        assert!(parse_datagram(&[]).is_empty());
+        assert!(parse_datagram(&[1, 2, 3]).is_empty());
+        let whole = hex(DEL_RULE);
+        assert!(parse_datagram(&whole[..whole.len() - 4]).is_empty());
+        // NLMSG_DONE (type 3) is not an event.
+        let done = [20, 0, 0, 0, 3, 0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(parse_datagram(&done).is_empty());
+    }
+
+    #[test]
+    fn every_group_is_a_distinct_rtnetlink_group() {
+        let mut n: Vec<u32> = Group::ALL.iter().map(|g| g.number()).collect();
+        // RTNLGRP_LINK, IPV4_IFADDR, IPV4_ROUTE, IPV4_RULE, IPV6_IFADDR, IPV6_ROUTE, IPV6_RULE
+        n.sort();
+        assert_eq!(n, vec![1, 5, 7, 8, 9, 11, 19]);
+    }
+}

@@ -1,0 +1,299 @@
+//! Kernel-layer tests (root) in throwaway namespaces: the events subscription sees what `ip`
+//! changes (and reports an overrun as a resync), and `sim::owned_objects` lists exactly the
+//! objects tagged with eniroute's protocol, the way `observe` splits them.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use eniroute::kernel::events::{Burst, Event, Events, Group};
+use eniroute::kernel::netns::run_in_netns;
+use eniroute::model::Family;
+
+const WAIT: Duration = Duration::from_secs(2);
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Subscribe to `groups` inside `ns`, run `change` (a list of `ip` commands), and return the
+/// burst that followed.
+fn burst_after(ns: &Netns, groups: &'static [Group], change: Vec<Vec<&'static str>>) -> Burst {
+    let name = ns.name.clone();
+    run_in_netns(Some(&ns.name), move || async move {
+        let mut events = Events::subscribe(groups).unwrap();
+        for args in change {
+            let mut v = vec!["ip", "-n", name.as_str()];
+            v.extend(args);
+            sh(&v);
+        }
+        events.next_burst(WAIT, DEBOUNCE).await.unwrap()
+    })
+    .unwrap()
+}
+
+fn events(b: Burst) -> Vec<Event> {
+    match b {
+        Burst::Events(e) => e,
+        other => panic!("expected events, got {other:?}"),
+    }
+}
+
+#[test]
+fn nothing_happening_is_quiet() {
+    let ns = Netns::new("evquiet");
+    let b = run_in_netns(Some(&ns.name), || async {
+        let mut events = Events::subscribe(&Group::ALL).unwrap();
+        events
+            .next_burst(Duration::from_millis(200), DEBOUNCE)
+            .await
+            .unwrap()
+    })
+    .unwrap();
+    assert_eq!(b, Burst::Quiet);
+}
+
+#[test]
+fn links_addresses_routes_and_rules_are_seen_in_one_burst() {
+    let ns = Netns::new("evall");
+    let got = events(burst_after(
+        &ns,
+        &Group::ALL,
+        vec![
+            vec!["link", "add", "e1", "type", "veth", "peer", "name", "e2"],
+            vec!["link", "set", "e1", "up"],
+            vec![
+                "addr",
+                "add",
+                "192.168.10.21/24",
+                "dev",
+                "e1",
+                "proto",
+                "225",
+            ],
+            vec![
+                "rule",
+                "add",
+                "from",
+                "192.168.10.21",
+                "lookup",
+                "20002",
+                "priority",
+                "20200",
+                "proto",
+                "225",
+            ],
+            vec![
+                "-6", "rule", "add", "lookup", "main", "priority", "20100", "proto", "225",
+            ],
+            vec![
+                "route",
+                "add",
+                "default",
+                "via",
+                "192.168.10.253",
+                "dev",
+                "e1",
+                "onlink",
+                "table",
+                "20002",
+                "proto",
+                "225",
+            ],
+        ],
+    ));
+    let index: u32 = ns.ip_json(&["link", "show", "e1"])[0]["ifindex"]
+        .as_u64()
+        .unwrap() as u32;
+    assert!(
+        got.contains(&Event::Link {
+            index,
+            removed: false
+        }),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&Event::Address {
+            index,
+            removed: false
+        }),
+        "{got:?}"
+    );
+    let rule = Event::Rule {
+        family: Family::V4,
+        table: 20002,
+        protocol: 225,
+        removed: false,
+    };
+    assert!(got.contains(&rule), "{got:?}");
+    let rule6 = Event::Rule {
+        family: Family::V6,
+        table: 254,
+        protocol: 225,
+        removed: false,
+    };
+    assert!(got.contains(&rule6), "{got:?}");
+    let route = Event::Route {
+        family: Family::V4,
+        table: 20002,
+        protocol: 225,
+        removed: false,
+    };
+    assert!(got.contains(&route), "{got:?}");
+}
+
+#[test]
+fn only_the_subscribed_groups_are_heard() {
+    let ns = Netns::new("evgroup");
+    ns.ip(&["link", "add", "e1", "type", "veth", "peer", "name", "e2"]);
+    let got = events(burst_after(
+        &ns,
+        &[Group::Ipv4Rule],
+        vec![
+            vec!["link", "set", "e1", "up"],
+            vec![
+                "rule", "add", "lookup", "20002", "priority", "20200", "proto", "225",
+            ],
+            vec!["rule", "del", "priority", "20200"],
+        ],
+    ));
+    let added = Event::Rule {
+        family: Family::V4,
+        table: 20002,
+        protocol: 225,
+        removed: false,
+    };
+    let removed = Event::Rule {
+        family: Family::V4,
+        table: 20002,
+        protocol: 225,
+        removed: true,
+    };
+    assert_eq!(got, vec![added, removed]);
+}
+
+#[test]
+fn an_overrun_socket_asks_for_a_resync() {
+    let ns = Netns::new("evover");
+    let name = ns.name.clone();
+    let b = run_in_netns(Some(&ns.name), move || async move {
+        let mut events = Events::subscribe(&[Group::Ipv4Rule]).unwrap();
+        // Far more notifications than the default receive buffer holds, none read meanwhile.
+        let batch: String = (0..4000)
+            .map(|i| {
+                format!(
+                    "rule add lookup {} priority {} proto 225\n",
+                    30000 + i,
+                    30000 + i
+                )
+            })
+            .collect();
+        let mut child = Command::new("ip")
+            .args(["-n", &name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(batch.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        events.next_burst(WAIT, DEBOUNCE).await.unwrap()
+    })
+    .unwrap();
+    assert_eq!(b, Burst::Resync);
+}
+
+#[test]
+fn owned_objects_lists_exactly_what_carries_the_protocol() {
+    let ns = Netns::new("owned");
+    ns.ip(&["link", "add", "e1", "type", "veth", "peer", "name", "e2"]);
+    ns.ip(&["link", "set", "e1", "up"]);
+    ns.ip(&["link", "set", "e2", "up"]);
+    ns.ip(&["addr", "add", "192.168.10.21/24", "dev", "e1"]);
+    ns.ip(&[
+        "addr",
+        "add",
+        "47.96.1.2/32",
+        "dev",
+        "e1",
+        "noprefixroute",
+        "proto",
+        "225",
+    ]);
+    ns.ip(&[
+        "rule",
+        "add",
+        "from",
+        "192.168.10.22",
+        "lookup",
+        "20002",
+        "priority",
+        "20200",
+        "proto",
+        "225",
+    ]);
+    ns.ip(&[
+        "rule",
+        "add",
+        "from",
+        "192.168.10.23",
+        "lookup",
+        "20002",
+        "priority",
+        "20201",
+    ]);
+    ns.ip(&[
+        "-6",
+        "rule",
+        "add",
+        "lookup",
+        "main",
+        "suppress_prefixlength",
+        "0",
+        "priority",
+        "20100",
+        "proto",
+        "225",
+    ]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.168.10.253",
+        "dev",
+        "e1",
+        "table",
+        "20002",
+        "proto",
+        "225",
+    ]);
+    ns.ip(&[
+        "route",
+        "add",
+        "10.0.0.0/8",
+        "via",
+        "192.168.10.253",
+        "dev",
+        "e1",
+        "table",
+        "20002",
+    ]);
+    let mut got = eniroute::kernel::sim::owned_objects(&ns.name, 225).unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "address 47.96.1.2/32 dev e1 noprefixroute",
+            "route default via 192.168.10.253 dev e1 table 20002",
+            "rule -6 priority 20100 lookup main suppress_prefixlength 0",
+            "rule priority 20200 from 192.168.10.22 lookup 20002",
+        ]
+    );
+    assert!(eniroute::kernel::sim::owned_objects(&ns.name, 226)
+        .unwrap()
+        .is_empty());
+}
