@@ -15,20 +15,45 @@ use eniroute::model::Family;
 const WAIT: Duration = Duration::from_secs(2);
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// Subscribe to `groups` inside `ns`, run `change` (a list of `ip` commands), and return the
-/// burst that followed.
-fn burst_after(ns: &Netns, groups: &'static [Group], change: Vec<Vec<&'static str>>) -> Burst {
+/// `ip -n NS` with `cmd`'s words.
+fn ip(ns: &str, cmd: &str) {
+    let mut v = vec!["ip", "-n", ns];
+    v.extend(cmd.split_whitespace());
+    sh(&v);
+}
+
+/// Subscribe to `groups` inside `ns`, run `change` (`ip` commands), and return the burst that
+/// followed.
+fn burst_after(ns: &Netns, groups: &'static [Group], change: &'static [&'static str]) -> Burst {
     let name = ns.name.clone();
     run_in_netns(Some(&ns.name), move || async move {
         let mut events = Events::subscribe(groups).unwrap();
-        for args in change {
-            let mut v = vec!["ip", "-n", name.as_str()];
-            v.extend(args);
-            sh(&v);
+        for cmd in change {
+            ip(&name, cmd);
         }
         events.next_burst(WAIT, DEBOUNCE).await.unwrap()
     })
     .unwrap()
+}
+
+/// A rule tagged with eniroute's protocol.
+fn rule(family: Family, table: u32, removed: bool) -> Event {
+    Event::Rule {
+        family,
+        table,
+        protocol: 225,
+        removed,
+    }
+}
+
+/// A route tagged with eniroute's protocol.
+fn route(family: Family, table: u32, removed: bool) -> Event {
+    Event::Route {
+        family,
+        table,
+        protocol: 225,
+        removed,
+    }
 }
 
 fn events(b: Burst) -> Vec<Event> {
@@ -58,117 +83,50 @@ fn links_addresses_routes_and_rules_are_seen_in_one_burst() {
     let got = events(burst_after(
         &ns,
         &Group::ALL,
-        vec![
-            vec!["link", "add", "e1", "type", "veth", "peer", "name", "e2"],
-            vec!["link", "set", "e1", "up"],
-            vec![
-                "addr",
-                "add",
-                "192.168.10.21/24",
-                "dev",
-                "e1",
-                "proto",
-                "225",
-            ],
-            vec![
-                "rule",
-                "add",
-                "from",
-                "192.168.10.21",
-                "lookup",
-                "20002",
-                "priority",
-                "20200",
-                "proto",
-                "225",
-            ],
-            vec![
-                "-6", "rule", "add", "lookup", "main", "priority", "20100", "proto", "225",
-            ],
-            vec![
-                "route",
-                "add",
-                "default",
-                "via",
-                "192.168.10.253",
-                "dev",
-                "e1",
-                "onlink",
-                "table",
-                "20002",
-                "proto",
-                "225",
-            ],
+        &[
+            "link add e1 type veth peer name e2",
+            "link set e1 up",
+            "addr add 192.168.10.21/24 dev e1 proto 225",
+            "rule add from 192.168.10.21 lookup 20002 priority 20200 proto 225",
+            "-6 rule add lookup main priority 20100 proto 225",
+            "route add default via 192.168.10.253 dev e1 onlink table 20002 proto 225",
         ],
     ));
     let index: u32 = ns.ip_json(&["link", "show", "e1"])[0]["ifindex"]
         .as_u64()
         .unwrap() as u32;
-    assert!(
-        got.contains(&Event::Link {
+    for want in [
+        Event::Link {
             index,
-            removed: false
-        }),
-        "{got:?}"
-    );
-    assert!(
-        got.contains(&Event::Address {
+            removed: false,
+        },
+        Event::Address {
             index,
-            removed: false
-        }),
-        "{got:?}"
-    );
-    let rule = Event::Rule {
-        family: Family::V4,
-        table: 20002,
-        protocol: 225,
-        removed: false,
-    };
-    assert!(got.contains(&rule), "{got:?}");
-    let rule6 = Event::Rule {
-        family: Family::V6,
-        table: 254,
-        protocol: 225,
-        removed: false,
-    };
-    assert!(got.contains(&rule6), "{got:?}");
-    let route = Event::Route {
-        family: Family::V4,
-        table: 20002,
-        protocol: 225,
-        removed: false,
-    };
-    assert!(got.contains(&route), "{got:?}");
+            removed: false,
+        },
+        rule(Family::V4, 20002, false),
+        rule(Family::V6, 254, false),
+        route(Family::V4, 20002, false),
+    ] {
+        assert!(got.contains(&want), "{want:?} not in {got:?}");
+    }
 }
 
 #[test]
 fn only_the_subscribed_groups_are_heard() {
     let ns = Netns::new("evgroup");
-    ns.ip(&["link", "add", "e1", "type", "veth", "peer", "name", "e2"]);
+    ip(&ns.name, "link add e1 type veth peer name e2");
     let got = events(burst_after(
         &ns,
         &[Group::Ipv4Rule],
-        vec![
-            vec!["link", "set", "e1", "up"],
-            vec![
-                "rule", "add", "lookup", "20002", "priority", "20200", "proto", "225",
-            ],
-            vec!["rule", "del", "priority", "20200"],
+        &[
+            "link set e1 up",
+            "rule add lookup 20002 priority 20200 proto 225",
+            "rule del priority 20200",
         ],
     ));
-    let added = Event::Rule {
-        family: Family::V4,
-        table: 20002,
-        protocol: 225,
-        removed: false,
-    };
-    let removed = Event::Rule {
-        family: Family::V4,
-        table: 20002,
-        protocol: 225,
-        removed: true,
-    };
-    assert_eq!(got, vec![added, removed]);
+    let added = rule(Family::V4, 20002, false);
+    assert_eq!(got, vec![added, rule(Family::V4, 20002, true)]);
 }
 
 #[test]
@@ -209,79 +167,20 @@ fn an_overrun_socket_asks_for_a_resync() {
 #[test]
 fn owned_objects_lists_exactly_what_carries_the_protocol() {
     let ns = Netns::new("owned");
-    ns.ip(&["link", "add", "e1", "type", "veth", "peer", "name", "e2"]);
-    ns.ip(&["link", "set", "e1", "up"]);
-    ns.ip(&["link", "set", "e2", "up"]);
-    ns.ip(&["addr", "add", "192.168.10.21/24", "dev", "e1"]);
-    ns.ip(&[
-        "addr",
-        "add",
-        "47.96.1.2/32",
-        "dev",
-        "e1",
-        "noprefixroute",
-        "proto",
-        "225",
-    ]);
-    ns.ip(&[
-        "rule",
-        "add",
-        "from",
-        "192.168.10.22",
-        "lookup",
-        "20002",
-        "priority",
-        "20200",
-        "proto",
-        "225",
-    ]);
-    ns.ip(&[
-        "rule",
-        "add",
-        "from",
-        "192.168.10.23",
-        "lookup",
-        "20002",
-        "priority",
-        "20201",
-    ]);
-    ns.ip(&[
-        "-6",
-        "rule",
-        "add",
-        "lookup",
-        "main",
-        "suppress_prefixlength",
-        "0",
-        "priority",
-        "20100",
-        "proto",
-        "225",
-    ]);
-    ns.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        "192.168.10.253",
-        "dev",
-        "e1",
-        "table",
-        "20002",
-        "proto",
-        "225",
-    ]);
-    ns.ip(&[
-        "route",
-        "add",
-        "10.0.0.0/8",
-        "via",
-        "192.168.10.253",
-        "dev",
-        "e1",
-        "table",
-        "20002",
-    ]);
+    for cmd in [
+        "link add e1 type veth peer name e2",
+        "link set e1 up",
+        "link set e2 up",
+        "addr add 192.168.10.21/24 dev e1",
+        "addr add 47.96.1.2/32 dev e1 noprefixroute proto 225",
+        "rule add from 192.168.10.22 lookup 20002 priority 20200 proto 225",
+        "rule add from 192.168.10.23 lookup 20002 priority 20201",
+        "-6 rule add lookup main suppress_prefixlength 0 priority 20100 proto 225",
+        "route add default via 192.168.10.253 dev e1 table 20002 proto 225",
+        "route add 10.0.0.0/8 via 192.168.10.253 dev e1 table 20002",
+    ] {
+        ip(&ns.name, cmd);
+    }
     let mut got = eniroute::kernel::sim::owned_objects(&ns.name, 225).unwrap();
     got.sort();
     assert_eq!(
