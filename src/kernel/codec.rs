@@ -307,27 +307,26 @@ fn route_message(r: &Route, proto: u8) -> RouteMessage {
                 m.header.flags |= RouteFlags::Onlink;
             }
         }
-        hops => {
-            let hops = hops
-                .iter()
-                .map(|nh| {
-                    let mut h = RouteNextHop::default();
-                    h.interface_index = nh.iface.index;
-                    h.hops = (nh.weight.clamp(1, 256) - 1) as u8;
-                    if nh.onlink {
-                        h.flags |= RouteNextHopFlags::Onlink;
-                    }
-                    if let Some(g) = nh.gateway {
-                        h.attributes
-                            .push(RouteAttribute::Gateway(RouteAddress::from(g)));
-                    }
-                    h
-                })
-                .collect();
-            m.attributes.push(RouteAttribute::MultiPath(hops));
-        }
+        hops => m.attributes.push(RouteAttribute::MultiPath(
+            hops.iter().map(nexthop_entry).collect(),
+        )),
     }
     m
+}
+
+/// One RTA_MULTIPATH entry; rtnh_hops is the weight minus one.
+fn nexthop_entry(nh: &NextHop) -> RouteNextHop {
+    let mut h = RouteNextHop::default();
+    h.interface_index = nh.iface.index;
+    h.hops = (nh.weight.clamp(1, 256) - 1) as u8;
+    if nh.onlink {
+        h.flags |= RouteNextHopFlags::Onlink;
+    }
+    if let Some(g) = nh.gateway {
+        h.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(g)));
+    }
+    h
 }
 
 /// A rule message as eniroute state, with its protocol. None for rules eniroute could not
