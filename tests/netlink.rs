@@ -196,3 +196,49 @@ fn owned_objects_lists_exactly_what_carries_the_protocol() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn lookups_report_the_table_that_matched_for_both_families() {
+    use eniroute::kernel::{Kernel as _, Lookup, Netlink};
+    let ns = Netns::new("lookup");
+    for cmd in [
+        "link add e1 type veth peer name e2",
+        "link set e1 up",
+        "link set e2 up",
+        "addr add 192.168.10.21/24 dev e1",
+        "-6 addr add 2001:db8:10::21/64 dev e1 nodad",
+        "rule add from 192.168.10.21 lookup 20002 priority 20200",
+        "-6 rule add from 2001:db8:10::21 lookup 20002 priority 20200",
+        "route add default via 192.168.10.253 dev e1 onlink table 20002",
+        "-6 route add default via fe80::1 dev e1 table 20002",
+    ] {
+        ip(&ns.name, cmd);
+    }
+    let index = ns.ip_json(&["link", "show", "e1"])[0]["ifindex"]
+        .as_u64()
+        .unwrap() as u32;
+    let got = run_in_netns(Some(&ns.name), || async {
+        let k = Netlink::connect(225).unwrap();
+        k.route_get_many(&[
+            (
+                Some("192.168.10.21".parse().unwrap()),
+                "8.8.8.8".parse().unwrap(),
+            ),
+            (
+                Some("2001:db8:10::21".parse().unwrap()),
+                "2001:4860::8888".parse().unwrap(),
+            ),
+        ])
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect::<Vec<Lookup>>()
+    })
+    .unwrap();
+    let want = |gw: &str| Lookup {
+        oif: Some(index),
+        gateway: Some(gw.parse().unwrap()),
+        table: Some(20002),
+    };
+    assert_eq!(got, vec![want("192.168.10.253"), want("fe80::1")]);
+}

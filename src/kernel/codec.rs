@@ -60,6 +60,11 @@ pub(super) fn lookup_message(src: Option<IpAddr>, dst: IpAddr) -> RouteMessage {
         IpAddr::V6(_) => AddressFamily::Inet6,
     };
     m.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+    // Without RTM_F_LOOKUP_TABLE IPv4 reports table main whatever rule matched; IPv6 always
+    // reports the right table and, with strict checking, refuses the flag (EINVAL).
+    if dst.is_ipv4() {
+        m.header.flags = RouteFlags::LookupTable;
+    }
     m.attributes
         .push(RouteAttribute::Destination(RouteAddress::from(dst)));
     if let Some(s) = src {

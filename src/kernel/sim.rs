@@ -498,3 +498,29 @@ fn describe_owned(seen: &Observed) -> Vec<String> {
     let addresses = seen.addresses.iter().map(|a| format!("address {a}"));
     rules.chain(routes).chain(addresses).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::Emitable;
+
+    use super::*;
+    use crate::kernel::codec::captured::hex;
+
+    #[test]
+    fn neighbour_request_is_iproute2s_byte_for_byte() {
+        // `ip -n NS neigh add 192.168.10.253 lladdr 02:00:00:00:00:09 dev e1 nud permanent`
+        // with e1 at index 3, under `strace -e trace=sendmsg -xx` (tests/fixtures/netlink/run3.sh):
+        // the payload after the netlink header.
+        let iproute2 = hex("02000000030000008000000008000100c0a80afd0a0002000200000000090000");
+        let RouteNetlinkMessage::NewNeighbour(m) = neighbour_message(
+            3,
+            "192.168.10.253".parse().unwrap(),
+            MacAddr6::new(2, 0, 0, 0, 0, 9),
+        ) else {
+            panic!("not a neighbour message");
+        };
+        let mut ours = vec![0; m.buffer_len()];
+        m.emit(&mut ours);
+        assert_eq!(ours, iproute2);
+    }
+}

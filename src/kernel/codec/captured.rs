@@ -59,6 +59,12 @@ const KERNEL_ADDR_V4: &str = "5400000014000200010000004f660000022080000300000008
 const IP_ADDR_V6: &str = "0a400200030000001400020020010db800100000000000000000002205000b00e10000001400010020010db8001000000000000000000022";
 const KERNEL_ADDR_V6: &str = "5000000014000200010000004f6600000a408200030000001400010020010db800100000000000000000002214000600ffffffffffffffff4b3a01004b3a0100080008008200000005000b00e1000000";
 
+// `ip route get 8.8.8.8 from 192.168.10.21` with `from 192.168.10.21 lookup 20002` and
+// `default via 192.168.10.253 dev e1 onlink table 20002` in place (run3.sh): the request's
+// payload and the payload of the kernel's answer (strace -e trace=sendmsg,recvmsg).
+const IP_ROUTE_GET: &str = "022020000000000000100000080001000808080808000200c0a80a15";
+const KERNEL_ROUTE_GET: &str = "02202000fc0000010002000008000f00224e0000080001000808080808000200c0a80a15080004000300000008000500c0a80afd080019000000000024000c000200000000000000000000000000000000000000000000000000000000000000";
+
 pub(crate) fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     (0..s.len())
@@ -421,4 +427,26 @@ fn kernel_link_message_gives_name_index_mac_and_state() {
     assert_eq!(l.index, 3);
     assert_eq!(l.mac, Some(MacAddr6::new(2, 0, 0, 0, 0, 1)));
     assert!(l.up);
+}
+
+#[test]
+fn lookup_request_is_iproute2s_byte_for_byte() {
+    let ours = lookup_message(
+        Some("192.168.10.21".parse().unwrap()),
+        "8.8.8.8".parse().unwrap(),
+    );
+    assert_eq!(emit(&ours), hex(IP_ROUTE_GET));
+}
+
+#[test]
+fn lookup_answer_names_the_table_that_matched() {
+    let m = new_route(request(KERNEL_ROUTE_GET, RTM_NEWROUTE));
+    assert_eq!(
+        lookup_answer(&m),
+        Lookup {
+            oif: Some(3),
+            gateway: Some("192.168.10.253".parse().unwrap()),
+            table: Some(20002),
+        }
+    );
 }
