@@ -322,7 +322,7 @@ impl Ctx {
                 noprefixroute,
             } => {
                 let i = self.ifindex(op, dev).await?;
-                let msg = address_message(i, *addr, *prefix, *noprefixroute);
+                let msg = address_request(i, *addr, *prefix, *noprefixroute);
                 self.send(op, msg, CREATE).await
             }
             SimOp::Route {
@@ -332,12 +332,12 @@ impl Ctx {
                 dhcp,
             } => {
                 let i = self.ifindex(op, dev).await?;
-                let msg = route_message(*dst, *via, i, *dhcp).map_err(|e| self.op_err(op, e))?;
+                let msg = route_request(*dst, *via, i, *dhcp).map_err(|e| self.op_err(op, e))?;
                 self.send(op, msg, CREATE).await
             }
             SimOp::Neigh { dev, addr, mac } => {
                 let i = self.ifindex(op, dev).await?;
-                self.send(op, neighbour_message(i, *addr, *mac), CREATE)
+                self.send(op, neighbour_request(i, *addr, *mac), CREATE)
                     .await
             }
         }
@@ -396,7 +396,7 @@ impl Ctx {
 }
 
 /// `ip addr add ADDR/PREFIX dev INDEX [noprefixroute]` (IPv6 without duplicate detection).
-fn address_message(
+fn address_request(
     index: u32,
     addr: IpAddr,
     prefix: u8,
@@ -426,7 +426,7 @@ fn address_message(
 }
 
 /// A main-table route via a gateway, or on-link (scope link) when `via` is None.
-fn route_message(
+fn route_request(
     dst: IpNetwork,
     via: Option<IpAddr>,
     oif: u32,
@@ -447,7 +447,7 @@ fn route_message(
 }
 
 /// A permanent neighbour entry (what `ip neigh add ... nud permanent` sends).
-fn neighbour_message(index: u32, addr: IpAddr, mac: MacAddr6) -> RouteNetlinkMessage {
+fn neighbour_request(index: u32, addr: IpAddr, mac: MacAddr6) -> RouteNetlinkMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = match addr {
         IpAddr::V4(_) => AddressFamily::Inet,
@@ -512,7 +512,7 @@ mod tests {
         // with e1 at index 3, under `strace -e trace=sendmsg -xx` (tests/fixtures/netlink/run3.sh):
         // the payload after the netlink header.
         let iproute2 = hex("02000000030000008000000008000100c0a80afd0a0002000200000000090000");
-        let RouteNetlinkMessage::NewNeighbour(m) = neighbour_message(
+        let RouteNetlinkMessage::NewNeighbour(m) = neighbour_request(
             3,
             "192.168.10.253".parse().unwrap(),
             MacAddr6::new(2, 0, 0, 0, 0, 9),
