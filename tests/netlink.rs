@@ -22,6 +22,27 @@ fn ip(ns: &str, cmd: &str) {
     sh(&v);
 }
 
+/// A namespace holding a veth pair e1/e2, both up, e1 with 192.168.10.21/24, then `cmds`.
+/// Returns it and e1's index.
+fn with_veth(role: &str, cmds: &[&str]) -> (Netns, u32) {
+    let ns = Netns::new(role);
+    for cmd in [
+        "link add e1 type veth peer name e2",
+        "link set e1 up",
+        "link set e2 up",
+        "addr add 192.168.10.21/24 dev e1",
+    ]
+    .iter()
+    .chain(cmds)
+    {
+        ip(&ns.name, cmd);
+    }
+    let index = ns.ip_json(&["link", "show", "e1"])[0]["ifindex"]
+        .as_u64()
+        .unwrap() as u32;
+    (ns, index)
+}
+
 /// Subscribe to `groups` inside `ns`, run `change` (`ip` commands), and return the burst that
 /// followed.
 fn burst_after(ns: &Netns, groups: &'static [Group], change: &'static [&'static str]) -> Burst {
@@ -166,21 +187,17 @@ fn an_overrun_socket_asks_for_a_resync() {
 
 #[test]
 fn owned_objects_lists_exactly_what_carries_the_protocol() {
-    let ns = Netns::new("owned");
-    for cmd in [
-        "link add e1 type veth peer name e2",
-        "link set e1 up",
-        "link set e2 up",
-        "addr add 192.168.10.21/24 dev e1",
-        "addr add 47.96.1.2/32 dev e1 noprefixroute proto 225",
-        "rule add from 192.168.10.22 lookup 20002 priority 20200 proto 225",
-        "rule add from 192.168.10.23 lookup 20002 priority 20201",
-        "-6 rule add lookup main suppress_prefixlength 0 priority 20100 proto 225",
-        "route add default via 192.168.10.253 dev e1 table 20002 proto 225",
-        "route add 10.0.0.0/8 via 192.168.10.253 dev e1 table 20002",
-    ] {
-        ip(&ns.name, cmd);
-    }
+    let (ns, _) = with_veth(
+        "owned",
+        &[
+            "addr add 47.96.1.2/32 dev e1 noprefixroute proto 225",
+            "rule add from 192.168.10.22 lookup 20002 priority 20200 proto 225",
+            "rule add from 192.168.10.23 lookup 20002 priority 20201",
+            "-6 rule add lookup main suppress_prefixlength 0 priority 20100 proto 225",
+            "route add default via 192.168.10.253 dev e1 table 20002 proto 225",
+            "route add 10.0.0.0/8 via 192.168.10.253 dev e1 table 20002",
+        ],
+    );
     let mut got = eniroute::kernel::sim::owned_objects(&ns.name, 225).unwrap();
     got.sort();
     assert_eq!(
@@ -200,23 +217,16 @@ fn owned_objects_lists_exactly_what_carries_the_protocol() {
 #[test]
 fn lookups_report_the_table_that_matched_for_both_families() {
     use eniroute::kernel::{Kernel as _, Lookup, Netlink};
-    let ns = Netns::new("lookup");
-    for cmd in [
-        "link add e1 type veth peer name e2",
-        "link set e1 up",
-        "link set e2 up",
-        "addr add 192.168.10.21/24 dev e1",
-        "-6 addr add 2001:db8:10::21/64 dev e1 nodad",
-        "rule add from 192.168.10.21 lookup 20002 priority 20200",
-        "-6 rule add from 2001:db8:10::21 lookup 20002 priority 20200",
-        "route add default via 192.168.10.253 dev e1 onlink table 20002",
-        "-6 route add default via fe80::1 dev e1 table 20002",
-    ] {
-        ip(&ns.name, cmd);
-    }
-    let index = ns.ip_json(&["link", "show", "e1"])[0]["ifindex"]
-        .as_u64()
-        .unwrap() as u32;
+    let (ns, index) = with_veth(
+        "lookup",
+        &[
+            "-6 addr add 2001:db8:10::21/64 dev e1 nodad",
+            "rule add from 192.168.10.21 lookup 20002 priority 20200",
+            "-6 rule add from 2001:db8:10::21 lookup 20002 priority 20200",
+            "route add default via 192.168.10.253 dev e1 onlink table 20002",
+            "-6 route add default via fe80::1 dev e1 table 20002",
+        ],
+    );
     let got = run_in_netns(Some(&ns.name), || async {
         let k = Netlink::connect(225).unwrap();
         k.route_get_many(&[
