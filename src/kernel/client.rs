@@ -138,13 +138,23 @@ impl Netlink {
         .await
     }
 
-    /// Split parsed objects into eniroute's (tagged with its protocol) and the others.
-    fn by_owner<T>(&self, objects: impl Iterator<Item = (T, u8)>) -> (Vec<T>, Vec<T>) {
-        let (mine, theirs): (Vec<_>, Vec<_>) = objects.partition(|(_, p)| *p == self.proto);
-        (
+    /// Dump, parse each answer with `parse` (object and protocol tag), and split the objects
+    /// into eniroute's (tagged with its protocol) and the others.
+    async fn dump_split<T>(
+        &self,
+        msg: RouteNetlinkMessage,
+        what: &str,
+        parse: impl Fn(&RouteNetlinkMessage) -> Option<(T, u8)>,
+    ) -> Result<(Vec<T>, Vec<T>), KernelError> {
+        let msgs = self.dump(msg, what).await?;
+        let (mine, theirs): (Vec<_>, Vec<_>) = msgs
+            .iter()
+            .filter_map(parse)
+            .partition(|(_, p)| *p == self.proto);
+        Ok((
             mine.into_iter().map(|(o, _)| o).collect(),
             theirs.into_iter().map(|(o, _)| o).collect(),
-        )
+        ))
     }
 }
 
@@ -177,37 +187,37 @@ impl Kernel for Netlink {
                 .unwrap_or_else(|| format!("if{index}")),
             index,
         };
-        let addrs = self
-            .dump(
+        let (addresses, foreign_addresses) = self
+            .dump_split(
                 RouteNetlinkMessage::GetAddress(AddressMessage::default()),
                 "addresses",
+                |m| match m {
+                    RouteNetlinkMessage::NewAddress(a) => parse_address(a, &iface),
+                    _ => None,
+                },
             )
             .await?;
-        let (addresses, foreign_addresses) = self.by_owner(addrs.iter().filter_map(|m| match m {
-            RouteNetlinkMessage::NewAddress(a) => parse_address(a, &iface),
-            _ => None,
-        }));
         // Family unspecified: the kernel dumps IPv4 and IPv6 in one go.
-        let routes = self
-            .dump(
+        let (routes, foreign_routes) = self
+            .dump_split(
                 RouteNetlinkMessage::GetRoute(RouteMessage::default()),
                 "routes",
+                |m| match m {
+                    RouteNetlinkMessage::NewRoute(r) => parse_route(r, &iface),
+                    _ => None,
+                },
             )
             .await?;
-        let (routes, foreign_routes) = self.by_owner(routes.iter().filter_map(|m| match m {
-            RouteNetlinkMessage::NewRoute(r) => parse_route(r, &iface),
-            _ => None,
-        }));
-        let rules = self
-            .dump(
+        let (rules, foreign_rules) = self
+            .dump_split(
                 RouteNetlinkMessage::GetRule(RuleMessage::default()),
                 "rules",
+                |m| match m {
+                    RouteNetlinkMessage::NewRule(r) => parse_rule(r),
+                    _ => None,
+                },
             )
             .await?;
-        let (rules, foreign_rules) = self.by_owner(rules.iter().filter_map(|m| match m {
-            RouteNetlinkMessage::NewRule(r) => parse_rule(r),
-            _ => None,
-        }));
         Ok(Observed {
             links,
             addresses,
