@@ -523,4 +523,33 @@ mod tests {
         m.emit(&mut ours);
         assert_eq!(ours, iproute2);
     }
+
+    #[test]
+    fn namespace_setup_errors_stay_namespace_errors() {
+        // The sandbox tells "not permitted" apart by matching SimError::Namespace.
+        match create_netns("a/b") {
+            Err(SimError::Namespace { name, op, .. }) => {
+                assert_eq!((name.as_str(), op.as_str()), ("a/b", "invalid name"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refused_requests_read_as_before() {
+        let op = SimOp::Bridge { name: "br0".into() };
+        let e = SimError::kernel(
+            "vpc",
+            op.to_string(),
+            KernelError::Request {
+                what: op.to_string(),
+                source: std::io::Error::from_raw_os_error(17),
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "network namespace \"vpc\": `ip link add br0 type bridge`: \
+             Received a netlink error message File exists (os error 17)"
+        );
+    }
 }
