@@ -12,14 +12,14 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::Path;
 
 use ipnetwork::IpNetwork;
 use macaddr::MacAddr6;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
-use netlink_packet_route::link::{InfoData, InfoVeth};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -294,13 +294,12 @@ impl Ctx {
                     .await
             }
             SimOp::Bridge { name } => {
-                let msg = LinkBridge::new(name)
-                    .nf_call_iptables(false)
-                    .nf_call_ip6tables(false)
-                    .nf_call_arptables(false)
-                    .build();
-                self.send(op, RouteNetlinkMessage::NewLink(msg), CREATE)
-                    .await
+                self.send(
+                    op,
+                    RouteNetlinkMessage::NewLink(bridge_request(name)),
+                    CREATE,
+                )
+                .await
             }
             SimOp::Master { port, bridge } => {
                 let p = self.ifindex(op, port).await?;
@@ -376,16 +375,12 @@ impl Ctx {
                 }
                 None => None,
             };
-        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new().name(peer.to_string());
-        if let Some(mac) = peer_mac {
-            peer_msg = peer_msg.address(mac.as_bytes().to_vec());
-        }
-        if let Some(f) = &ns_file {
-            peer_msg = peer_msg.setns_by_fd(f.as_raw_fd());
-        }
-        let msg = LinkVeth::new(name, peer)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
-            .build();
+        let msg = veth_request(
+            name,
+            peer,
+            peer_mac,
+            ns_file.as_ref().map(|f| f.as_raw_fd()),
+        );
         // The namespace file stays open until the kernel has answered.
         let sent = self
             .send(op, RouteNetlinkMessage::NewLink(msg), CREATE)
@@ -393,6 +388,35 @@ impl Ctx {
         drop(ns_file);
         sent
     }
+}
+
+/// `ip link add NAME type veth peer name PEER [address MAC]`, the peer created in the
+/// namespace of `peer_netns` (an open namespace file) when given.
+fn veth_request(
+    name: &str,
+    peer: &str,
+    peer_mac: Option<MacAddr6>,
+    peer_netns: Option<RawFd>,
+) -> LinkMessage {
+    let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new().name(peer.to_string());
+    if let Some(mac) = peer_mac {
+        peer_msg = peer_msg.address(mac.as_bytes().to_vec());
+    }
+    if let Some(fd) = peer_netns {
+        peer_msg = peer_msg.setns_by_fd(fd);
+    }
+    LinkVeth::new(name, peer)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
+        .build()
+}
+
+/// `ip link add NAME type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0`.
+fn bridge_request(name: &str) -> LinkMessage {
+    LinkBridge::new(name)
+        .nf_call_iptables(false)
+        .nf_call_ip6tables(false)
+        .nf_call_arptables(false)
+        .build()
 }
 
 /// `ip addr add ADDR/PREFIX dev INDEX [noprefixroute]` (IPv6 without duplicate detection).
@@ -501,7 +525,8 @@ fn describe_owned(seen: &Observed) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use netlink_packet_core::Emitable;
+    use netlink_packet_core::{Emitable, ParseableParametrized};
+    use netlink_packet_route::link::{LinkAttribute, LinkInfo};
 
     use super::*;
     use crate::kernel::codec::captured::hex;
@@ -550,6 +575,61 @@ mod tests {
             e.to_string(),
             "network namespace \"vpc\": `ip link add br0 type bridge`: \
              Received a netlink error message File exists (os error 17)"
+        );
+    }
+
+    // Payloads (after the netlink header) of what iproute2 sent, under
+    // `strace -f -e trace=sendmsg -xx -s 4096` (tests/fixtures/netlink/run4.sh, out4.txt):
+    // `ip -n NS link add v1 type veth peer name v2 address 02:00:00:00:00:09`
+    const IP_VETH: &str = "0000000000000000000000000000000007000300763100003800120008000100766574682c00020028000100000000000000000000000000000000000a00010002000000000900000700030076320000";
+    // `ip -n NS link add br0 up type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0`
+    const IP_BRIDGE: &str = "0000000000000000010000000100000008000300627230002c0012000a00010062726964676500001c000200050024000000000005002500000000000500260000000000";
+    // `ip -n NS link set e1 up` (e1 is index 3)
+    const IP_UP: &str = "00000000030000000100000001000000";
+
+    const RTM_NEWLINK: u16 = 16;
+
+    fn emit(m: &LinkMessage) -> Vec<u8> {
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b);
+        b
+    }
+
+    /// A link request as the kernel reads it: IFLA_INFO_KIND with or without its NUL (iproute2
+    /// sends none), the veth peer's attributes in any order.
+    fn link_view(payload: &[u8]) -> LinkMessage {
+        let RouteNetlinkMessage::NewLink(mut m) =
+            RouteNetlinkMessage::parse_with_param(payload, RTM_NEWLINK).unwrap()
+        else {
+            panic!("not a link message");
+        };
+        for a in &mut m.attributes {
+            if let LinkAttribute::LinkInfo(infos) = a {
+                for i in infos {
+                    if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = i {
+                        p.attributes.sort_by_key(|a| format!("{a:?}"));
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn veth_and_bridge_requests_say_what_iproute2s_say() {
+        let veth = veth_request("v1", "v2", Some(MacAddr6::new(2, 0, 0, 0, 0, 9)), None);
+        assert_eq!(link_view(&emit(&veth)), link_view(&hex(IP_VETH)));
+        let bridge = emit(&bridge_request("br0"));
+        let iproute2 = hex(IP_BRIDGE);
+        assert_eq!(bridge[..16], iproute2[..16], "ifinfomsg: created up");
+        assert_eq!(link_view(&bridge), link_view(&iproute2));
+    }
+
+    #[test]
+    fn link_up_request_is_iproute2s_byte_for_byte() {
+        assert_eq!(
+            emit(&LinkUnspec::new_with_index(3).up().build()),
+            hex(IP_UP)
         );
     }
 }
