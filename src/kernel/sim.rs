@@ -1,7 +1,7 @@
 //! Building blocks of the sandbox's simulation (`eniroute sandbox`): veth pairs, bridges,
 //! addresses, routes, static neighbours and sysctls, all through the one netlink client
 //! ([`Netlink`]) or /proc/sys from a thread that entered the namespace. Nothing here runs `ip`
-//! or `sysctl`. May import only `model` (through the kernel layer).
+//! or `sysctl`. May import only `model` and the rest of `kernel`.
 //!
 //! The sandbox describes each namespace as a list of [`SimOp`]s and hands it to [`apply`],
 //! which runs them in order on one netlink connection inside the namespace. Every error names
