@@ -573,7 +573,8 @@ fn concurrent_applies() {
     v.expect(&["plan", "--detailed-exitcode"], 0);
 }
 
-/// A held lock makes apply exit 75 without changing anything.
+/// A held lock makes apply exit 75 without changing anything (with --lock-timeout 0; the
+/// default waits, see `apply_waits_for_the_lock`).
 #[test]
 fn locked_namespace_exits_75() {
     let v = Vpc::new(&example("nat-secondary.toml"));
@@ -587,12 +588,54 @@ fn locked_namespace_exits_75() {
     let f = std::fs::File::create(dir.join("lock")).unwrap();
     f.lock().unwrap();
     let before = v.guest.dump();
-    let o = v.run(&["apply"]);
+    let o = v.run(&["apply", "--lock-timeout", "0"]);
     assert_eq!(o.status.code(), Some(75), "{}", text(&o));
     assert_eq!(v.guest.dump(), before);
     drop(f);
     v.expect(&["apply"], 0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// apply waits for another eniroute's lock (saying so once) and goes on when it is released;
+/// past --lock-timeout it exits 75.
+#[test]
+fn apply_waits_for_the_lock() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    let held = eniroute::kernel::netns::run_in_netns(Some(&v.guest.name), || async {
+        let st = eniroute::host::State::current().unwrap();
+        st.lock("eniroute test", Duration::ZERO, &mut |_| {}, &|| false)
+            .unwrap()
+    })
+    .unwrap();
+    let o = v.run(&["apply", "--lock-timeout", "1s"]);
+    assert_eq!(o.status.code(), Some(75), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.matches("waiting for the lock held by PID").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("eniroute test"), "{err}");
+    let cfg = v.config.to_string_lossy().into_owned();
+    let child = std::process::Command::new(common::BIN)
+        .args([
+            "--netns",
+            &v.guest.name,
+            "-c",
+            &cfg,
+            "apply",
+            "--lock-timeout",
+            "20s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    drop(held);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    v.expect(&["plan", "--detailed-exitcode"], 0);
 }
 
 /// An apply killed midway is healed by the next one.

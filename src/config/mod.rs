@@ -187,14 +187,3 @@ pub fn not_public(a: Ipv4Addr) -> Option<&'static str> {
         None
     }
 }
-
-/// A name the kernel accepts for an interface (IFNAMSIZ - 1 bytes, no '/', ':' or space).
-pub fn valid_ifname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 15
-        && s != "."
-        && s != ".."
-        && !s
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-}

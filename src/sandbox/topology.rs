@@ -9,8 +9,8 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use macaddr::MacAddr6;
 use serde::Serialize;
 
-use crate::config::valid_ifname;
 use crate::kernel::sim::SimOp;
+use crate::model::valid_ifname;
 use crate::model::{Config, Eip, Eni, Mode, Strategy};
 
 /// The TCP port every simulated service listens on.

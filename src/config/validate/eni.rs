@@ -11,7 +11,7 @@ use macaddr::MacAddr6;
 use super::{count_word, modes_where, Validator};
 use crate::config::raw::{RawEni, S};
 use crate::config::rules::{self, PrefixFault, PrefixSite, PrivateIpFault};
-use crate::config::valid_ifname;
+use crate::model::valid_ifname;
 use crate::model::{mac_text, Eni, Mode};
 
 /// The ENI being validated: what every part of its validation needs to word a message.

@@ -3,7 +3,7 @@
 
 use super::Validator;
 use crate::config::raw::{RawRouting, S};
-use crate::model::layout::{Layer, MAIN_RULE_PRIORITY, MAX_RULE_PRIORITY};
+use crate::model::layout::{Layer, MAIN_RULE_PRIORITY, MAX_RULE_PRIORITY, MIN_PROTOCOL};
 use crate::model::{Routing, RpFilter};
 
 impl Validator {
@@ -60,14 +60,15 @@ impl Validator {
     /// An rtnetlink protocol that is not one of the kernel's own.
     fn protocol(&mut self, v: &S<i64>) -> Option<u8> {
         let n = *v.get_ref();
-        if (5..=255).contains(&n) {
+        if (i64::from(MIN_PROTOCOL)..=255).contains(&n) {
             return Some(n as u8);
         }
         self.err(
             &v.span(),
             format!(
-                "routing.protocol = {n} is out of range (5..=255): 0-4 are the \
-                 kernel's own (unspec, redirect, kernel, boot, static)"
+                "routing.protocol = {n} is out of range ({MIN_PROTOCOL}..=255): 0-{} are the \
+                 kernel's own (unspec, redirect, kernel, boot, static)",
+                MIN_PROTOCOL - 1
             ),
         );
         None
