@@ -765,21 +765,7 @@ fn missing_eni_and_hotplug() {
     let o = v.run(&["apply", "--wait", "1s"]);
     assert_eq!(o.status.code(), Some(69), "{}", text(&o));
 
-    let cfg = v.config.to_string_lossy().into_owned();
-    let child = Command::new(BIN)
-        .args([
-            "--netns",
-            &v.guest.name,
-            "-c",
-            &cfg,
-            "apply",
-            "--wait",
-            "15s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = v.spawn(&["apply", "--wait", "15s"]);
     std::thread::sleep(Duration::from_secs(2));
     v.plug("eth1");
     let o = child.wait_with_output().unwrap();

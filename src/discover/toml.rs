@@ -84,7 +84,7 @@ fn eni_table(eni: &DiscoveredEni) -> String {
         out.push_str("primary = true\n");
     }
     // The metadata shows no mode: nat is what the VPC does by default.
-    let _ = writeln!(out, "mode = {}", quote(Mode::Nat.as_str()));
+    let _ = writeln!(out, "mode = {}", quote(Mode::DEFAULT.as_str()));
     let _ = writeln!(out, "cidr = {}", quote(&eni.cidr.to_string()));
     let _ = writeln!(out, "gateway = {}", quote(&eni.gateway.to_string()));
     let _ = writeln!(out, "private_ips = {}", quote_list(&eni.private_ips));

@@ -48,6 +48,9 @@ pub enum EipLimit {
 }
 
 impl Mode {
+    /// The mode of an ENI that declares none (DESIGN §3).
+    pub const DEFAULT: Mode = Mode::Nat;
+
     /// Every mode, in documentation order.
     pub const ALL: [Mode; 3] = [Mode::Nat, Mode::CutThrough, Mode::MultiEip];
 

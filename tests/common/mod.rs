@@ -284,6 +284,18 @@ impl Vpc {
         eniroute(&v)
     }
 
+    /// eniroute in the background, its output piped.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let cfg = self.config.to_string_lossy().into_owned();
+        Command::new(BIN)
+            .args(["--netns", &self.guest.name, "-c", &cfg])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run eniroute: {e}"))
+    }
+
     /// eniroute, asserting the exit code.
     pub fn expect(&self, args: &[&str], code: i32) -> String {
         let o = self.run(args);

@@ -133,7 +133,7 @@ impl Validator {
     /// `mode` (default nat).
     fn mode(&mut self, e: &RawEni, ctx: &str) -> Mode {
         let Some(m) = &e.mode else {
-            return Mode::Nat;
+            return Mode::DEFAULT;
         };
         Mode::parse(m.get_ref()).unwrap_or_else(|| {
             self.err(
@@ -144,7 +144,7 @@ impl Validator {
                     modes_where(|_| true, ", ")
                 ),
             );
-            Mode::Nat
+            Mode::DEFAULT
         })
     }
 
