@@ -9,7 +9,7 @@ use macaddr::MacAddr6;
 
 use super::http::{Session, TokenScheme};
 use super::parse::{
-    parse_eni_id, parse_json_list, parse_mac, parse_mac_listing, parse_netmask, parse_public_v4,
+    parse_eni_id, parse_list, parse_mac, parse_mac_listing, parse_netmask, parse_public_v4,
     parse_region, parse_v4, parse_v4_net, parse_v6, parse_v6_net,
 };
 use super::{DiscoverError, Instance, Listed, MetadataEni, Provider};
@@ -197,7 +197,7 @@ fn read_private_ips(
     let primary_ip = parse_v4(text.trim(), &path)?;
 
     let (text, path) = d.required("private-ipv4s")?;
-    let listed: Vec<Ipv4Addr> = parse_json_list(&text, &path, parse_v4)?;
+    let listed: Vec<Ipv4Addr> = parse_list(&text, &path, parse_v4)?;
     if !listed.contains(&primary_ip) {
         return Err(inconsistent(
             path,
@@ -236,7 +236,7 @@ fn read_prefixes(
 ) -> Result<Vec<Ipv4Network>, DiscoverError> {
     let (text, path) = d.optional("ipv4-prefixes")?;
     let prefixes: Vec<Ipv4Network> = match text {
-        Some(text) => parse_json_list(&text, &path, parse_v4_net)?,
+        Some(text) => parse_list(&text, &path, parse_v4_net)?,
         None => Vec::new(),
     };
     for (i, n) in prefixes.iter().enumerate() {
@@ -268,7 +268,7 @@ type V6 = (Vec<Ipv6Addr>, Option<Ipv6Network>, Option<Ipv6Addr>);
 fn read_ipv6(d: &mut EniDir<'_>) -> Result<V6, DiscoverError> {
     let (text, path) = d.optional("ipv6s")?;
     let ipv6: Vec<Ipv6Addr> = match text {
-        Some(text) => parse_json_list(&text, &path, parse_v6)?,
+        Some(text) => parse_list(&text, &path, parse_v6)?,
         None => Vec::new(),
     };
     // Stricter than the config: the metadata never lists `::`.
