@@ -131,7 +131,9 @@ impl Validator {
             .flat_map(|e| e.prefixes.iter().map(move |p| (*p, e.name.as_str())))
             .collect();
         for (e, re) in enis.iter().zip(raw) {
-            for (p, s) in e.prefixes.iter().zip(&re.get_ref().prefixes) {
+            let v4_raw = re.get_ref().prefixes.iter();
+            let v4_raw = v4_raw.filter(|s| !super::eni::is_v6_text(s.get_ref()));
+            for (p, s) in e.prefixes.iter().zip(v4_raw) {
                 let held = book.iter().find_map(|(ip, seen)| match ip {
                     IpAddr::V4(v4) if p.contains(*v4) && seen.eni != e.name => {
                         Some((*v4, seen.eni.as_str()))
