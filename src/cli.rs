@@ -76,11 +76,15 @@ enum Command {
         #[command(flatten)]
         lock: LockArgs,
     },
-    /// Write a config from the ECS instance metadata service
+    /// Write a config from the instance metadata service (Alibaba Cloud ECS, AWS EC2)
     Discover {
-        /// Metadata service base URL
-        #[arg(long, value_name = "URL", default_value = crate::discover::DEFAULT_ENDPOINT)]
-        endpoint: String,
+        /// Which metadata service: auto (from DMI, then by probing), aliyun or aws
+        #[arg(long, value_name = "PROVIDER", default_value = "auto",
+              value_parser = ["auto", "aliyun", "aws"])]
+        provider: String,
+        /// Metadata service base URL (default: the provider's well-known address)
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
         /// Lifetime of the metadata token (security-hardening mode)
         #[arg(long, value_name = "SECONDS", default_value_t = crate::discover::DEFAULT_TOKEN_TTL)]
         token_ttl: u32,
@@ -150,10 +154,16 @@ fn run(cli: &Cli) -> i32 {
         Command::Validate => validate(cli, &out),
         Command::Render { format } => render(cli, &out, *format),
         Command::Discover {
+            provider,
             endpoint,
             token_ttl,
             output_file,
-        } => discover(&out, endpoint, *token_ttl, output_file.as_deref()),
+        } => discover(
+            &out,
+            (provider, endpoint.as_deref()),
+            *token_ttl,
+            output_file.as_deref(),
+        ),
         Command::Sandbox { keep } => sandbox(cli, &out, *keep),
         Command::Plan { detailed_exitcode } => with_config(cli, &out, |l, t| {
             let report = ops::plan(&l.config, t)?;
@@ -246,13 +256,21 @@ fn flush(cli: &Cli, out: &output::Out, lock: LockArgs) -> i32 {
 
 fn discover(
     out: &output::Out,
-    endpoint: &str,
+    (provider, endpoint): (&str, Option<&str>),
     token_ttl: u32,
     file: Option<&std::path::Path>,
 ) -> i32 {
     use crate::discover::{self, DiscoverOptions};
+    let provider = match provider.parse::<discover::ProviderChoice>() {
+        Ok(p) => p,
+        Err(e) => {
+            out.error(&e);
+            return exit::USAGE;
+        }
+    };
     let opts = DiscoverOptions {
-        endpoint: endpoint.to_string(),
+        provider,
+        endpoint: endpoint.map(str::to_string),
         token_ttl,
         ..DiscoverOptions::default()
     };
@@ -263,7 +281,7 @@ fn discover(
             return e.exit_code();
         }
     };
-    let text = discover::to_toml(&found, &opts.endpoint);
+    let text = discover::to_toml(&found);
     // The safety net of a boot step: never print or write a config that does not validate.
     if let Err(e) = config::load_str(&text, "the discovered config") {
         out.error(&format!("discover produced an invalid config (a bug): {e}"));

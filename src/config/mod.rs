@@ -18,8 +18,10 @@ use serde::Serialize;
 
 use crate::exit::{self, ExitCode};
 use crate::model::Config;
-use raw::RawConfig;
+use raw::{RawConfig, RawDiscoverOnly};
 use validate::Validator;
+
+pub use validate::{DiscoverSettings, Excluded, DEFAULT_REFRESH};
 
 /// Default path of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/eniroute/eniroute.toml";
@@ -140,6 +142,33 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
             problems,
         }),
     }
+}
+
+/// The file's `[discover]` section, validated (`None`: the file has none). Read on its own,
+/// before the merge with the metadata: the `[[eni]]` entries may still be partial then.
+pub fn discover_section(text: &str, path: &str) -> Result<Option<DiscoverSettings>, ConfigError> {
+    let lines = LineIndex::new(text);
+    let syntax = |e: toml::de::Error| {
+        let (line, column) = e.span().map(|s| lines.position(s.start)).unwrap_or((0, 0));
+        ConfigError {
+            path: path.to_string(),
+            problems: vec![Problem {
+                line,
+                column,
+                message: e.message().trim_end().to_string(),
+            }],
+        }
+    };
+    let raw: RawDiscoverOnly = toml::from_str(text).map_err(syntax)?;
+    let Some(d) = raw.discover else {
+        return Ok(None);
+    };
+    let mut v = Validator::new(LineIndex::new(text));
+    let settings = v.discover(&d);
+    v.finish_part(settings).map(Some).map_err(|problems| ConfigError {
+        path: path.to_string(),
+        problems,
+    })
 }
 
 /// Byte offsets to 1-based lines and columns.
