@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eniroute::discover::{
     discover, to_toml, write_atomic, DiscoverError, DiscoverOptions, Discovered, DiscoveredEni,
+    ProviderChoice, ProviderKind,
 };
 use proptest::prelude::*;
 
@@ -127,7 +128,8 @@ impl Mock {
 
     fn opts(&self) -> DiscoverOptions {
         DiscoverOptions {
-            endpoint: self.url.clone(),
+            provider: ProviderChoice::Is(ProviderKind::Aliyun),
+            endpoint: Some(self.url.clone()),
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(2),
             ..DiscoverOptions::default()
@@ -320,14 +322,15 @@ fn assert_fixture(d: &Discovered) {
     assert!(e.primary);
     assert_eq!(e.id, "eni-primary0001");
     assert_eq!(e.private_ips, [v4("192.168.0.10"), v4("192.168.0.11")]);
-    assert_eq!(e.eip, Some(v4("203.0.113.10")));
+    let eips: Vec<(Ipv4Addr, Ipv4Addr)> = e.eips.iter().map(|x| (x.address, x.private_ip)).collect();
+    assert_eq!(eips, [(v4("203.0.113.10"), v4("192.168.0.10"))]);
     assert!(e.prefixes.is_empty() && e.ipv6.is_empty());
     let e = &d.enis[1];
     assert!(!e.primary);
     assert_eq!(e.id, "eni-second0002");
     assert_eq!(e.ipv6, [v6("2001:db8:1::20"), v6("2001:db8:1::21")]);
     assert_eq!(e.ipv6_gateway, Some(v6("2001:db8:1::1")));
-    assert_eq!(e.eip, None);
+    assert!(e.eips.is_empty());
     let e = &d.enis[2];
     assert_eq!(e.id, "eni-third0003");
     assert_eq!(e.cidr.to_string(), "192.168.2.0/25");
@@ -449,7 +452,7 @@ fn ipv6s_404_means_no_ipv6() {
     let e = &d.enis[1];
     assert!(e.ipv6.is_empty() && e.ipv6_cidr.is_none() && e.ipv6_gateway.is_none());
     assert_eq!(mock.count("GET", &eni_path(MAC_V6, "ipv6-gateway")), 0);
-    let text = to_toml(&d, &mock.url);
+    let text = to_toml(&d);
     let t: toml::Table = toml::from_str(&text).expect("toml");
     let eni = &t["eni"].as_array().expect("eni")[1];
     for key in ["ipv6", "ipv6_cidr", "ipv6_gateway"] {
@@ -463,8 +466,8 @@ fn eipv4_404_means_no_eip() {
     routes.remove("/latest/meta-data/eipv4");
     let mock = Mock::new(routes, TokenMode::Optional);
     let d = discover(&mock.opts()).expect("discover");
-    assert!(d.enis.iter().all(|e| e.eip.is_none()));
-    let t: toml::Table = toml::from_str(&to_toml(&d, &mock.url)).expect("toml");
+    assert!(d.enis.iter().all(|e| e.eips.is_empty()));
+    let t: toml::Table = toml::from_str(&to_toml(&d)).expect("toml");
     assert!(t["eni"][0].get("eip").is_none());
 }
 
@@ -676,7 +679,8 @@ fn connection_refused_is_an_error() {
         l.local_addr().expect("addr").port()
     };
     let opts = DiscoverOptions {
-        endpoint: format!("http://127.0.0.1:{port}"),
+        provider: ProviderChoice::Is(ProviderKind::Aliyun),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
         connect_timeout: Duration::from_millis(500),
         read_timeout: Duration::from_millis(500),
         retries: 1,
@@ -717,7 +721,7 @@ fn bad_endpoints_are_rejected() {
         "",
     ] {
         let opts = DiscoverOptions {
-            endpoint: endpoint.to_string(),
+            endpoint: Some(endpoint.to_string()),
             ..DiscoverOptions::default()
         };
         assert!(
@@ -754,7 +758,7 @@ fn keys(v: &toml::Value) -> Vec<&str> {
 fn three_enis_round_trip_through_toml() {
     let mock = Mock::new(three_enis(), TokenMode::Required);
     let d = discover(&mock.opts()).expect("discover");
-    let text = to_toml(&d, &mock.url);
+    let text = to_toml(&d);
     let t: toml::Table = toml::from_str(&text).expect("valid TOML");
 
     assert_eq!(t["region"].as_str(), Some("cn-beijing"));
@@ -844,7 +848,8 @@ fn three_enis_round_trip_through_toml() {
 
     // Comments: the header, one per ENI with its id, and an EIP example per secondary ENI.
     assert!(text.starts_with('#'));
-    assert!(text.contains("generated from the ECS instance metadata service"));
+    assert!(text.contains("generated from the Alibaba Cloud ECS instance metadata service."));
+    assert!(text.contains("#   provider:  aliyun"));
     assert!(text.contains(&format!("#   endpoint:  {}", mock.url)));
     assert!(text.contains("#   generated: 2"));
     assert!(text.contains("security-hardening mode"));
@@ -859,7 +864,7 @@ fn three_enis_round_trip_through_toml() {
 fn three_enis_output_validates_as_a_config() {
     let mock = Mock::new(three_enis(), TokenMode::Absent);
     let d = discover(&mock.opts()).expect("discover");
-    let text = to_toml(&d, &mock.url);
+    let text = to_toml(&d);
     let loaded = match eniroute::config::load_str(&text, "discovered.toml") {
         Ok(l) => l,
         Err(e) => panic!("discovered config does not validate:\n{e}\n---\n{text}"),
@@ -880,7 +885,8 @@ fn three_enis_output_validates_as_a_config() {
         assert_eq!(got.ipv6_cidr, want.ipv6_cidr);
         assert_eq!(got.ipv6_gateway, want.ipv6_gateway);
         let eips: Vec<Ipv4Addr> = got.eips.iter().map(|e| e.address).collect();
-        assert_eq!(eips, want.eip.into_iter().collect::<Vec<_>>());
+        let want_eips: Vec<Ipv4Addr> = want.eips.iter().map(|e| e.address).collect();
+        assert_eq!(eips, want_eips);
     }
 }
 
@@ -888,7 +894,7 @@ fn three_enis_output_validates_as_a_config() {
 fn filled_in_eip_example_validates_and_unfilled_does_not() {
     let mock = Mock::new(three_enis(), TokenMode::Absent);
     let d = discover(&mock.opts()).expect("discover");
-    let text = to_toml(&d, &mock.url);
+    let text = to_toml(&d);
     let example =
         "# [[eni.eip]]\n# address = \"<public EIP address>\"\n# private_ip = \"192.168.1.20\"\n";
     assert!(text.contains(example), "{text}");
@@ -912,6 +918,8 @@ fn filled_in_eip_example_validates_and_unfilled_does_not() {
 
 fn sample(id: String, region: Option<String>, generated_at: SystemTime) -> Discovered {
     Discovered {
+        provider: ProviderKind::Aliyun,
+        endpoint: "http://127.0.0.1".to_string(),
         region,
         enis: vec![DiscoveredEni {
             name: "eth0".to_string(),
@@ -922,10 +930,11 @@ fn sample(id: String, region: Option<String>, generated_at: SystemTime) -> Disco
             gateway: v4("192.168.0.253"),
             private_ips: vec![v4("192.168.0.10")],
             prefixes: vec![],
+            ipv6_prefixes: vec![],
             ipv6: vec![],
             ipv6_cidr: None,
             ipv6_gateway: None,
-            eip: None,
+            eips: vec![],
         }],
         hardened: false,
         generated_at,
@@ -938,8 +947,9 @@ proptest! {
     /// Whatever strings end up in the model, the output is TOML that reads back the same.
     #[test]
     fn to_toml_quotes_everything(id in any::<String>(), region in proptest::option::of(any::<String>()), endpoint in any::<String>()) {
-        let d = sample(id.clone(), region.clone(), SystemTime::now());
-        let text = to_toml(&d, &endpoint);
+        let mut d = sample(id.clone(), region.clone(), SystemTime::now());
+        d.endpoint = endpoint;
+        let text = to_toml(&d);
         let t: toml::Table = toml::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
         prop_assert_eq!(t.get("region").and_then(|r| r.as_str()), region.as_deref());
         let eni = &t["eni"].as_array().expect("eni")[0];
@@ -958,10 +968,10 @@ fn to_toml_survives_odd_times() {
         UNIX_EPOCH - Duration::from_secs(1),
         UNIX_EPOCH + Duration::from_secs(400_000_000_000),
     ] {
-        let text = to_toml(&sample("eni-x".into(), None, t), "http://127.0.0.1");
+        let text = to_toml(&sample("eni-x".into(), None, t));
         assert!(toml::from_str::<toml::Table>(&text).is_ok());
     }
-    let text = to_toml(&sample("eni-x".into(), None, UNIX_EPOCH), "x");
+    let text = to_toml(&sample("eni-x".into(), None, UNIX_EPOCH));
     assert!(text.contains("1970-01-01T00:00:00Z"));
 }
 
@@ -1019,7 +1029,7 @@ fn write_atomic_writes_0600_and_replaces() {
 fn discovered_output_written_and_read_back() {
     let mock = Mock::new(three_enis(), TokenMode::Optional);
     let d = discover(&mock.opts()).expect("discover");
-    let text = to_toml(&d, &mock.url);
+    let text = to_toml(&d);
     let dir = scratch("roundtrip");
     let path = dir.join("eniroute.toml");
     write_atomic(&path, &text).expect("write");
@@ -1038,7 +1048,7 @@ fn discover_verb_writes_a_valid_config() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("eniroute.toml");
     let out = std::process::Command::new(bin)
-        .args(["discover", "--endpoint", &mock.url, "--output"])
+        .args(["discover", "--provider", "aliyun", "--endpoint", &mock.url, "--output"])
         .arg(&file)
         .output()
         .unwrap();
@@ -1063,14 +1073,14 @@ fn discover_verb_writes_a_valid_config() {
         String::from_utf8_lossy(&ok.stderr)
     );
     let printed = std::process::Command::new(bin)
-        .args(["discover", "--endpoint", &mock.url])
+        .args(["discover", "--provider", "aliyun", "--endpoint", &mock.url])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&printed.stdout).contains("[[eni]]"));
 
     let gone = dir.join("never.toml");
     let down = std::process::Command::new(bin)
-        .args(["discover", "--endpoint", "http://127.0.0.1:9", "--output"])
+        .args(["discover", "--provider", "aliyun", "--endpoint", "http://127.0.0.1:9", "--output"])
         .arg(&gone)
         .output()
         .unwrap();
@@ -1123,7 +1133,7 @@ fn address_rule_messages_are_exact() {
         (
             p("ipv6-gateway"),
             "2001:db8:9::1",
-            "ipv6-gateway 2001:db8:9::1 is neither link-local nor inside vswitch-ipv6-cidr-block \
+            "the IPv6 gateway 2001:db8:9::1 is neither link-local nor inside the IPv6 subnet \
              2001:db8:1::/64",
         ),
     ];
@@ -1170,6 +1180,7 @@ fn address_rule_messages_are_exact() {
     let mock = Mock::new(routes, TokenMode::Optional);
     assert_eq!(
         expect_err(&mock.opts()).to_string(),
-        "metadata /latest/meta-data/eipv4: the EIP 203.0.113.10 is also a private IP of an ENI"
+        "metadata /latest/meta-data/eipv4: the EIP 203.0.113.10 is listed twice, or is also a \
+         private IP of an ENI"
     );
 }

@@ -374,7 +374,8 @@ fn status_error(path: &str, status: u16) -> DiscoverError {
     }
 }
 
-fn normalize_endpoint(endpoint: &str) -> Result<String, DiscoverError> {
+/// The endpoint as a base URL (`http://host[:port][/path]`, no trailing `/`), or why not.
+pub(crate) fn normalize_endpoint(endpoint: &str) -> Result<String, DiscoverError> {
     let err = |reason: &str| DiscoverError::Endpoint {
         endpoint: endpoint.to_string(),
         reason: reason.to_string(),

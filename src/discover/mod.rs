@@ -306,6 +306,9 @@ impl DiscoverError {
 
 /// Read the instance metadata service and build the typed model of the instance.
 pub fn discover(opts: &DiscoverOptions) -> Result<Discovered, DiscoverError> {
+    if let Some(e) = &opts.endpoint {
+        http::normalize_endpoint(e)?;
+    }
     let kind = match opts.provider {
         ProviderChoice::Is(kind) => kind,
         ProviderChoice::Auto => detect::detect(opts)?,
