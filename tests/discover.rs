@@ -1,7 +1,10 @@
-//! `eniroute discover` against a mock ECS metadata service (tiny_http on 127.0.0.1, port 0).
+//! `eniroute discover` against mock metadata services (tiny_http on 127.0.0.1, port 0): Alibaba
+//! Cloud ECS and AWS EC2 (IMDSv2), serving only documented formats; each fixture says where its
+//! format is documented. A path the mock does not serve is a 404 with an HTML body, as both
+//! services answer.
 //!
-//! Mock data uses only private (192.168.0.0/16) and documentation (2001:db8::/32,
-//! 203.0.113.0/24) addresses.
+//! Mock data uses only private (192.168.0.0/16, 172.16.0.0/12) and documentation
+//! (2001:db8::/32, 203.0.113.0/24) addresses.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
@@ -61,7 +64,19 @@ struct State {
     hang: bool,
     reads: u32,
     log: Vec<Logged>,
+    /// The token and TTL header names (Alibaba's or AWS's).
+    headers: (&'static str, &'static str),
+    /// The status of a read without a token when one is required (ECS 403, IMDSv2 401).
+    missing_token_status: u16,
+    /// The next N reads get 429 with this Retry-After (seconds).
+    throttle: Option<(u32, u64)>,
+    /// Every answer waits this long first.
+    delay: Option<Duration>,
 }
+
+/// The 404 page both services send (IMDS sends this XHTML page; ECS an HTML one).
+const NOT_FOUND_HTML: &str = "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n<!DOCTYPE html>\n\
+<html><head><title>404 - Not Found</title></head><body><h1>404 - Not Found</h1></body></html>\n";
 
 struct Mock {
     url: String,
@@ -87,20 +102,37 @@ impl Mock {
             hang: false,
             reads: 0,
             log: Vec::new(),
+            headers: (
+                "X-aliyun-ecs-metadata-token",
+                "X-aliyun-ecs-metadata-token-ttl-seconds",
+            ),
+            missing_token_status: 403,
+            throttle: None,
+            delay: None,
         }));
         let (srv, st) = (Arc::clone(&server), Arc::clone(&state));
         let thread = thread::spawn(move || {
             let mut held = Vec::new(); // requests that are never answered
             for req in srv.incoming_requests() {
-                let (status, body) = {
+                let (status, body, retry_after, delay) = {
                     let mut s = st.lock().expect("mock state");
                     if s.hang {
                         held.push(req);
                         continue;
                     }
-                    handle(&mut s, &req)
+                    let (status, body, retry_after) = handle(&mut s, &req);
+                    (status, body, retry_after, s.delay)
                 };
-                let _ = req.respond(tiny_http::Response::from_data(body).with_status_code(status));
+                if let Some(d) = delay {
+                    thread::sleep(d);
+                }
+                let mut resp = tiny_http::Response::from_data(body).with_status_code(status);
+                if let Some(secs) = retry_after {
+                    let h = tiny_http::Header::from_bytes("Retry-After", secs.to_string())
+                        .expect("header");
+                    resp = resp.with_header(h);
+                }
+                let _ = req.respond(resp);
             }
         });
         Mock {
@@ -108,6 +140,26 @@ impl Mock {
             state,
             server,
             thread: Some(thread),
+        }
+    }
+
+    /// An IMDSv2 mock: AWS's token headers, 401 for a read without a token.
+    fn aws(routes: HashMap<String, (u16, Vec<u8>)>, token_mode: TokenMode) -> Mock {
+        let m = Mock::new(routes, token_mode);
+        m.with(|s| {
+            s.headers = (
+                "X-aws-ec2-metadata-token",
+                "X-aws-ec2-metadata-token-ttl-seconds",
+            );
+            s.missing_token_status = 401;
+        });
+        m
+    }
+
+    fn aws_opts(&self) -> DiscoverOptions {
+        DiscoverOptions {
+            provider: ProviderChoice::Is(ProviderKind::Aws),
+            ..self.opts()
         }
     }
 
@@ -146,18 +198,32 @@ impl Drop for Mock {
     }
 }
 
-fn header(req: &tiny_http::Request, name: &'static str) -> Option<String> {
+fn header(req: &tiny_http::Request, name: &str) -> Option<String> {
     req.headers()
         .iter()
-        .find(|h| h.field.equiv(name))
+        .find(|h| h.field.to_string().eq_ignore_ascii_case(name))
         .map(|h| h.value.as_str().to_string())
 }
 
-fn handle(s: &mut State, req: &tiny_http::Request) -> (u16, Vec<u8>) {
+fn handle(s: &mut State, req: &tiny_http::Request) -> (u16, Vec<u8>, Option<u64>) {
+    let (status, body) = answer(s, req);
+    if let Some((n, secs)) = s.throttle.filter(|(n, _)| *n > 0) {
+        s.throttle = Some((n - 1, secs));
+        return (429, Vec::new(), Some(secs));
+    }
+    let body = if status == 404 {
+        NOT_FOUND_HTML.as_bytes().to_vec()
+    } else {
+        body
+    };
+    (status, body, None)
+}
+
+fn answer(s: &mut State, req: &tiny_http::Request) -> (u16, Vec<u8>) {
     let method = req.method().as_str().to_string();
     let path = req.url().to_string();
-    let token = header(req, "X-aliyun-ecs-metadata-token");
-    let ttl = header(req, "X-aliyun-ecs-metadata-token-ttl-seconds");
+    let token = header(req, s.headers.0);
+    let ttl = header(req, s.headers.1);
     s.log.push(Logged {
         method: method.clone(),
         path: path.clone(),
@@ -204,7 +270,9 @@ fn handle(s: &mut State, req: &tiny_http::Request) -> (u16, Vec<u8>) {
         Some(t) if s.reject_all_tokens || !s.valid_tokens.contains(t) => {
             return (401, b"invalid token".to_vec())
         }
-        None if s.token_mode == TokenMode::Required => return (403, b"token required".to_vec()),
+        None if s.token_mode == TokenMode::Required => {
+            return (s.missing_token_status, b"token required".to_vec())
+        }
         _ => {}
     }
     match s.routes.get(&path) {
@@ -247,6 +315,8 @@ fn three_enis() -> HashMap<String, (u16, Vec<u8>)> {
         "eni-primary0001",
     );
     put(&mut r, &eni_path(m, "primary-ip-address"), "192.168.0.10");
+    // JSON with quotes, as Alibaba's instance-metadata table shows `private-ipv4s`
+    // (`["192.168.XX.XX"]`, alibabacloud.com/help/ecs/user-guide/instance-metadata-items).
     // The primary private IP is not first here: discover must put it first.
     put(
         &mut r,
@@ -273,15 +343,15 @@ fn three_enis() -> HashMap<String, (u16, Vec<u8>)> {
     put(&mut r, &eni_path(m, "netmask"), "255.255.255.0\n");
     put(&mut r, &eni_path(m, "gateway"), "192.168.1.253");
     put(&mut r, &eni_path(m, "vswitch-cidr-block"), "192.168.1.0/24");
-    put(
-        &mut r,
-        &eni_path(m, "ipv4-prefixes"),
-        r#"["192.168.1.48/28"]"#,
-    );
+    // A bare CIDR (issue 14's table of the service's answers).
+    put(&mut r, &eni_path(m, "ipv4-prefixes"), "192.168.1.48/28");
+    // Brackets without quotes: cloud-init's Alibaba fixture
+    // (tests/unittests/sources/test_aliyun.py, `"ipv6s": "[2408:xxxxxx]"`) and issue 14
+    // (`[2408:4321:180:1701:94c7:bc38:3bfa:e4e]`).
     put(
         &mut r,
         &eni_path(m, "ipv6s"),
-        r#"["2001:db8:1::20","2001:db8:1::21"]"#,
+        "[2001:db8:1::20,2001:db8:1::21]",
     );
     put(&mut r, &eni_path(m, "ipv6-gateway"), "2001:db8:1::1");
     put(
@@ -301,7 +371,8 @@ fn three_enis() -> HashMap<String, (u16, Vec<u8>)> {
     put(&mut r, &eni_path(m, "netmask"), "255.255.255.128");
     put(&mut r, &eni_path(m, "gateway"), "192.168.2.125");
     put(&mut r, &eni_path(m, "vswitch-cidr-block"), "192.168.2.0/25");
-    put(&mut r, &eni_path(m, "ipv4-prefixes"), "[]");
+    // No prefixes: an empty body; no IPv6: `[]` (issue 14: empty, `[]` or 404).
+    put(&mut r, &eni_path(m, "ipv4-prefixes"), "");
     put(&mut r, &eni_path(m, "ipv6s"), "[]");
     r
 }
