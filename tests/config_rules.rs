@@ -1947,7 +1947,10 @@ fn ipv6_prefix_is_accepted_and_routed_as_a_source() {
     let l = accepts(&text);
     let eth1 = l.config.enis.iter().find(|e| e.name == "eth1").unwrap();
     assert_eq!(eth1.prefixes.len(), 1);
-    assert_eq!(eth1.ipv6_prefixes, vec!["2001:db8:1:0:8::/80".parse().unwrap()]);
+    assert_eq!(
+        eth1.ipv6_prefixes,
+        vec!["2001:db8:1:0:8::/80".parse().unwrap()]
+    );
     let desired = eniroute::plan::desired(&l.config, None);
     let script = eniroute::render::ip_script(&desired);
     assert!(
@@ -1980,7 +1983,11 @@ fn ipv6_prefix_overlapping_an_ipv6_address() {
 #[test]
 fn ipv6_prefix_with_host_bits_and_without_ipv6_cidr() {
     let text = edit(&[(V4_PREFIX, r#"prefixes = ["2001:db8:1:0:8::1/80"]"#)]);
-    rejects(&text, "has host bits set", line_of(&text, "2001:db8:1:0:8::1/80"));
+    rejects(
+        &text,
+        "has host bits set",
+        line_of(&text, "2001:db8:1:0:8::1/80"),
+    );
     // eth0 has no IPv6 at all: an IPv6 prefix there needs ipv6_cidr and ipv6_gateway.
     let text = edit(&[(
         "private_ips = [\"192.168.0.10\"]",

@@ -393,7 +393,8 @@ fn assert_fixture(d: &Discovered) {
     assert!(e.primary);
     assert_eq!(e.id, "eni-primary0001");
     assert_eq!(e.private_ips, [v4("192.168.0.10"), v4("192.168.0.11")]);
-    let eips: Vec<(Ipv4Addr, Ipv4Addr)> = e.eips.iter().map(|x| (x.address, x.private_ip)).collect();
+    let eips: Vec<(Ipv4Addr, Ipv4Addr)> =
+        e.eips.iter().map(|x| (x.address, x.private_ip)).collect();
     assert_eq!(eips, [(v4("203.0.113.10"), v4("192.168.0.10"))]);
     assert!(e.prefixes.is_empty() && e.ipv6.is_empty());
     let e = &d.enis[1];
@@ -1119,7 +1120,14 @@ fn discover_verb_writes_a_valid_config() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("eniroute.toml");
     let out = std::process::Command::new(bin)
-        .args(["discover", "--provider", "aliyun", "--endpoint", &mock.url, "--output"])
+        .args([
+            "discover",
+            "--provider",
+            "aliyun",
+            "--endpoint",
+            &mock.url,
+            "--output",
+        ])
         .arg(&file)
         .output()
         .unwrap();
@@ -1151,7 +1159,14 @@ fn discover_verb_writes_a_valid_config() {
 
     let gone = dir.join("never.toml");
     let down = std::process::Command::new(bin)
-        .args(["discover", "--provider", "aliyun", "--endpoint", "http://127.0.0.1:9", "--output"])
+        .args([
+            "discover",
+            "--provider",
+            "aliyun",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--output",
+        ])
         .arg(&gone)
         .output()
         .unwrap();
@@ -1254,4 +1269,453 @@ fn address_rule_messages_are_exact() {
         "metadata /latest/meta-data/eipv4: the EIP 203.0.113.10 is listed twice, or is also a \
          private IP of an ENI"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alibaba: one test per documented list form (issue 14's table)
+// ---------------------------------------------------------------------------------------------
+
+/// Serve `body` (or a 404 when `None`) at `key` of the IPv6 ENI and discover.
+fn ecs_with(key: &str, body: Option<&str>) -> Result<Discovered, DiscoverError> {
+    let mut routes = three_enis();
+    match body {
+        Some(b) => put(&mut routes, &eni_path(MAC_V6, key), b),
+        None => {
+            routes.remove(&eni_path(MAC_V6, key));
+        }
+    }
+    let mock = Mock::new(routes, TokenMode::Required);
+    discover(&mock.opts())
+}
+
+fn ecs_v6_eni(key: &str, body: Option<&str>) -> DiscoveredEni {
+    let d = ecs_with(key, body).unwrap_or_else(|e| panic!("{key} = {body:?}: {e}"));
+    // Whatever the form, the output validates.
+    let text = to_toml(&d);
+    if let Err(e) = eniroute::config::load_str(&text, "discovered") {
+        panic!("{e}\n{text}");
+    }
+    d.enis
+        .into_iter()
+        .find(|e| e.id == "eni-second0002")
+        .expect("eni 2")
+}
+
+macro_rules! ecs_form {
+    ($test:ident, $key:expr, $body:expr, $check:expr) => {
+        #[test]
+        fn $test() {
+            let body: Option<&str> = $body;
+            let e = ecs_v6_eni($key, body);
+            let check: fn(&DiscoveredEni) -> bool = $check;
+            assert!(check(&e), "{} = {:?}: {e:?}", $key, body);
+        }
+    };
+}
+
+// issue 14: `[2408:4321:180:1701:94c7:bc38:3bfa:e4e]` (one address, brackets, no quotes).
+ecs_form!(
+    ecs_ipv6s_one_bracketed_unquoted,
+    "ipv6s",
+    Some("[2001:db8:1::20]"),
+    |e| e.ipv6 == [v6("2001:db8:1::20")]
+);
+// issue 14: `[a,b]`; cloud-init test_aliyun.py `"[2408:xxxxxx]"`.
+ecs_form!(
+    ecs_ipv6s_two_bracketed_unquoted,
+    "ipv6s",
+    Some("[2001:db8:1::20, 2001:db8:1::21]\n"),
+    |e| e.ipv6 == [v6("2001:db8:1::20"), v6("2001:db8:1::21")]
+);
+// The JSON form the project's older fixtures served (still accepted).
+ecs_form!(
+    ecs_ipv6s_json_quoted,
+    "ipv6s",
+    Some(r#"["2001:db8:1::21"]"#),
+    |e| e.ipv6 == [v6("2001:db8:1::21")]
+);
+// No IPv6: an empty body, `[]` or a 404 (HTML page) — then no ipv6_cidr/gateway either.
+ecs_form!(ecs_ipv6s_empty_body, "ipv6s", Some(""), |e| e
+    .ipv6
+    .is_empty()
+    && e.ipv6_cidr.is_none());
+ecs_form!(ecs_ipv6s_empty_brackets, "ipv6s", Some("[]"), |e| e
+    .ipv6
+    .is_empty()
+    && e.ipv6_gateway.is_none());
+ecs_form!(ecs_ipv6s_404_html, "ipv6s", None, |e| e.ipv6.is_empty());
+// issue 14: `ipv4-prefixes` is a bare CIDR `192.168.4.48/28`, one per line for several.
+ecs_form!(
+    ecs_ipv4_prefixes_bare,
+    "ipv4-prefixes",
+    Some("192.168.1.48/28"),
+    |e| e.prefixes == ["192.168.1.48/28".parse().unwrap()]
+);
+ecs_form!(
+    ecs_ipv4_prefixes_one_per_line,
+    "ipv4-prefixes",
+    Some("192.168.1.48/28\n192.168.1.64/28\n"),
+    |e| e.prefixes.len() == 2
+);
+ecs_form!(
+    ecs_ipv4_prefixes_empty_body,
+    "ipv4-prefixes",
+    Some(""),
+    |e| e.prefixes.is_empty()
+);
+ecs_form!(
+    ecs_ipv4_prefixes_empty_brackets,
+    "ipv4-prefixes",
+    Some("[]"),
+    |e| e.prefixes.is_empty()
+);
+ecs_form!(ecs_ipv4_prefixes_404_html, "ipv4-prefixes", None, |e| e
+    .prefixes
+    .is_empty());
+// Alibaba's table: `private-ipv4s` = `["192.168.XX.XX"]`; NetworkManager-ci's Aliyun mock
+// (features/scenarios/cloud.feature, nm-cloud-setup) serves a bare address.
+ecs_form!(
+    ecs_private_ipv4s_json,
+    "private-ipv4s",
+    Some(r#"["192.168.1.20","192.168.1.21"]"#),
+    |e| e.private_ips.len() == 2
+);
+ecs_form!(
+    ecs_private_ipv4s_bare,
+    "private-ipv4s",
+    Some("192.168.1.20"),
+    |e| e.private_ips == [v4("192.168.1.20")]
+);
+
+/// Garbage stays an error naming the path and quoting the raw value.
+#[test]
+fn ecs_garbage_lists_are_errors_quoting_the_value() {
+    for (key, body) in [
+        ("ipv6s", "[2001:db8:1::20"),
+        ("ipv6s", "2001:db8:1::20 2001:db8:1::21"),
+        ("ipv6s", "[2001:db8:1::20,,2001:db8:1::21]"),
+        ("ipv4-prefixes", "192.168.1.48/28,192.168.1.64/28"),
+        ("ipv4-prefixes", "<html><body>oops</body></html>"),
+        ("private-ipv4s", "[\"192.168.1.20\""),
+    ] {
+        let err = ecs_with(key, Some(body)).expect_err(body).to_string();
+        let path = eni_path(MAC_V6, key);
+        assert!(err.starts_with(&format!("metadata {path}: ")), "{err}");
+        let excerpt: String = body.chars().take(10).collect();
+        assert!(
+            err.contains(&format!("{excerpt:?}").trim_end_matches('"').to_string()),
+            "quotes {body:?}: {err}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AWS EC2 (IMDSv2)
+// ---------------------------------------------------------------------------------------------
+
+const AWS_PRIMARY: &str = "0a:07:84:3d:6e:38";
+const AWS_SECOND: &str = "0a:75:69:92:e2:16";
+
+/// Two ENIs in the shape of cloud-init's EC2 fixtures (tests/unittests/sources/test_ec2.py:
+/// NIC1_MD_IPV4_IPV6_MULTI_IP and NIC2_MD — lists joined by newlines, `ipv4-associations`
+/// mapping each public IP to its private IP, `"ipv6s": ""` for none), with documentation
+/// addresses; plus `ipv4-prefix` / `ipv6-prefix` (one CIDR per line, AWS's instance metadata
+/// categories) and `placement/region`. Listed secondary first: device-number decides.
+fn aws_two_enis() -> HashMap<String, (u16, Vec<u8>)> {
+    let mut r = HashMap::new();
+    put(&mut r, MACS, &format!("{AWS_SECOND}/\n{AWS_PRIMARY}/\n"));
+    put(&mut r, "/latest/meta-data/placement/region", "us-east-2");
+    let m = AWS_PRIMARY;
+    put(&mut r, &eni_path(m, "device-number"), "0");
+    put(
+        &mut r,
+        &eni_path(m, "interface-id"),
+        "eni-0d6335689899ce9cc",
+    );
+    put(
+        &mut r,
+        &eni_path(m, "local-ipv4s"),
+        "172.31.44.13\n172.31.45.70",
+    );
+    put(
+        &mut r,
+        &eni_path(m, "subnet-ipv4-cidr-block"),
+        "172.31.32.0/20",
+    );
+    put(&mut r, &eni_path(m, "ipv4-prefix"), "172.31.40.16/28");
+    put(
+        &mut r,
+        &eni_path(m, "ipv6s"),
+        "2001:db8:292:100:c187:593c:4349:136\n2001:db8:292:100:f153:12a3:c37c:11f9",
+    );
+    put(
+        &mut r,
+        &eni_path(m, "subnet-ipv6-cidr-blocks"),
+        "2001:db8:292:100::/64",
+    );
+    put(
+        &mut r,
+        &eni_path(m, "ipv6-prefix"),
+        "2001:db8:292:100:8::/80",
+    );
+    put(&mut r, &eni_path(m, "public-ipv4s"), "203.0.113.181");
+    put(&mut r, &eni_path(m, "ipv4-associations/"), "203.0.113.181");
+    put(
+        &mut r,
+        &eni_path(m, "ipv4-associations/203.0.113.181"),
+        "172.31.44.13",
+    );
+    let m = AWS_SECOND;
+    put(&mut r, &eni_path(m, "device-number"), "1");
+    put(&mut r, &eni_path(m, "network-card"), "0");
+    put(
+        &mut r,
+        &eni_path(m, "interface-id"),
+        "eni-043cdce36ded5e79f",
+    );
+    put(&mut r, &eni_path(m, "local-ipv4s"), "172.31.47.221");
+    put(
+        &mut r,
+        &eni_path(m, "subnet-ipv4-cidr-block"),
+        "172.31.32.0/20",
+    );
+    put(&mut r, &eni_path(m, "ipv6s"), "");
+    put(&mut r, &eni_path(m, "public-ipv4s"), "");
+    r
+}
+
+fn aws_ok(opts: &DiscoverOptions) -> Discovered {
+    let d = discover(opts).unwrap_or_else(|e| panic!("discover: {e}"));
+    let text = to_toml(&d);
+    if let Err(e) = eniroute::config::load_str(&text, "discovered") {
+        panic!("the discovered config does not validate: {e}\n{text}");
+    }
+    d
+}
+
+#[test]
+fn aws_imdsv2_reads_every_documented_key() {
+    let mock = Mock::aws(aws_two_enis(), TokenMode::Required);
+    let d = aws_ok(&mock.aws_opts());
+    assert_eq!(d.provider, ProviderKind::Aws);
+    assert!(d.hardened);
+    assert_eq!(d.region.as_deref(), Some("us-east-2"));
+    let e = &d.enis[0];
+    assert!(e.primary && e.name == "eth0" && e.id == "eni-0d6335689899ce9cc");
+    assert_eq!(e.gateway, v4("172.31.32.1"), "the subnet's first host");
+    assert_eq!(e.private_ips, [v4("172.31.44.13"), v4("172.31.45.70")]);
+    assert_eq!(e.prefixes, ["172.31.40.16/28".parse().unwrap()]);
+    assert_eq!(e.ipv6.len(), 2);
+    assert_eq!(e.ipv6_gateway, Some(v6("2001:db8:292:100::1")));
+    assert_eq!(
+        e.ipv6_prefixes,
+        ["2001:db8:292:100:8::/80".parse().unwrap()]
+    );
+    let eips: Vec<_> = e.eips.iter().map(|x| (x.address, x.private_ip)).collect();
+    assert_eq!(eips, [(v4("203.0.113.181"), v4("172.31.44.13"))]);
+    let e = &d.enis[1];
+    assert!(!e.primary && e.name == "eth1");
+    assert!(e.ipv6.is_empty() && e.eips.is_empty() && e.ipv6_cidr.is_none());
+    // Every read carried the IMDSv2 token; the token request its TTL header.
+    let log = mock.log();
+    assert_eq!(
+        (log[0].method.as_str(), log[0].path.as_str()),
+        ("PUT", TOKEN)
+    );
+    assert_eq!(log[0].ttl.as_deref(), Some("21600"));
+    assert!(log[1..]
+        .iter()
+        .all(|l| l.token.as_deref() == Some("tok-1-AbC")));
+    let text = to_toml(&d);
+    assert!(
+        text.contains("AWS EC2 instance metadata service (IMDSv2)")
+            && text.contains("provider:  aws")
+    );
+    assert!(
+        text.contains("prefixes = [\"172.31.40.16/28\", \"2001:db8:292:100:8::/80\"]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn aws_expired_token_is_renewed_on_401() {
+    let mock = Mock::aws(aws_two_enis(), TokenMode::Required);
+    mock.with(|s| s.expire_tokens_after_reads = Some(4));
+    let d = aws_ok(&mock.aws_opts());
+    assert_eq!(d.enis.len(), 2);
+    assert_eq!(mock.count("PUT", TOKEN), 2, "renewed once");
+}
+
+#[test]
+fn aws_throttling_honours_retry_after() {
+    let mock = Mock::aws(aws_two_enis(), TokenMode::Required);
+    mock.with(|s| s.throttle = Some((2, 1)));
+    let start = Instant::now();
+    aws_ok(&mock.aws_opts());
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "waited Retry-After twice"
+    );
+    // A Retry-After longer than a request may wait ends the read as Throttled at once.
+    let mock = Mock::aws(aws_two_enis(), TokenMode::Required);
+    mock.with(|s| s.throttle = Some((1, 120)));
+    let start = Instant::now();
+    let err = expect_err(&mock.aws_opts());
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)), "{err}");
+    assert!(err.to_string().contains(TOKEN), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn aws_slow_answers_within_the_timeout_are_fine() {
+    let mock = Mock::aws(aws_two_enis(), TokenMode::Optional);
+    mock.with(|s| s.delay = Some(Duration::from_millis(150)));
+    let d = aws_ok(&mock.aws_opts());
+    assert_eq!(d.enis.len(), 2);
+}
+
+#[test]
+fn aws_request_budget_is_enforced() {
+    let mock = Mock::aws(aws_two_enis(), TokenMode::Optional);
+    let opts = DiscoverOptions {
+        max_requests: 5,
+        ..mock.aws_opts()
+    };
+    assert!(matches!(
+        expect_err(&opts),
+        DiscoverError::Budget { budget: 5, .. }
+    ));
+    assert_eq!(mock.log().len(), 5);
+}
+
+#[test]
+fn aws_primary_is_device_0_on_network_card_0() {
+    let mut routes = aws_two_enis();
+    // The second ENI sits on network card 1 as its device 0: still not the primary.
+    put(&mut routes, &eni_path(AWS_SECOND, "device-number"), "0");
+    put(&mut routes, &eni_path(AWS_SECOND, "network-card"), "1");
+    let mock = Mock::aws(routes, TokenMode::Optional);
+    let d = aws_ok(&mock.aws_opts());
+    assert_eq!(d.enis[0].id, "eni-0d6335689899ce9cc");
+    assert!(d.enis[0].primary && !d.enis[1].primary);
+
+    let mut routes = aws_two_enis();
+    put(&mut routes, &eni_path(AWS_PRIMARY, "device-number"), "2");
+    let mock = Mock::aws(routes, TokenMode::Optional);
+    let err = expect_err(&mock.aws_opts()).to_string();
+    assert!(
+        err.contains("no ENI has device-number 0 on network-card 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn aws_public_ipv4s_without_associations() {
+    // One public IP and no ipv4-associations/: the auto-assigned public IP of the primary IP.
+    let mut routes = aws_two_enis();
+    routes.remove(&eni_path(AWS_PRIMARY, "ipv4-associations/"));
+    let mock = Mock::aws(routes.clone(), TokenMode::Optional);
+    let d = aws_ok(&mock.aws_opts());
+    assert_eq!(d.enis[0].eips[0].private_ip, v4("172.31.44.13"));
+    // Several cannot be placed: an error naming public-ipv4s.
+    put(
+        &mut routes,
+        &eni_path(AWS_PRIMARY, "public-ipv4s"),
+        "203.0.113.181\n203.0.113.182",
+    );
+    let mock = Mock::aws(routes, TokenMode::Optional);
+    let err = expect_err(&mock.aws_opts()).to_string();
+    assert!(
+        err.contains(&eni_path(AWS_PRIMARY, "public-ipv4s")),
+        "{err}"
+    );
+}
+
+#[test]
+fn aws_malformed_values_name_the_path() {
+    for (key, body) in [
+        ("local-ipv4s", "172.31.44.13 172.31.45.70"),
+        ("device-number", "00"),
+        ("subnet-ipv4-cidr-block", "172.31.32.1/20"),
+        ("ipv4-associations/203.0.113.181", "10.9.9.9"),
+        ("ipv6-prefix", "2001:db8:292:101::/80"),
+    ] {
+        let mut routes = aws_two_enis();
+        put(&mut routes, &eni_path(AWS_PRIMARY, key), body);
+        let mock = Mock::aws(routes, TokenMode::Optional);
+        let err = expect_err(&mock.aws_opts()).to_string();
+        assert!(
+            err.contains(&eni_path(AWS_PRIMARY, key.split('/').next().unwrap())),
+            "{key}: {err}"
+        );
+    }
+}
+
+/// `auto`: DMI decides without a request; silent DMI falls back to probing (the AWS mock
+/// answers only AWS's probe path); a cloud that matches neither is an error.
+#[test]
+fn auto_detects_from_dmi_then_by_probing() {
+    let mock = Mock::aws(aws_two_enis(), TokenMode::Required);
+    let dmi = scratch("dmi-aws");
+    std::fs::write(dmi.join("sys_vendor"), "Amazon EC2\n").unwrap();
+    let opts = DiscoverOptions {
+        provider: ProviderChoice::Auto,
+        dmi_dir: dmi.clone(),
+        ..mock.opts()
+    };
+    assert_eq!(aws_ok(&opts).provider, ProviderKind::Aws);
+    assert_eq!(
+        mock.count("GET", "/latest/meta-data/region-id"),
+        0,
+        "no probing"
+    );
+
+    let empty = scratch("dmi-none");
+    let opts = DiscoverOptions {
+        provider: ProviderChoice::Auto,
+        dmi_dir: empty.clone(),
+        probe_timeout: Duration::from_millis(500),
+        ..mock.opts()
+    };
+    assert_eq!(aws_ok(&opts).provider, ProviderKind::Aws);
+
+    let ecs = Mock::new(three_enis(), TokenMode::Optional);
+    let opts = DiscoverOptions {
+        provider: ProviderChoice::Auto,
+        dmi_dir: empty.clone(),
+        ..ecs.opts()
+    };
+    assert_eq!(aws_ok(&opts).provider, ProviderKind::Aliyun);
+
+    let nobody = Mock::new(HashMap::new(), TokenMode::Absent);
+    let opts = DiscoverOptions {
+        provider: ProviderChoice::Auto,
+        dmi_dir: empty.clone(),
+        ..nobody.opts()
+    };
+    assert!(matches!(expect_err(&opts), DiscoverError::UnknownCloud(_)));
+    let _ = std::fs::remove_dir_all(dmi);
+    let _ = std::fs::remove_dir_all(empty);
+}
+
+#[test]
+fn discover_verb_with_provider_aws() {
+    let mock = Mock::aws(aws_two_enis(), TokenMode::Required);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eniroute"))
+        .args(["discover", "--provider", "aws", "--endpoint", &mock.url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mac = \"0a:07:84:3d:6e:38\"") && text.contains("primary = true"));
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_eniroute"))
+        .args(["discover", "--provider", "gcp"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
 }

@@ -165,10 +165,12 @@ pub fn discover_section(text: &str, path: &str) -> Result<Option<DiscoverSetting
     };
     let mut v = Validator::new(LineIndex::new(text));
     let settings = v.discover(&d);
-    v.finish_part(settings).map(Some).map_err(|problems| ConfigError {
-        path: path.to_string(),
-        problems,
-    })
+    v.finish_part(settings)
+        .map(Some)
+        .map_err(|problems| ConfigError {
+            path: path.to_string(),
+            problems,
+        })
 }
 
 /// Byte offsets to 1-based lines and columns.

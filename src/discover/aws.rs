@@ -10,8 +10,8 @@ use macaddr::MacAddr6;
 
 use super::http::{Session, TokenScheme};
 use super::parse::{
-    invalid, parse_eni_id, parse_list, parse_mac_listing, parse_public_v4, parse_region,
-    parse_v4, parse_v4_net, parse_v6, parse_v6_net,
+    invalid, parse_eni_id, parse_list, parse_mac_listing, parse_public_v4, parse_region, parse_v4,
+    parse_v4_net, parse_v6, parse_v6_net,
 };
 use super::{checks, DiscoverError, Instance, Listed, MetadataEni, NatEip, Provider};
 use crate::model::mac_text;
@@ -50,7 +50,11 @@ impl Provider for Aws {
             });
         }
         if macs.len() > MAX_ENIS {
-            return Err(invalid(MACS_PATH, "more ENIs than any instance has", &listing));
+            return Err(invalid(
+                MACS_PATH,
+                "more ENIs than any instance has",
+                &listing,
+            ));
         }
         let region = match session.get(REGION_PATH)? {
             Some(text) => Some(parse_region(text.trim(), REGION_PATH)?),
@@ -71,13 +75,14 @@ impl Provider for Aws {
                 ),
             });
         }
-        let primary = read.iter().position(|(slot, _)| *slot == (0, 0)).ok_or_else(|| {
-            DiscoverError::Inconsistent {
+        let primary = read
+            .iter()
+            .position(|(slot, _)| *slot == (0, 0))
+            .ok_or_else(|| DiscoverError::Inconsistent {
                 path: MACS_PATH.to_string(),
                 reason: "no ENI has device-number 0 on network-card 0 (the primary ENI)"
                     .to_string(),
-            }
-        })?;
+            })?;
         Ok(Instance {
             region,
             enis: read.into_iter().map(|(_, e)| e).collect(),
@@ -147,7 +152,11 @@ fn read_eni(
     let (text, path) = d.required("subnet-ipv4-cidr-block")?;
     let cidr = parse_v4_net(text.trim(), &path)?;
     let gateway = first_host_v4(cidr).ok_or_else(|| {
-        invalid(&path, "subnet too small for a router and a host", text.trim())
+        invalid(
+            &path,
+            "subnet too small for a router and a host",
+            text.trim(),
+        )
     })?;
     let (text, path) = d.required("local-ipv4s")?;
     let private_ips = parse_list(&text, &path, parse_v4)?;
@@ -205,12 +214,14 @@ fn read_ipv6(d: &mut EniDir<'_>) -> Result<V6, DiscoverError> {
     };
     let (text, blocks_path) = d.required("subnet-ipv6-cidr-blocks")?;
     let blocks = parse_list(&text, &blocks_path, parse_v6_net)?;
-    let net = blocks.iter().copied().find(|b| b.contains(first)).ok_or_else(|| {
-        DiscoverError::Inconsistent {
+    let net = blocks
+        .iter()
+        .copied()
+        .find(|b| b.contains(first))
+        .ok_or_else(|| DiscoverError::Inconsistent {
             path: blocks_path.clone(),
             reason: format!("no IPv6 subnet block holds {first}"),
-        }
-    })?;
+        })?;
     checks::ipv6(&path, &addresses, Some(net))?;
     let gateway = Ipv6Addr::from(u128::from(net.network()).saturating_add(1));
     checks::ipv6_prefixes(&prefix_path, &prefixes, net, &addresses, gateway)?;

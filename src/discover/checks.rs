@@ -86,7 +86,11 @@ pub(crate) fn prefixes(
 }
 
 /// IPv6 addresses are global unicast (never `::`) and inside the IPv6 subnet.
-pub(crate) fn ipv6(path: &str, ips: &[Ipv6Addr], net: Option<Ipv6Network>) -> Result<(), DiscoverError> {
+pub(crate) fn ipv6(
+    path: &str,
+    ips: &[Ipv6Addr],
+    net: Option<Ipv6Network>,
+) -> Result<(), DiscoverError> {
     if let Some(ip) = ips
         .iter()
         .find(|ip| !rules::ipv6_global(**ip) || ip.is_unspecified())
@@ -108,7 +112,11 @@ pub(crate) fn ipv6(path: &str, ips: &[Ipv6Addr], net: Option<Ipv6Network>) -> Re
 }
 
 /// The IPv6 gateway is link-local or inside the IPv6 subnet.
-pub(crate) fn ipv6_gateway(path: &str, gw: Ipv6Addr, net: Ipv6Network) -> Result<(), DiscoverError> {
+pub(crate) fn ipv6_gateway(
+    path: &str,
+    gw: Ipv6Addr,
+    net: Ipv6Network,
+) -> Result<(), DiscoverError> {
     if rules::ipv6_gateway_usable(gw, Some(net)) {
         Ok(())
     } else {
@@ -134,7 +142,12 @@ pub(crate) fn ipv6_prefixes(
             format!("prefix {n} overlaps IPv6 address {ip}")
         } else if n.contains(gw) {
             format!("prefix {n} contains the IPv6 gateway {gw}")
-        } else if let Some(o) = prefixes.get(..i).unwrap_or_default().iter().find(|o| o.overlaps(*n)) {
+        } else if let Some(o) = prefixes
+            .get(..i)
+            .unwrap_or_default()
+            .iter()
+            .find(|o| o.overlaps(*n))
+        {
             format!("prefix {n} overlaps prefix {o}")
         } else {
             continue;
@@ -145,7 +158,11 @@ pub(crate) fn ipv6_prefixes(
 }
 
 /// Each EIP maps to one of the ENI's private IPs, and no two to the same one (nat mode).
-pub(crate) fn eips(path: &str, eips: &[NatEip], private_ips: &[Ipv4Addr]) -> Result<(), DiscoverError> {
+pub(crate) fn eips(
+    path: &str,
+    eips: &[NatEip],
+    private_ips: &[Ipv4Addr],
+) -> Result<(), DiscoverError> {
     for (i, e) in eips.iter().enumerate() {
         if !private_ips.contains(&e.private_ip) {
             return Err(inconsistent(

@@ -69,7 +69,9 @@ fn from_dmi(dmi: &[(&str, String)]) -> Option<ProviderKind> {
             .map(|(_, v)| v.as_str())
             .unwrap_or("")
     };
-    if get("sys_vendor").starts_with("Alibaba Cloud") || get("product_name").starts_with("Alibaba Cloud ECS") {
+    if get("sys_vendor").starts_with("Alibaba Cloud")
+        || get("product_name").starts_with("Alibaba Cloud ECS")
+    {
         return Some(ProviderKind::Aliyun);
     }
     if get("sys_vendor") == "Amazon EC2"
@@ -109,13 +111,22 @@ mod tests {
 
     #[test]
     fn dmi_strings_of_each_cloud() {
-        let ecs = dmi(&[("sys_vendor", "Alibaba Cloud"), ("product_name", "Alibaba Cloud ECS")]);
+        let ecs = dmi(&[
+            ("sys_vendor", "Alibaba Cloud"),
+            ("product_name", "Alibaba Cloud ECS"),
+        ]);
         assert_eq!(from_dmi(&ecs), Some(ProviderKind::Aliyun));
         let nitro = dmi(&[("sys_vendor", "Amazon EC2"), ("product_name", "m5.large")]);
         assert_eq!(from_dmi(&nitro), Some(ProviderKind::Aws));
-        let xen = dmi(&[("bios_version", "4.11.amazon"), ("product_uuid", "EC2E1916-9099-7CAF")]);
+        let xen = dmi(&[
+            ("bios_version", "4.11.amazon"),
+            ("product_uuid", "EC2E1916-9099-7CAF"),
+        ]);
         assert_eq!(from_dmi(&xen), Some(ProviderKind::Aws));
-        let kvm = dmi(&[("sys_vendor", "QEMU"), ("product_name", "Standard PC (Q35 + ICH9, 2009)")]);
+        let kvm = dmi(&[
+            ("sys_vendor", "QEMU"),
+            ("product_name", "Standard PC (Q35 + ICH9, 2009)"),
+        ]);
         assert_eq!(from_dmi(&kvm), None);
         assert_eq!(from_dmi(&[]), None);
     }

@@ -56,14 +56,23 @@ pub fn merge(
             .into_iter()
             .map(|v| match v {
                 Value::Table(t) => Ok(Some(t)),
-                _ => Err(fail("`eni` must be an array of tables ([[eni]])".to_string())),
+                _ => Err(fail(
+                    "`eni` must be an array of tables ([[eni]])".to_string(),
+                )),
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(fail("`eni` must be an array of tables ([[eni]])".to_string())),
+        Some(_) => {
+            return Err(fail(
+                "`eni` must be an array of tables ([[eni]])".to_string(),
+            ))
+        }
     };
     let excluded_by = |mac: MacAddr6, name: &str| {
         let ifname = ifname_of(mac);
-        settings.exclude.iter().any(|x| x.matches(mac, name, ifname.as_deref()))
+        settings
+            .exclude
+            .iter()
+            .any(|x| x.matches(mac, name, ifname.as_deref()))
     };
 
     let mut merged: Vec<Table> = Vec::new();
@@ -73,7 +82,9 @@ pub fn merge(
         let (Some(mac), Some(name)) = (table_mac(&eni), table_str(&eni, "name")) else {
             continue;
         };
-        let matching = own.iter_mut().find(|t| t.as_ref().and_then(table_mac) == Some(mac));
+        let matching = own
+            .iter_mut()
+            .find(|t| t.as_ref().and_then(table_mac) == Some(mac));
         let over = matching.and_then(Option::take);
         if excluded_by(mac, &name) {
             if let Some(o) = over {
@@ -108,16 +119,14 @@ pub fn merge(
         "eni".to_string(),
         Value::Array(merged.into_iter().map(Value::Table).collect()),
     );
-    let text = toml::to_string(&file).map_err(|e| fail(format!("cannot write the merged config: {e}")))?;
+    let text =
+        toml::to_string(&file).map_err(|e| fail(format!("cannot write the merged config: {e}")))?;
     Ok(Merged { text, excluded })
 }
 
 fn discovered_enis(t: &Table) -> Vec<Table> {
     match t.get("eni") {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_table().cloned())
-            .collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_table().cloned()).collect(),
         _ => Vec::new(),
     }
 }
@@ -143,10 +152,7 @@ fn overlay(mut eni: Table, file: Table) -> Table {
 }
 
 /// A file entry the metadata does not list: kept when complete and not excluded.
-fn kept_entry(
-    o: Table,
-    excluded_by: &dyn Fn(MacAddr6, &str) -> bool,
-) -> Result<Table, String> {
+fn kept_entry(o: Table, excluded_by: &dyn Fn(MacAddr6, &str) -> bool) -> Result<Table, String> {
     let label = table_str(&o, "name").unwrap_or_default();
     if let Some(mac) = table_mac(&o) {
         if excluded_by(mac, &label) {
@@ -233,8 +239,13 @@ mod tests {
         }
     }
 
-    fn run(file: &str, ifname_of: &dyn Fn(MacAddr6) -> Option<String>) -> Result<Merged, ConfigError> {
-        let settings = discover_section(file, "f.toml").unwrap().expect("[discover]");
+    fn run(
+        file: &str,
+        ifname_of: &dyn Fn(MacAddr6) -> Option<String>,
+    ) -> Result<Merged, ConfigError> {
+        let settings = discover_section(file, "f.toml")
+            .unwrap()
+            .expect("[discover]");
         merge(file, "f.toml", &found(), &settings, ifname_of)
     }
 
@@ -265,8 +276,16 @@ address = "198.51.100.7"
         let wan = &l.config.enis[2];
         assert_eq!(wan.mode, Mode::MultiEip);
         assert_eq!(wan.eips[0].address.to_string(), "198.51.100.7");
-        assert_eq!(wan.cidr.map(|c| c.to_string()).as_deref(), Some("172.31.16.0/20"), "from the metadata");
-        assert_eq!(l.config.enis[0].eips.len(), 1, "the metadata's EIP on the primary");
+        assert_eq!(
+            wan.cidr.map(|c| c.to_string()).as_deref(),
+            Some("172.31.16.0/20"),
+            "from the metadata"
+        );
+        assert_eq!(
+            l.config.enis[0].eips.len(),
+            1,
+            "the metadata's EIP on the primary"
+        );
         assert_eq!(l.config.region.as_deref(), Some("us-east-2"));
         let s = discover_section(&m.text, "merged").unwrap().unwrap();
         assert_eq!(s.refresh, Duration::from_secs(120));
@@ -277,8 +296,13 @@ address = "198.51.100.7"
         let by_mac = "[discover]\nexclude = [\"02:00:00:00:00:01\"]\n";
         let m = run(by_mac, &no_links).unwrap();
         assert_eq!(m.excluded, ["eth1 (02:00:00:00:00:01)"]);
-        assert!(!m.text.contains("mac = \"02:00:00:00:00:01\""), "{}", m.text);
-        let ifname = |mac: MacAddr6| (mac == MacAddr6::new(2, 0, 0, 0, 0, 2)).then(|| "ens7".to_string());
+        assert!(
+            !m.text.contains("mac = \"02:00:00:00:00:01\""),
+            "{}",
+            m.text
+        );
+        let ifname =
+            |mac: MacAddr6| (mac == MacAddr6::new(2, 0, 0, 0, 0, 2)).then(|| "ens7".to_string());
         let by_ifname = "[discover]\nexclude = [\"ens7\"]\n";
         let m = run(by_ifname, &ifname).unwrap();
         assert_eq!(m.excluded, ["eth2 (02:00:00:00:00:02)"]);
@@ -291,7 +315,8 @@ address = "198.51.100.7"
         let both = "[discover]\nexclude = [\"02:00:00:00:00:01\"]\n[[eni]]\nname = \"x\"\nmac = \"02:00:00:00:00:01\"\nmode = \"nat\"\n";
         let e = run(both, &no_links).unwrap_err().to_string();
         assert!(e.contains("declared and also excluded"), "{e}");
-        let stray = "[discover]\n[[eni]]\nname = \"x\"\nmac = \"02:00:00:00:00:09\"\nmode = \"nat\"\n";
+        let stray =
+            "[discover]\n[[eni]]\nname = \"x\"\nmac = \"02:00:00:00:00:09\"\nmode = \"nat\"\n";
         let e = run(stray, &no_links).unwrap_err().to_string();
         assert!(e.contains("lists no ENI with mac 02:00:00:00:00:09"), "{e}");
     }
@@ -324,9 +349,12 @@ address = "198.51.100.7"
         let e = discover_section(bad, "f.toml").unwrap_err();
         let lines: Vec<usize> = e.problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, [2, 3, 4], "{e}");
-        let ok = discover_section("[discover]\nexclude = [\"00:16:3E:00:00:99\", \"eth9\"]\n", "f")
-            .unwrap()
-            .unwrap();
+        let ok = discover_section(
+            "[discover]\nexclude = [\"00:16:3E:00:00:99\", \"eth9\"]\n",
+            "f",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(ok.provider, "auto");
         assert!(matches!(ok.exclude[0], Excluded::Mac(_)));
         assert_eq!(ok.exclude[1], Excluded::Name("eth9".to_string()));

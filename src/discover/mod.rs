@@ -51,7 +51,7 @@ use crate::exit::{self, ExitCode};
 use http::{Session, TokenScheme};
 
 pub use self::merge::{merge, Merged};
-pub use self::refresh::{Clock, Decision, Refresher, RefreshPolicy, SystemClock};
+pub use self::refresh::{Clock, Decision, RefreshPolicy, Refresher, SystemClock};
 pub use self::toml::{to_toml, write_atomic};
 
 /// Default lifetime requested for the metadata session token, in seconds (6 hours; the

@@ -188,9 +188,8 @@ fn split_list(body: &str, path: &str, raw: &str) -> Result<Vec<String>, Discover
         return Ok(Vec::new());
     }
     if inner.contains('"') {
-        let items: Vec<String> = serde_json::from_str(body).map_err(|e| {
-            invalid(path, &format!("malformed JSON array of strings ({e})"), raw)
-        })?;
+        let items: Vec<String> = serde_json::from_str(body)
+            .map_err(|e| invalid(path, &format!("malformed JSON array of strings ({e})"), raw))?;
         return items
             .iter()
             .map(|i| match i.trim() {
@@ -301,10 +300,15 @@ mod tests {
     /// `"ipv6s": ""` for none).
     #[test]
     fn every_documented_list_form() {
-        let one = vec!["2408:4321:180:1701:94c7:bc38:3bfa:e4e".parse::<Ipv6Addr>().unwrap()];
+        let one = vec!["2408:4321:180:1701:94c7:bc38:3bfa:e4e"
+            .parse::<Ipv6Addr>()
+            .unwrap()];
         assert_eq!(v6s("[2408:4321:180:1701:94c7:bc38:3bfa:e4e]").unwrap(), one);
         assert_eq!(v6s("2408:4321:180:1701:94c7:bc38:3bfa:e4e\n").unwrap(), one);
-        assert_eq!(v6s(r#"["2408:4321:180:1701:94c7:bc38:3bfa:e4e"]"#).unwrap(), one);
+        assert_eq!(
+            v6s(r#"["2408:4321:180:1701:94c7:bc38:3bfa:e4e"]"#).unwrap(),
+            one
+        );
         let two = "[2408:4321:180:1701::1, 2408:4321:180:1701::2]";
         assert_eq!(v6s(two).unwrap().len(), 2);
         let lines = "2600:1f16:292:100:c187:593c:4349:136\n2600:1f16:292:100:f153:12a3:c37c:11f9\n";
@@ -313,7 +317,10 @@ mod tests {
             assert!(v6s(empty).unwrap().is_empty(), "{empty:?}");
         }
         let nets = parse_list("192.168.4.48/28", "p", parse_v4_net).unwrap();
-        assert_eq!(nets, vec!["192.168.4.48/28".parse::<Ipv4Network>().unwrap()]);
+        assert_eq!(
+            nets,
+            vec!["192.168.4.48/28".parse::<Ipv4Network>().unwrap()]
+        );
         let ips = parse_list(r#"["192.168.0.1","192.168.0.2"]"#, "p", parse_v4).unwrap();
         assert_eq!(ips.len(), 2);
         assert_eq!(parse_list("192.168.0.1", "p", parse_v4).unwrap().len(), 1);

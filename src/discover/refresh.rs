@@ -136,10 +136,13 @@ impl<C: Clock> Refresher<C> {
             let held = last.enis.iter().filter(|e| {
                 host_macs.contains(&e.mac) && !fresh.enis.iter().any(|f| f.mac == e.mac)
             });
-            let held: Vec<_> = held.cloned().map(|mut e| {
-                e.primary = false;
-                e
-            }).collect();
+            let held: Vec<_> = held
+                .cloned()
+                .map(|mut e| {
+                    e.primary = false;
+                    e
+                })
+                .collect();
             fresh.enis.extend(held);
             if same_instance(last, &fresh) {
                 return Decision::Unchanged;
@@ -152,7 +155,11 @@ impl<C: Clock> Refresher<C> {
     fn failed(&mut self, e: &DiscoverError, now: Instant) -> Decision {
         self.failures = self.failures.saturating_add(1);
         let exp = self.failures.saturating_sub(1).min(16);
-        let backoff = self.policy.retry.saturating_mul(1u32 << exp).min(self.policy.interval);
+        let backoff = self
+            .policy
+            .retry
+            .saturating_mul(1u32 << exp)
+            .min(self.policy.interval);
         let wait = backoff.max(e.retry_after().unwrap_or(Duration::ZERO));
         self.next = now + wait;
         let kept = if self.last_good.is_some() {
@@ -254,10 +261,22 @@ mod tests {
         let first = instance(vec![eni(0, &["192.168.0.10"])]);
         let (mut r, clock) = refresher(Some(first.clone()));
         let wait = r.next_due() - clock.now();
-        assert!(wait >= Duration::from_secs(54) && wait <= Duration::from_secs(66), "{wait:?}");
+        assert!(
+            wait >= Duration::from_secs(54) && wait <= Duration::from_secs(66),
+            "{wait:?}"
+        );
         let mut called = false;
-        let d = r.tick(|| { called = true; Ok(first.clone()) }, &[]);
-        assert!(matches!(d, Decision::NotDue { .. }) && !called, "not due: no request");
+        let d = r.tick(
+            || {
+                called = true;
+                Ok(first.clone())
+            },
+            &[],
+        );
+        assert!(
+            matches!(d, Decision::NotDue { .. }) && !called,
+            "not due: no request"
+        );
         clock.advance(Duration::from_secs(67));
         assert_eq!(r.tick(|| Ok(first.clone()), &[]), Decision::Unchanged);
         // A secondary private IP assigned in the console: changed within one refresh.
@@ -288,7 +307,10 @@ mod tests {
         for _ in 0..5 {
             match r.tick(|| Err(outage()), &[]) {
                 Decision::Kept { warning, retry_at } => {
-                    assert!(warning.contains("HTTP 500") && warning.contains("last good"), "{warning}");
+                    assert!(
+                        warning.contains("HTTP 500") && warning.contains("last good"),
+                        "{warning}"
+                    );
                     retries.push(retry_at - clock.now());
                     clock.advance(retry_at - clock.now());
                 }
@@ -296,7 +318,11 @@ mod tests {
             }
         }
         let secs: Vec<u64> = retries.iter().map(Duration::as_secs).collect();
-        assert_eq!(secs, vec![5, 10, 20, 40, 60], "exponential, capped at the interval");
+        assert_eq!(
+            secs,
+            vec![5, 10, 20, 40, 60],
+            "exponential, capped at the interval"
+        );
         assert_eq!(r.current(), Some(&good), "the last good answer is kept");
         // Recovery with the same answer: nothing to do.
         assert_eq!(r.tick(|| Ok(good.clone()), &[]), Decision::Unchanged);
@@ -328,7 +354,10 @@ mod tests {
         let eth1 = eni(1, &[]).mac;
         clock.advance(Duration::from_secs(70));
         // The metadata stops listing eth1, but the host still has it: kept, nothing changes.
-        assert_eq!(r.tick(|| Ok(only_primary.clone()), &[eth1]), Decision::Unchanged);
+        assert_eq!(
+            r.tick(|| Ok(only_primary.clone()), &[eth1]),
+            Decision::Unchanged
+        );
         assert_eq!(r.current().unwrap().enis.len(), 2);
         // The host lost it too: removed.
         clock.advance(Duration::from_secs(70));

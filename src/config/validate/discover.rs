@@ -42,14 +42,26 @@ impl Validator {
     pub(in crate::config) fn discover(&mut self, d: &S<RawDiscover>) -> Option<DiscoverSettings> {
         let d = d.get_ref();
         let before = self.problem_count();
-        let provider = d.provider.as_ref().map(|p| p.get_ref().as_str()).unwrap_or("auto");
-        if let Some(p) = d.provider.as_ref().filter(|_| !["auto", "aliyun", "aws"].contains(&provider)) {
+        let provider = d
+            .provider
+            .as_ref()
+            .map(|p| p.get_ref().as_str())
+            .unwrap_or("auto");
+        if let Some(p) = d
+            .provider
+            .as_ref()
+            .filter(|_| !["auto", "aliyun", "aws"].contains(&provider))
+        {
             self.err(
                 &p.span(),
                 format!("{CTX}provider = {provider:?} is not one of auto, aliyun, aws"),
             );
         }
-        let refresh = d.refresh.as_ref().and_then(|r| self.refresh(r)).unwrap_or(DEFAULT_REFRESH);
+        let refresh = d
+            .refresh
+            .as_ref()
+            .and_then(|r| self.refresh(r))
+            .unwrap_or(DEFAULT_REFRESH);
         let mut exclude: Vec<Excluded> = Vec::new();
         for x in &d.exclude {
             let text = x.get_ref().trim();
@@ -70,10 +82,17 @@ impl Validator {
             exclude.push(entry);
         }
         if let Some(x) = d.exclude.get(MAX_EXCLUDE) {
-            self.err(&x.span(), format!("{CTX}at most {MAX_EXCLUDE} exclude entries"));
+            self.err(
+                &x.span(),
+                format!("{CTX}at most {MAX_EXCLUDE} exclude entries"),
+            );
         }
         let endpoint = d.endpoint.as_ref().map(|e| e.get_ref().trim().to_string());
-        if let Some(e) = d.endpoint.as_ref().filter(|e| !e.get_ref().trim().starts_with("http://")) {
+        if let Some(e) = d
+            .endpoint
+            .as_ref()
+            .filter(|e| !e.get_ref().trim().starts_with("http://"))
+        {
             self.err(&e.span(), format!("{CTX}endpoint must be an http:// URL"));
         }
         (self.problem_count() == before).then(|| DiscoverSettings {
@@ -87,7 +106,10 @@ impl Validator {
     fn refresh(&mut self, r: &S<String>) -> Option<Duration> {
         let text = r.get_ref().trim();
         let Ok(d) = humantime::parse_duration(text) else {
-            self.err(&r.span(), format!("{CTX}refresh = {text:?} is not a duration (e.g. 60s, 5m)"));
+            self.err(
+                &r.span(),
+                format!("{CTX}refresh = {text:?} is not a duration (e.g. 60s, 5m)"),
+            );
             return None;
         };
         if d < MIN_REFRESH || d > MAX_REFRESH {

@@ -330,8 +330,14 @@ impl Validator {
             let fault = if n.network() != n.ip() {
                 Some("has host bits set".to_string())
             } else if !x.mode.uses_private_ips() {
-                Some(format!("is not allowed: a {} ENI has no usable private addresses", x.mode))
-            } else if let Some(cidr) = v6.cidr.filter(|c| !c.contains(n.network()) || c.prefix() > n.prefix()) {
+                Some(format!(
+                    "is not allowed: a {} ENI has no usable private addresses",
+                    x.mode
+                ))
+            } else if let Some(cidr) = v6
+                .cidr
+                .filter(|c| !c.contains(n.network()) || c.prefix() > n.prefix())
+            {
                 Some(format!("is not inside ipv6_cidr {cidr}"))
             } else if v6.cidr.is_none() {
                 Some("needs `ipv6_cidr` and `ipv6_gateway`".to_string())
@@ -340,7 +346,9 @@ impl Validator {
             } else if let Some(gw) = v6.gateway.filter(|gw| n.contains(*gw)) {
                 Some(format!("contains the IPv6 gateway {gw}"))
             } else {
-                nets.iter().find(|o| o.overlaps(n)).map(|o| format!("overlaps prefix {o}"))
+                nets.iter()
+                    .find(|o| o.overlaps(n))
+                    .map(|o| format!("overlaps prefix {o}"))
             };
             if let Some(why) = fault {
                 self.err(&p.span(), format!("{ctx}prefix {n} {why}"));
