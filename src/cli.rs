@@ -371,7 +371,7 @@ fn fail(out: &output::Out, e: &OpError) -> i32 {
 
 /// Load and validate the config, reporting problems and warnings. Err = the exit code.
 fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
-    match config::load_file(&cli.config_path()) {
+    match load_maybe_discovered(cli, out)? {
         Ok(l) => {
             // Notes (a mode's known limits) belong to validate and plan; warnings to all.
             let notes = matches!(cli.command, Command::Validate | Command::Plan { .. });
@@ -392,6 +392,57 @@ fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
             Err(e.exit_code())
         }
     }
+}
+
+/// The file, or — with a `[discover]` section — the file merged with the instance metadata read
+/// now (DESIGN §3). A metadata failure is exit 1 and changes nothing. `Err` = the exit code.
+fn load_maybe_discovered(cli: &Cli, out: &output::Out) -> Result<Result<Loaded, LoadError>, i32> {
+    use crate::discover::{self, DiscoverOptions};
+    let path = cli.config_path();
+    let shown = path.display().to_string();
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(config::load_file(&path));
+    };
+    let settings = match config::discover_section(&text, &shown) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(config::load_str(&text, &shown).map_err(LoadError::Invalid)),
+        Err(e) => return Ok(Err(LoadError::Invalid(e))),
+    };
+    let opts = DiscoverOptions {
+        provider: settings.provider.parse().map_err(|e: String| {
+            out.error(&e);
+            exit::CONFIG
+        })?,
+        endpoint: settings.endpoint.clone(),
+        ..DiscoverOptions::default()
+    };
+    let found = discover::discover(&opts).map_err(|e| {
+        out.error(&format!("{shown}: [discover]: {e}; nothing was changed"));
+        e.exit_code()
+    })?;
+    let target = Target {
+        netns: cli.netns.clone(),
+    };
+    let links = ops::host_links(&target).unwrap_or_else(|e| {
+        out.warn(&format!(
+            "cannot list the host's links ({e}): exclude matches MACs and labels only"
+        ));
+        Vec::new()
+    });
+    let ifname_of = |mac| {
+        (links.iter())
+            .find(|l| l.mac == Some(mac))
+            .map(|l| l.name.clone())
+    };
+    let merged = match discover::merge(&text, &shown, &found, &settings, &ifname_of) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(LoadError::Invalid(e))),
+    };
+    for x in &merged.excluded {
+        out.info(&format!("[discover]: not managing {x} (excluded)"));
+    }
+    let label = format!("{shown} + {} metadata", found.provider.name());
+    Ok(config::load_str(&merged.text, &label).map_err(LoadError::Invalid))
 }
 
 fn validate(cli: &Cli, out: &output::Out) -> i32 {
