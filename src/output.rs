@@ -381,6 +381,9 @@ pub fn status(out: &Out, r: &StatusReport) {
     for v in &r.egress {
         out.info(&verdict_line(v));
     }
+    for s in &r.sysctl_drift {
+        out.info(&sysctl_line(s));
+    }
     out.info(&format!(
         "Owned (protocol {}): {} address(es), {} route(s), {} rule(s); {}",
         r.protocol,
@@ -413,6 +416,7 @@ struct StatusJson<'a> {
     egress: &'a [Verdict],
     owned: OwnedJson,
     pending_changes: usize,
+    sysctl_drift: &'a [SysctlChange],
     conflicts: &'a [Conflict],
 }
 
@@ -453,6 +457,7 @@ impl<'a> StatusJson<'a> {
                 rules,
             },
             pending_changes: r.pending_changes,
+            sysctl_drift: &r.sysctl_drift,
             conflicts: &r.conflicts,
         }
     }

@@ -748,6 +748,24 @@ fn status_reports_per_eni() {
     );
 }
 
+/// status sees sysctl drift (no netlink event tells of it) exactly as plan would fix it.
+#[test]
+fn status_reports_sysctl_drift() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    v.expect(&["apply"], 0);
+    v.expect(&["status"], 0);
+    v.guest.set_sysctl("net/ipv4/conf/eth1/rp_filter", "1");
+    v.expect(&["plan", "--detailed-exitcode"], 2);
+    let out = v.expect(&["status"], 1);
+    assert!(out.contains("~ sysctl net.ipv4.conf.eth1.rp_filter 1 -> 2"), "{out}");
+    let j: serde_json::Value =
+        serde_json::from_str(&v.expect(&["-o", "json", "status"], 1)).unwrap();
+    assert_eq!(j["healthy"], false);
+    assert_eq!(j["status"]["sysctl_drift"][0]["name"], "net.ipv4.conf.eth1.rp_filter");
+    v.expect(&["apply"], 0);
+    v.expect(&["status"], 0);
+}
+
 /// A missing ENI: exit 69 naming it by name and MAC, nothing changed; --wait picks up a
 /// hot-plugged ENI (the veth appears 2 s after apply starts).
 #[test]

@@ -168,6 +168,6 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
     run(
         target,
         cfg.routing.protocol,
-        Box::new(move |k, _| Box::pin(async move { status_once(k, &cfg).await })),
+        Box::new(move |k, st| Box::pin(async move { status_once(k, st, &cfg).await })),
     )
 }
