@@ -757,11 +757,17 @@ fn status_reports_sysctl_drift() {
     v.guest.set_sysctl("net/ipv4/conf/eth1/rp_filter", "1");
     v.expect(&["plan", "--detailed-exitcode"], 2);
     let out = v.expect(&["status"], 1);
-    assert!(out.contains("~ sysctl net.ipv4.conf.eth1.rp_filter 1 -> 2"), "{out}");
+    assert!(
+        out.contains("~ sysctl net.ipv4.conf.eth1.rp_filter 1 -> 2"),
+        "{out}"
+    );
     let j: serde_json::Value =
         serde_json::from_str(&v.expect(&["-o", "json", "status"], 1)).unwrap();
     assert_eq!(j["healthy"], false);
-    assert_eq!(j["status"]["sysctl_drift"][0]["name"], "net.ipv4.conf.eth1.rp_filter");
+    assert_eq!(
+        j["status"]["sysctl_drift"][0]["name"],
+        "net.ipv4.conf.eth1.rp_filter"
+    );
     v.expect(&["apply"], 0);
     v.expect(&["status"], 0);
 }
@@ -810,6 +816,34 @@ fn exit_codes() {
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
     let o = eniroute(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+}
+
+/// Without CAP_NET_ADMIN, apply and flush say what they need before touching anything (the
+/// lock included).
+#[test]
+fn unprivileged_apply_and_flush_say_they_need_root() {
+    let ex = example("nat-secondary.toml");
+    for verb in ["apply", "flush"] {
+        let o = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .args([BIN, "-c", ex.to_str().unwrap(), verb])
+            .output()
+            .expect("setpriv (util-linux)");
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "{verb} changes the kernel's routing and needs root or CAP_NET_ADMIN"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("lock"), "{err}");
+    }
 }
 
 /// A changed config converges: stale owned objects go, new ones come, in place.

@@ -50,6 +50,10 @@ pub enum OpError {
     Sysctl(#[from] SysctlError),
     /// apply failed and was rolled back (the report says what happened).
     RolledBack(Box<Failure>),
+    /// The verb changes the kernel and the process may not.
+    NotPermitted {
+        verb: &'static str,
+    },
 }
 
 impl ExitCode for OpError {
@@ -128,6 +132,23 @@ pub fn plan(cfg: &Config, target: &Target) -> Result<PlanReport, OpError> {
     )
 }
 
+/// CAP_NET_ADMIN, the capability every change to routing needs.
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Refuse, before touching anything (the lock included), a verb that changes the kernel when
+/// the process lacks CAP_NET_ADMIN.
+fn require_net_admin(verb: &'static str) -> Result<(), OpError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = (status.lines())
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    match eff {
+        Some(caps) if caps & (1 << CAP_NET_ADMIN) == 0 => Err(OpError::NotPermitted { verb }),
+        // Unknown (no procfs): let the kernel decide.
+        _ => Ok(()),
+    }
+}
+
 /// `apply`: converge, verify, and roll back everything on failure.
 pub fn apply(
     cfg: &Config,
@@ -135,6 +156,7 @@ pub fn apply(
     opts: &ApplyOptions,
     lock: LockWait,
 ) -> Result<ApplyReport, OpError> {
+    require_net_admin("apply")?;
     let (cfg, opts) = (cfg.clone(), opts.clone());
     run(
         target,
@@ -150,6 +172,7 @@ pub fn apply(
 
 /// `flush`: remove every object tagged `proto` and restore the saved sysctls.
 pub fn flush(proto: u8, target: &Target, lock: LockWait) -> Result<FlushReport, OpError> {
+    require_net_admin("flush")?;
     run(
         target,
         proto,

@@ -76,7 +76,12 @@ pub async fn status_once(
     let d = plan::desired(cfg, Some(&observed.links));
     let sysctl_drift = if d.missing.is_empty() {
         let mut drift = sysctls::diff(k, &d.sysctls)?;
-        drift.extend(sysctls::restores(k, &observed.links, &d.sysctls, &state.saved()?));
+        drift.extend(sysctls::restores(
+            k,
+            &observed.links,
+            &d.sysctls,
+            &state.saved()?,
+        ));
         drift
     } else {
         Vec::new()

@@ -368,6 +368,12 @@ fn status_reports_sysctl_drift_as_plan_would_fix_it() {
     assert!(!r.healthy());
     assert_eq!(r.pending_changes, 1);
     assert_eq!(r.sysctl_drift[0].path, "net/ipv4/conf/eth1/rp_filter");
-    assert_eq!((r.sysctl_drift[0].old.as_str(), r.sysctl_drift[0].new.as_str()), ("1", "2"));
+    assert_eq!(
+        (
+            r.sysctl_drift[0].old.as_str(),
+            r.sysctl_drift[0].new.as_str()
+        ),
+        ("1", "2")
+    );
     st.remove();
 }
