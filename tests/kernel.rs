@@ -846,6 +846,30 @@ fn unprivileged_apply_and_flush_say_they_need_root() {
     }
 }
 
+/// The state directory of a namespace that is gone is removed by the next run elsewhere.
+#[test]
+fn state_of_a_deleted_namespace_is_swept() {
+    let gone = Netns::new("gone");
+    let o = eniroute(&["--netns", &gone.name, "flush"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let dir = eniroute::kernel::netns::run_in_netns(Some(&gone.name), || async {
+        eniroute::host::State::current()
+            .unwrap()
+            .dir()
+            .to_path_buf()
+    })
+    .unwrap();
+    assert!(
+        dir.join("netns").exists(),
+        "the directory records its namespace"
+    );
+    sh(&["ip", "netns", "del", &gone.name]);
+    let other = Netns::new("other");
+    let o = eniroute(&["--netns", &other.name, "flush"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!dir.exists(), "{} outlived its namespace", dir.display());
+}
+
 /// A changed config converges: stale owned objects go, new ones come, in place.
 #[test]
 fn config_change_converges() {

@@ -108,6 +108,8 @@ fn run<R: Send + 'static>(target: &Target, proto: u8, core: Core<R>) -> Result<R
     run_in_netns(target.netns.as_deref(), move || async move {
         let k = Netlink::connect(proto)?;
         let state = State::current()?;
+        // Directories of namespaces that are gone would stay for ever (cookies are not reused).
+        State::sweep();
         core(&k, &state).await
     })
     .map_err(OpError::Netns)?
