@@ -251,6 +251,12 @@ impl fmt::Display for OpError {
             OpError::Kernel(e) => write!(f, "{e}"),
             OpError::Sysctl(e) => write!(f, "{e}"),
             OpError::RolledBack(failure) => f.write_str(&failure_text(failure)),
+            OpError::NetnsGone { name } => {
+                write!(
+                    f,
+                    "network namespace {name:?} was deleted during the run (namespace gone)"
+                )
+            }
             OpError::NotPermitted { verb } => write!(
                 f,
                 "{verb} changes the kernel's routing and needs root or CAP_NET_ADMIN (try sudo)"

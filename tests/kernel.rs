@@ -846,6 +846,37 @@ fn unprivileged_apply_and_flush_say_they_need_root() {
     }
 }
 
+/// A namespace deleted while apply runs (here: while it waits for the lock) is exit 69,
+/// "namespace gone", not whatever error that caused.
+#[test]
+fn namespace_deleted_during_a_run_is_69() {
+    let ns = Netns::new("vanish");
+    let held = eniroute::kernel::netns::run_in_netns(Some(&ns.name), || async {
+        let st = eniroute::host::State::current().unwrap();
+        st.lock("eniroute test", Duration::ZERO, &mut |_| {}, &|| false)
+            .unwrap()
+    })
+    .unwrap();
+    let ex = example("nat-secondary.toml");
+    let child = Command::new(BIN)
+        .args(["--netns", &ns.name, "-c", ex.to_str().unwrap()])
+        .args(["apply", "--lock-timeout", "2s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&["ip", "netns", "del", &ns.name]);
+    let o = child.wait_with_output().unwrap();
+    drop(held);
+    assert_eq!(o.status.code(), Some(69), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("namespace gone"),
+        "{}",
+        text(&o)
+    );
+}
+
 /// The state directory of a namespace that is gone is removed by the next run elsewhere.
 #[test]
 fn state_of_a_deleted_namespace_is_swept() {

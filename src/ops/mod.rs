@@ -32,7 +32,7 @@ pub use verify::Verdict;
 
 use crate::exit::{self, ExitCode};
 use crate::host::{Holder, HostError, Lock, State};
-use crate::kernel::netns::{run_in_netns, NetnsError};
+use crate::kernel::netns::{netns_path, run_in_netns, NetnsError};
 use crate::kernel::sysctl::SysctlError;
 use crate::kernel::{Kernel, KernelError, Netlink};
 use crate::model::{Config, HostLink};
@@ -54,12 +54,18 @@ pub enum OpError {
     NotPermitted {
         verb: &'static str,
     },
+    /// The target namespace was deleted while the verb ran (whatever error that caused).
+    NetnsGone {
+        name: String,
+    },
 }
 
 impl ExitCode for OpError {
     fn exit_code(&self) -> i32 {
         match self {
-            OpError::Netns(NetnsError::NotFound { .. }) | OpError::Missing(_) => exit::NOT_FOUND,
+            OpError::Netns(NetnsError::NotFound { .. })
+            | OpError::Missing(_)
+            | OpError::NetnsGone { .. } => exit::NOT_FOUND,
             OpError::Host(e) => e.exit_code(),
             _ => exit::FAILED,
         }
@@ -105,14 +111,21 @@ type Core<R> = Box<
 
 /// Run `core` inside the target namespace with a client tagged `proto` and its state.
 fn run<R: Send + 'static>(target: &Target, proto: u8, core: Core<R>) -> Result<R, OpError> {
-    run_in_netns(target.netns.as_deref(), move || async move {
+    let result = run_in_netns(target.netns.as_deref(), move || async move {
         let k = Netlink::connect(proto)?;
         let state = State::current()?;
         // Directories of namespaces that are gone would stay for ever (cookies are not reused).
         State::sweep();
         core(&k, &state).await
     })
-    .map_err(OpError::Netns)?
+    .map_err(OpError::Netns)?;
+    match (&result, &target.netns) {
+        // Whatever failed, a namespace deleted under the run is the cause to report.
+        (Err(e), Some(name)) if !matches!(e, OpError::Netns(_)) && !netns_path(name).exists() => {
+            Err(OpError::NetnsGone { name: name.clone() })
+        }
+        _ => result,
+    }
 }
 
 /// The links of the target namespace (for `render --netns`).
