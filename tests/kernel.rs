@@ -941,16 +941,6 @@ fn config_change_converges() {
     let _: Option<IpAddr> = None;
 }
 
-fn tempdir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "eniroute-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// ENIs are found by MAC whatever the OS calls them: render --netns and apply use the real
 /// name; a config that also names the interface must agree with the host.
