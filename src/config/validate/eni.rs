@@ -14,6 +14,10 @@ use crate::config::rules::{self, PrefixFault, PrefixSite, PrivateIpFault};
 use crate::model::valid_ifname;
 use crate::model::{mac_text, Eni, Mode};
 
+/// Why a /0 subnet cannot be an ENI's: its on-link route is the uplink table's default route.
+const WHOLE_SPACE: &str = "a subnet of the whole address space would put the on-link route where \
+    the uplink's default route goes (the kernel refuses the second); give the vSwitch's prefix";
+
 /// The ENI being validated: what every part of its validation needs to word a message.
 pub(super) struct EniCtx<'a> {
     pub(super) raw: &'a RawEni,
@@ -174,6 +178,9 @@ impl Validator {
         let (e, ctx) = (x.raw, x.ctx.as_str());
         let cidr = e.cidr.as_ref().and_then(|c| {
             let n = self.parse(ctx, "cidr", c, parse_v4_net, "an IPv4 CIDR (a.b.c.d/len)")?;
+            if n.prefix() == 0 {
+                self.err(&c.span(), format!("{ctx}cidr {n}: {WHOLE_SPACE}"));
+            }
             if n.network() != n.ip() {
                 self.err(
                     &c.span(),
@@ -322,6 +329,9 @@ impl Validator {
             .ipv6_cidr
             .as_ref()
             .and_then(|c| self.parse(ctx, "ipv6_cidr", c, parse_v6_net, "an IPv6 CIDR"));
+        if let (Some(c), Some(n)) = (&e.ipv6_cidr, cidr.filter(|n| n.prefix() == 0)) {
+            self.err(&c.span(), format!("{ctx}ipv6_cidr {n}: {WHOLE_SPACE}"));
+        }
         let gateway = e
             .ipv6_gateway
             .as_ref()
@@ -347,7 +357,12 @@ impl Validator {
         }
         self.ipv6_keys(x);
         if let (Some(g), Some(gw)) = (&e.ipv6_gateway, gateway) {
-            if !rules::ipv6_gateway_usable(gw, cidr) {
+            if addresses.contains(&gw) {
+                self.err(
+                    &g.span(),
+                    format!("{ctx}ipv6_gateway {gw} is one of this ENI's own IPv6 addresses"),
+                );
+            } else if !rules::ipv6_gateway_usable(gw, cidr) {
                 self.err(
                     &g.span(),
                     format!("{ctx}ipv6_gateway {gw} is neither link-local nor inside ipv6_cidr"),
