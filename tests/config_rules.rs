@@ -848,17 +848,29 @@ fn cidr_must_be_a_network() {
 fn kernel_impossible_subnets_and_gateways_are_config_errors() {
     let text = edit(&[
         ("cidr = \"192.168.2.0/24\"", "cidr = \"0.0.0.0/0\""),
-        ("gateway = \"192.168.2.253\"", "gateway = \"192.168.2.253\" # zero"),
+        (
+            "gateway = \"192.168.2.253\"",
+            "gateway = \"192.168.2.253\" # zero",
+        ),
     ]);
     let p = problems(&text);
     assert!(
-        p.iter().any(|p| p.message.contains("cidr 0.0.0.0/0: a subnet of the whole address space")
+        p.iter().any(|p| p
+            .message
+            .contains("cidr 0.0.0.0/0: a subnet of the whole address space")
             && p.line == line_of(&text, "0.0.0.0/0")),
         "{p:?}"
     );
     let text = edit(&[("ipv6_cidr = \"2001:db8:1::/64\"", "ipv6_cidr = \"::/0\"")]);
-    rejects(&text, "ipv6_cidr ::/0: a subnet of the whole address space", line_of(&text, "::/0"));
-    let text = edit(&[("ipv6_gateway = \"fe80::1\"", "ipv6_gateway = \"2001:db8:1::20\"")]);
+    rejects(
+        &text,
+        "ipv6_cidr ::/0: a subnet of the whole address space",
+        line_of(&text, "::/0"),
+    );
+    let text = edit(&[(
+        "ipv6_gateway = \"fe80::1\"",
+        "ipv6_gateway = \"2001:db8:1::20\"",
+    )]);
     rejects_only(
         &text,
         "ipv6_gateway 2001:db8:1::20 is one of this ENI's own IPv6 addresses",
@@ -1968,6 +1980,9 @@ fn invalid_utf8_names_its_line_and_column() {
     let out = eniroute(&["-c", &path, "validate"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{stderr}");
-    assert!(stderr.contains(&format!("{path}:3:11: the file is not UTF-8 text")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:3:11: the file is not UTF-8 text")),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -941,7 +941,6 @@ fn config_change_converges() {
     let _: Option<IpAddr> = None;
 }
 
-
 /// ENIs are found by MAC whatever the OS calls them: render --netns and apply use the real
 /// name; a config that also names the interface must agree with the host.
 #[test]

@@ -1139,14 +1139,21 @@ fn apply_in_namespace(cfg: &Config) -> Result<(), String> {
         let peer = format!("peer{k}");
         ns.ip(&["link", "add", &name, "type", "veth", "peer", "name", &peer]);
         if let Some(m) = e.mac {
-            ns.ip(&["link", "set", &name, "address", &eniroute::model::mac_text(m)]);
+            ns.ip(&[
+                "link",
+                "set",
+                &name,
+                "address",
+                &eniroute::model::mac_text(m),
+            ]);
         }
         ns.ip(&["link", "set", &peer, "up"]);
     }
     let (cfg, dir) = (cfg.clone(), common::tempdir());
     eniroute::kernel::netns::run_in_netns(Some(&ns.name), move || async move {
         use eniroute::ops::{apply_once, plan_once, ApplyOptions};
-        let k = eniroute::kernel::Netlink::connect(cfg.routing.protocol).map_err(|e| e.to_string())?;
+        let k =
+            eniroute::kernel::Netlink::connect(cfg.routing.protocol).map_err(|e| e.to_string())?;
         let st = eniroute::host::State::at(dir);
         apply_once(&k, &st, &cfg, &ApplyOptions::default())
             .await

@@ -6,6 +6,7 @@
 //! first one. The address rules that discover shares live in `rules`.
 //! May import `crate::model` and `crate::exit`; nothing else of the crate.
 
+mod blocks;
 mod raw;
 pub(crate) mod rules;
 mod validate;

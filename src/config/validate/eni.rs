@@ -10,7 +10,7 @@ use macaddr::MacAddr6;
 
 use super::{count_word, modes_where, Validator};
 use crate::config::raw::{RawEni, S};
-use crate::config::rules::{self, PrefixFault, PrefixSite, PrivateIpFault};
+use crate::config::rules::{self, PrefixFault, PrivateIpFault};
 use crate::model::valid_ifname;
 use crate::model::{mac_text, Eni, Mode};
 
@@ -298,13 +298,12 @@ impl Validator {
                     ),
                 );
             }
-            let site = PrefixSite {
-                cidr: subnet.cidr,
-                gateway: subnet.gateway,
-                private_ips,
-                earlier: &nets,
-            };
-            for fault in rules::prefix_faults(n, &site) {
+            nets.push(n);
+            spans.push(p.span());
+        }
+        let faults = rules::all_prefix_faults(&nets, subnet.cidr, subnet.gateway, private_ips);
+        for ((n, span), faults) in nets.iter().zip(&spans).zip(faults) {
+            for fault in faults {
                 let why = match fault {
                     PrefixFault::OutsideCidr => format!(
                         "is not inside cidr {}",
@@ -314,10 +313,8 @@ impl Validator {
                     PrefixFault::ContainsGateway(gw) => format!("contains the gateway {gw}"),
                     PrefixFault::OverlapsPrefix(o) => format!("overlaps prefix {o}"),
                 };
-                self.err(&p.span(), format!("{ctx}prefix {n} {why}"));
+                self.err(span, format!("{ctx}prefix {n} {why}"));
             }
-            nets.push(n);
-            spans.push(p.span());
         }
         nets.into_iter().zip(spans).collect()
     }
