@@ -251,6 +251,16 @@ impl fmt::Display for OpError {
             OpError::Kernel(e) => write!(f, "{e}"),
             OpError::Sysctl(e) => write!(f, "{e}"),
             OpError::RolledBack(failure) => f.write_str(&failure_text(failure)),
+            OpError::NetnsGone { name } => {
+                write!(
+                    f,
+                    "network namespace {name:?} was deleted during the run (namespace gone)"
+                )
+            }
+            OpError::NotPermitted { verb } => write!(
+                f,
+                "{verb} changes the kernel's routing and needs root or CAP_NET_ADMIN (try sudo)"
+            ),
         }
     }
 }
@@ -381,6 +391,9 @@ pub fn status(out: &Out, r: &StatusReport) {
     for v in &r.egress {
         out.info(&verdict_line(v));
     }
+    for s in &r.sysctl_drift {
+        out.info(&sysctl_line(s));
+    }
     out.info(&format!(
         "Owned (protocol {}): {} address(es), {} route(s), {} rule(s); {}",
         r.protocol,
@@ -413,6 +426,7 @@ struct StatusJson<'a> {
     egress: &'a [Verdict],
     owned: OwnedJson,
     pending_changes: usize,
+    sysctl_drift: &'a [SysctlChange],
     conflicts: &'a [Conflict],
 }
 
@@ -453,6 +467,7 @@ impl<'a> StatusJson<'a> {
                 rules,
             },
             pending_changes: r.pending_changes,
+            sysctl_drift: &r.sysctl_drift,
             conflicts: &r.conflicts,
         }
     }

@@ -748,6 +748,30 @@ fn status_reports_per_eni() {
     );
 }
 
+/// status sees sysctl drift (no netlink event tells of it) exactly as plan would fix it.
+#[test]
+fn status_reports_sysctl_drift() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    v.expect(&["apply"], 0);
+    v.expect(&["status"], 0);
+    v.guest.set_sysctl("net/ipv4/conf/eth1/rp_filter", "1");
+    v.expect(&["plan", "--detailed-exitcode"], 2);
+    let out = v.expect(&["status"], 1);
+    assert!(
+        out.contains("~ sysctl net.ipv4.conf.eth1.rp_filter 1 -> 2"),
+        "{out}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&v.expect(&["-o", "json", "status"], 1)).unwrap();
+    assert_eq!(j["healthy"], false);
+    assert_eq!(
+        j["status"]["sysctl_drift"][0]["name"],
+        "net.ipv4.conf.eth1.rp_filter"
+    );
+    v.expect(&["apply"], 0);
+    v.expect(&["status"], 0);
+}
+
 /// A missing ENI: exit 69 naming it by name and MAC, nothing changed; --wait picks up a
 /// hot-plugged ENI (the veth appears 2 s after apply starts).
 #[test]
@@ -794,6 +818,89 @@ fn exit_codes() {
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
 }
 
+/// Without CAP_NET_ADMIN, apply and flush say what they need before touching anything (the
+/// lock included).
+#[test]
+fn unprivileged_apply_and_flush_say_they_need_root() {
+    let ex = example("nat-secondary.toml");
+    for verb in ["apply", "flush"] {
+        let o = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .args([BIN, "-c", ex.to_str().unwrap(), verb])
+            .output()
+            .expect("setpriv (util-linux)");
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "{verb} changes the kernel's routing and needs root or CAP_NET_ADMIN"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("lock"), "{err}");
+    }
+}
+
+/// A namespace deleted while apply runs (here: while it waits for the lock) is exit 69,
+/// "namespace gone", not whatever error that caused.
+#[test]
+fn namespace_deleted_during_a_run_is_69() {
+    let ns = Netns::new("vanish");
+    let held = eniroute::kernel::netns::run_in_netns(Some(&ns.name), || async {
+        let st = eniroute::host::State::current().unwrap();
+        st.lock("eniroute test", Duration::ZERO, &mut |_| {}, &|| false)
+            .unwrap()
+    })
+    .unwrap();
+    let ex = example("nat-secondary.toml");
+    let child = Command::new(BIN)
+        .args(["--netns", &ns.name, "-c", ex.to_str().unwrap()])
+        .args(["apply", "--lock-timeout", "2s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&["ip", "netns", "del", &ns.name]);
+    let o = child.wait_with_output().unwrap();
+    drop(held);
+    assert_eq!(o.status.code(), Some(69), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("namespace gone"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// The state directory of a namespace that is gone is removed by the next run elsewhere.
+#[test]
+fn state_of_a_deleted_namespace_is_swept() {
+    let gone = Netns::new("gone");
+    let o = eniroute(&["--netns", &gone.name, "flush"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let dir = eniroute::kernel::netns::run_in_netns(Some(&gone.name), || async {
+        eniroute::host::State::current()
+            .unwrap()
+            .dir()
+            .to_path_buf()
+    })
+    .unwrap();
+    assert!(
+        dir.join("netns").exists(),
+        "the directory records its namespace"
+    );
+    sh(&["ip", "netns", "del", &gone.name]);
+    let other = Netns::new("other");
+    let o = eniroute(&["--netns", &other.name, "flush"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!dir.exists(), "{} outlived its namespace", dir.display());
+}
+
 /// A changed config converges: stale owned objects go, new ones come, in place.
 #[test]
 fn config_change_converges() {
@@ -832,17 +939,6 @@ fn config_change_converges() {
     );
     let _ = std::fs::remove_dir_all(dir);
     let _: Option<IpAddr> = None;
-}
-
-fn tempdir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "eniroute-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// ENIs are found by MAC whatever the OS calls them: render --netns and apply use the real

@@ -6,6 +6,7 @@
 //! first one. The address rules that discover shares live in `rules`.
 //! May import `crate::model` and `crate::exit`; nothing else of the crate.
 
+mod blocks;
 mod raw;
 pub(crate) mod rules;
 mod validate;
@@ -102,11 +103,31 @@ impl ExitCode for LoadError {
 /// Read and validate the file at `path`.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: shown.clone(),
         source,
     })?;
-    Ok(load_str(&text, &shown)?)
+    let text = decode(&bytes, &shown)?;
+    Ok(load_str(text, &shown)?)
+}
+
+/// The file as UTF-8 text; else a config error at the line and column of the first bad byte.
+fn decode<'a>(bytes: &'a [u8], path: &str) -> Result<&'a str, ConfigError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // Columns count characters, as in every other message.
+        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        ConfigError {
+            path: path.to_string(),
+            problems: vec![Problem {
+                line,
+                column,
+                message: "the file is not UTF-8 text (an invalid byte here)".into(),
+            }],
+        }
+    })
 }
 
 /// Validate configuration text; `path` is only used in messages.
@@ -144,22 +165,14 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
     }
 }
 
-/// The file's `[discover]` section, validated (`None`: the file has none). Read on its own,
-/// before the merge with the metadata: the `[[eni]]` entries may still be partial then.
+/// The file's `[discover]` section, validated (`None`: the file has none, or does not parse —
+/// `load_str` then says why). Read on its own, before the merge with the metadata: the
+/// `[[eni]]` entries may still be partial then.
 pub fn discover_section(text: &str, path: &str) -> Result<Option<DiscoverSettings>, ConfigError> {
-    let lines = LineIndex::new(text);
-    let syntax = |e: toml::de::Error| {
-        let (line, column) = e.span().map(|s| lines.position(s.start)).unwrap_or((0, 0));
-        ConfigError {
-            path: path.to_string(),
-            problems: vec![Problem {
-                line,
-                column,
-                message: e.message().trim_end().to_string(),
-            }],
-        }
+    // A file that does not parse is reported by `load_str`, with its line quoted.
+    let Ok(raw) = toml::from_str::<RawDiscoverOnly>(text) else {
+        return Ok(None);
     };
-    let raw: RawDiscoverOnly = toml::from_str(text).map_err(syntax)?;
     let Some(d) = raw.discover else {
         return Ok(None);
     };

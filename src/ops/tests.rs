@@ -354,3 +354,26 @@ fn a_corrupt_saved_state_stops_apply_and_flush() {
     assert!(k.log.borrow().is_empty(), "nothing was changed");
     st.remove();
 }
+
+#[test]
+fn status_reports_sysctl_drift_as_plan_would_fix_it() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    apply(&k, &st, &c).unwrap();
+    let ok = block(status_once(&k, &st, &c)).unwrap();
+    assert!(ok.healthy() && ok.sysctl_drift.is_empty());
+    k.sysctls
+        .borrow_mut()
+        .insert("net/ipv4/conf/eth1/rp_filter".into(), "1".into());
+    let r = block(status_once(&k, &st, &c)).unwrap();
+    assert!(!r.healthy());
+    assert_eq!(r.pending_changes, 1);
+    assert_eq!(r.sysctl_drift[0].path, "net/ipv4/conf/eth1/rp_filter");
+    assert_eq!(
+        (
+            r.sysctl_drift[0].old.as_str(),
+            r.sysctl_drift[0].new.as_str()
+        ),
+        ("1", "2")
+    );
+    st.remove();
+}
