@@ -639,7 +639,6 @@ fn build_eni(k: usize, s: &EniSpec, a: &mut Alloc) -> GEni {
         gateway: None,
         private_ips: Vec::new(),
         prefixes: Vec::new(),
-        ipv6_prefixes: Vec::new(),
         ipv6: Vec::new(),
         ipv6_cidr: None,
         ipv6_gateway: None,
