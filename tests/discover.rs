@@ -1425,62 +1425,34 @@ fn aws_two_enis() -> HashMap<String, (u16, Vec<u8>)> {
     let mut r = HashMap::new();
     put(&mut r, MACS, &format!("{AWS_SECOND}/\n{AWS_PRIMARY}/\n"));
     put(&mut r, "/latest/meta-data/placement/region", "us-east-2");
-    let m = AWS_PRIMARY;
-    put(&mut r, &eni_path(m, "device-number"), "0");
-    put(
-        &mut r,
-        &eni_path(m, "interface-id"),
-        "eni-0d6335689899ce9cc",
-    );
-    put(
-        &mut r,
-        &eni_path(m, "local-ipv4s"),
-        "172.31.44.13\n172.31.45.70",
-    );
-    put(
-        &mut r,
-        &eni_path(m, "subnet-ipv4-cidr-block"),
-        "172.31.32.0/20",
-    );
-    put(&mut r, &eni_path(m, "ipv4-prefix"), "172.31.40.16/28");
-    put(
-        &mut r,
-        &eni_path(m, "ipv6s"),
-        "2001:db8:292:100:c187:593c:4349:136\n2001:db8:292:100:f153:12a3:c37c:11f9",
-    );
-    put(
-        &mut r,
-        &eni_path(m, "subnet-ipv6-cidr-blocks"),
-        "2001:db8:292:100::/64",
-    );
-    put(
-        &mut r,
-        &eni_path(m, "ipv6-prefix"),
-        "2001:db8:292:100:8::/80",
-    );
-    put(&mut r, &eni_path(m, "public-ipv4s"), "203.0.113.181");
-    put(&mut r, &eni_path(m, "ipv4-associations/"), "203.0.113.181");
-    put(
-        &mut r,
-        &eni_path(m, "ipv4-associations/203.0.113.181"),
-        "172.31.44.13",
-    );
-    let m = AWS_SECOND;
-    put(&mut r, &eni_path(m, "device-number"), "1");
-    put(&mut r, &eni_path(m, "network-card"), "0");
-    put(
-        &mut r,
-        &eni_path(m, "interface-id"),
-        "eni-043cdce36ded5e79f",
-    );
-    put(&mut r, &eni_path(m, "local-ipv4s"), "172.31.47.221");
-    put(
-        &mut r,
-        &eni_path(m, "subnet-ipv4-cidr-block"),
-        "172.31.32.0/20",
-    );
-    put(&mut r, &eni_path(m, "ipv6s"), "");
-    put(&mut r, &eni_path(m, "public-ipv4s"), "");
+    let v6s = "2001:db8:292:100:c187:593c:4349:136\n2001:db8:292:100:f153:12a3:c37c:11f9";
+    let primary = [
+        ("device-number", "0"),
+        ("interface-id", "eni-0d6335689899ce9cc"),
+        ("local-ipv4s", "172.31.44.13\n172.31.45.70"),
+        ("subnet-ipv4-cidr-block", "172.31.32.0/20"),
+        ("ipv4-prefix", "172.31.40.16/28"),
+        ("ipv6s", v6s),
+        ("subnet-ipv6-cidr-blocks", "2001:db8:292:100::/64"),
+        ("ipv6-prefix", "2001:db8:292:100:8::/80"),
+        ("public-ipv4s", "203.0.113.181"),
+        ("ipv4-associations/", "203.0.113.181"),
+        ("ipv4-associations/203.0.113.181", "172.31.44.13"),
+    ];
+    let second = [
+        ("device-number", "1"),
+        ("network-card", "0"),
+        ("interface-id", "eni-043cdce36ded5e79f"),
+        ("local-ipv4s", "172.31.47.221"),
+        ("subnet-ipv4-cidr-block", "172.31.32.0/20"),
+        ("ipv6s", ""),
+        ("public-ipv4s", ""),
+    ];
+    for (mac, keys) in [(AWS_PRIMARY, &primary[..]), (AWS_SECOND, &second[..])] {
+        for (key, value) in keys {
+            put(&mut r, &eni_path(mac, key), value);
+        }
+    }
     r
 }
 

@@ -7,12 +7,15 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use macaddr::MacAddr6;
 
-use super::http::{Session, TokenScheme};
+use super::http::{Dir, Session, TokenScheme};
 use super::parse::{
-    parse_eni_id, parse_list, parse_mac, parse_mac_listing, parse_netmask, parse_public_v4,
-    parse_region, parse_v4, parse_v4_net, parse_v6, parse_v6_net,
+    parse_eni_id, parse_list, parse_mac, parse_netmask, parse_public_v4, parse_v4, parse_v4_net,
+    parse_v6, parse_v6_net,
 };
-use super::{checks, DiscoverError, Instance, Listed, MetadataEni, NatEip, Provider};
+use super::{
+    checks, mac_listing, region, DiscoverError, Instance, Listed, MetadataEni, NatEip, Provider,
+    MACS_PATH,
+};
 use crate::model::mac_text;
 
 /// The ECS instance metadata service.
@@ -26,7 +29,6 @@ const TOKEN: TokenScheme = TokenScheme {
     header: "X-aliyun-ecs-metadata-token",
     max_ttl: MAX_TOKEN_TTL,
 };
-const MACS_PATH: &str = "/latest/meta-data/network/interfaces/macs/";
 const MAC_PATH: &str = "/latest/meta-data/mac";
 const EIPV4_PATH: &str = "/latest/meta-data/eipv4";
 const REGION_PATH: &str = "/latest/meta-data/region-id";
@@ -42,13 +44,7 @@ impl Provider for Aliyun {
     }
 
     fn read(&self, session: &mut Session) -> Result<Instance, DiscoverError> {
-        let listing = session.get_required(MACS_PATH)?;
-        let macs = parse_mac_listing(&listing, MACS_PATH)?;
-        if macs.is_empty() {
-            return Err(DiscoverError::NoEnis {
-                path: MACS_PATH.to_string(),
-            });
-        }
+        let macs = mac_listing(session)?;
 
         let primary_mac = parse_mac(session.get_required(MAC_PATH)?.trim(), MAC_PATH)?;
         let primary = macs
@@ -68,10 +64,7 @@ impl Provider for Aliyun {
             }
             _ => None,
         };
-        let region = match session.get(REGION_PATH)? {
-            Some(text) => Some(parse_region(text.trim(), REGION_PATH)?),
-            None => None,
-        };
+        let region = region(session, REGION_PATH)?;
 
         let mut enis = Vec::with_capacity(macs.len());
         for (text, mac) in &macs {
@@ -93,14 +86,6 @@ impl Provider for Aliyun {
         })
     }
 
-    fn eni_name(&self, primary: bool, n: usize) -> String {
-        if primary {
-            "eth0".to_string()
-        } else {
-            format!("eth{n}")
-        }
-    }
-
     fn address_path(&self, mac: MacAddr6, what: Listed) -> String {
         let dir = format!("{MACS_PATH}{}/", mac_text(mac));
         match what {
@@ -108,32 +93,6 @@ impl Provider for Aliyun {
             Listed::Ipv6 => format!("{dir}ipv6s"),
             Listed::Eip => EIPV4_PATH.to_string(),
         }
-    }
-}
-
-/// One ENI's directory, `macs/<mac as listed>/`.
-struct EniDir<'a> {
-    session: &'a mut Session,
-    dir: String,
-}
-
-impl EniDir<'_> {
-    fn path(&self, key: &str) -> String {
-        format!("{}{key}", self.dir)
-    }
-
-    /// A key that must exist, with its path.
-    fn required(&mut self, key: &str) -> Result<(String, String), DiscoverError> {
-        let path = self.path(key);
-        let text = self.session.get_required(&path)?;
-        Ok((text, path))
-    }
-
-    /// A key that may be absent (404), with its path.
-    fn optional(&mut self, key: &str) -> Result<(Option<String>, String), DiscoverError> {
-        let path = self.path(key);
-        let text = self.session.get(&path)?;
-        Ok((text, path))
     }
 }
 
@@ -146,16 +105,13 @@ fn read_eni(
     listed: &str,
     mac: MacAddr6,
 ) -> Result<MetadataEni, DiscoverError> {
-    let mut d = EniDir {
-        session,
-        dir: format!("{MACS_PATH}{listed}/"),
-    };
+    let mut d = Dir::new(session, format!("{MACS_PATH}{listed}/"));
     let (text, path) = d.required("network-interface-id")?;
     let id = parse_eni_id(text.trim(), &path)?;
     let (cidr, gateway) = read_subnet(&mut d)?;
     let private_ips = read_private_ips(&mut d, cidr, gateway)?;
     let (text, path) = d.optional("ipv4-prefixes")?;
-    let prefixes = parse_list(text.as_deref().unwrap_or(""), &path, parse_v4_net)?;
+    let prefixes = parse_list(&text, &path, parse_v4_net)?;
     checks::prefixes(&path, &prefixes, cidr, gateway, &private_ips)?;
     let (ipv6, ipv6_cidr, ipv6_gateway) = read_ipv6(&mut d)?;
     Ok(MetadataEni {
@@ -174,7 +130,7 @@ fn read_eni(
 }
 
 /// `vswitch-cidr-block`, `netmask` (which must agree) and `gateway`.
-fn read_subnet(d: &mut EniDir<'_>) -> Result<(Ipv4Network, Ipv4Addr), DiscoverError> {
+fn read_subnet(d: &mut Dir<'_>) -> Result<(Ipv4Network, Ipv4Addr), DiscoverError> {
     let (text, path) = d.required("vswitch-cidr-block")?;
     let cidr = parse_v4_net(text.trim(), &path)?;
 
@@ -195,7 +151,7 @@ fn read_subnet(d: &mut EniDir<'_>) -> Result<(Ipv4Network, Ipv4Addr), DiscoverEr
 
 /// `primary-ip-address` first, then the rest of `private-ipv4s`.
 fn read_private_ips(
-    d: &mut EniDir<'_>,
+    d: &mut Dir<'_>,
     cidr: Ipv4Network,
     gateway: Ipv4Addr,
 ) -> Result<Vec<Ipv4Addr>, DiscoverError> {
@@ -220,9 +176,9 @@ type V6 = (Vec<Ipv6Addr>, Option<Ipv6Network>, Option<Ipv6Addr>);
 
 /// `ipv6s` (absent or empty: none); with addresses, `vswitch-ipv6-cidr-block` and
 /// `ipv6-gateway`.
-fn read_ipv6(d: &mut EniDir<'_>) -> Result<V6, DiscoverError> {
+fn read_ipv6(d: &mut Dir<'_>) -> Result<V6, DiscoverError> {
     let (text, path) = d.optional("ipv6s")?;
-    let ipv6: Vec<Ipv6Addr> = parse_list(text.as_deref().unwrap_or(""), &path, parse_v6)?;
+    let ipv6: Vec<Ipv6Addr> = parse_list(&text, &path, parse_v6)?;
     checks::ipv6(&path, &ipv6, None)?;
     if ipv6.is_empty() {
         return Ok((ipv6, None, None));

@@ -8,12 +8,15 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use macaddr::MacAddr6;
 
-use super::http::{Session, TokenScheme};
+use super::http::{Dir, Session, TokenScheme};
 use super::parse::{
-    invalid, parse_eni_id, parse_list, parse_mac_listing, parse_public_v4, parse_region, parse_v4,
-    parse_v4_net, parse_v6, parse_v6_net,
+    invalid, parse_eni_id, parse_list, parse_public_v4, parse_v4, parse_v4_net, parse_v6,
+    parse_v6_net,
 };
-use super::{checks, DiscoverError, Instance, Listed, MetadataEni, NatEip, Provider};
+use super::{
+    checks, mac_listing, region, DiscoverError, Instance, Listed, MetadataEni, NatEip, Provider,
+    MACS_PATH,
+};
 use crate::model::mac_text;
 
 /// The instance metadata service (IPv4 endpoint).
@@ -26,12 +29,9 @@ const TOKEN: TokenScheme = TokenScheme {
     header: "X-aws-ec2-metadata-token",
     max_ttl: MAX_TOKEN_TTL,
 };
-const MACS_PATH: &str = "/latest/meta-data/network/interfaces/macs/";
 const REGION_PATH: &str = "/latest/meta-data/placement/region";
 /// EC2 only (ECS has `region-id`).
 pub(crate) const PROBE_PATH: &str = REGION_PATH;
-/// More ENIs than any instance type attaches: a bound on the requests one listing may cause.
-const MAX_ENIS: usize = 128;
 
 /// AWS EC2.
 pub(crate) struct Aws;
@@ -42,24 +42,8 @@ impl Provider for Aws {
     }
 
     fn read(&self, session: &mut Session) -> Result<Instance, DiscoverError> {
-        let listing = session.get_required(MACS_PATH)?;
-        let macs = parse_mac_listing(&listing, MACS_PATH)?;
-        if macs.is_empty() {
-            return Err(DiscoverError::NoEnis {
-                path: MACS_PATH.to_string(),
-            });
-        }
-        if macs.len() > MAX_ENIS {
-            return Err(invalid(
-                MACS_PATH,
-                "more ENIs than any instance has",
-                &listing,
-            ));
-        }
-        let region = match session.get(REGION_PATH)? {
-            Some(text) => Some(parse_region(text.trim(), REGION_PATH)?),
-            None => None,
-        };
+        let macs = mac_listing(session)?;
+        let region = region(session, REGION_PATH)?;
         let mut read = Vec::with_capacity(macs.len());
         for (text, mac) in &macs {
             read.push(read_eni(session, text, *mac)?);
@@ -90,14 +74,6 @@ impl Provider for Aws {
         })
     }
 
-    fn eni_name(&self, primary: bool, n: usize) -> String {
-        if primary {
-            "eth0".to_string()
-        } else {
-            format!("eth{n}")
-        }
-    }
-
     fn address_path(&self, mac: MacAddr6, what: Listed) -> String {
         let dir = format!("{MACS_PATH}{}/", mac_text(mac));
         match what {
@@ -108,37 +84,13 @@ impl Provider for Aws {
     }
 }
 
-/// One ENI's directory, `macs/<mac as listed>/`.
-struct EniDir<'a> {
-    session: &'a mut Session,
-    dir: String,
-}
-
-impl EniDir<'_> {
-    fn required(&mut self, key: &str) -> Result<(String, String), DiscoverError> {
-        let path = format!("{}{key}", self.dir);
-        let text = self.session.get_required(&path)?;
-        Ok((text, path))
-    }
-
-    /// A key that may be absent: 404 reads as an empty body.
-    fn optional(&mut self, key: &str) -> Result<(String, String), DiscoverError> {
-        let path = format!("{}{key}", self.dir);
-        let text = self.session.get(&path)?.unwrap_or_default();
-        Ok((text, path))
-    }
-}
-
 /// (network card, device number), and the ENI.
 fn read_eni(
     session: &mut Session,
     listed: &str,
     mac: MacAddr6,
 ) -> Result<((u32, u32), MetadataEni), DiscoverError> {
-    let mut d = EniDir {
-        session,
-        dir: format!("{MACS_PATH}{listed}/"),
-    };
+    let mut d = Dir::new(session, format!("{MACS_PATH}{listed}/"));
     let (text, path) = d.required("device-number")?;
     let device = parse_index(text.trim(), &path)?;
     // Only instance types with several network cards have the key.
@@ -194,7 +146,7 @@ struct V6 {
 
 /// `ipv6s` and `ipv6-prefix` (absent or empty: none); with either, the block of
 /// `subnet-ipv6-cidr-blocks` holding them, whose first host is the router.
-fn read_ipv6(d: &mut EniDir<'_>) -> Result<V6, DiscoverError> {
+fn read_ipv6(d: &mut Dir<'_>) -> Result<V6, DiscoverError> {
     let (text, path) = d.optional("ipv6s")?;
     let addresses = parse_list(&text, &path, parse_v6)?;
     checks::ipv6(&path, &addresses, None)?;
@@ -236,7 +188,7 @@ fn read_ipv6(d: &mut EniDir<'_>) -> Result<V6, DiscoverError> {
 /// `ipv4-associations/`: one entry per public IPv4 address, whose value is the private IP it
 /// is mapped to (1:1 NAT). Without the listing, `public-ipv4s` with one address maps it to the
 /// primary private IP (an auto-assigned public IP); several cannot be placed and are an error.
-fn read_eips(d: &mut EniDir<'_>, private_ips: &[Ipv4Addr]) -> Result<Vec<NatEip>, DiscoverError> {
+fn read_eips(d: &mut Dir<'_>, private_ips: &[Ipv4Addr]) -> Result<Vec<NatEip>, DiscoverError> {
     let (listing, path) = d.optional("ipv4-associations/")?;
     let mut eips = Vec::new();
     if listing.trim().is_empty() {

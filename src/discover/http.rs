@@ -49,6 +49,32 @@ pub(crate) struct Session {
     budget: u32,
 }
 
+/// One ENI's directory of metadata keys (`.../macs/<mac>/`), each read with its path.
+pub(crate) struct Dir<'a> {
+    session: &'a mut Session,
+    dir: String,
+}
+
+impl<'a> Dir<'a> {
+    pub(crate) fn new(session: &'a mut Session, dir: String) -> Self {
+        Dir { session, dir }
+    }
+
+    /// A key that must exist: (body, path).
+    pub(crate) fn required(&mut self, key: &str) -> Result<(String, String), DiscoverError> {
+        let path = format!("{}{key}", self.dir);
+        let text = self.session.get_required(&path)?;
+        Ok((text, path))
+    }
+
+    /// A key that may be absent: a 404 reads as an empty body. (body, path).
+    pub(crate) fn optional(&mut self, key: &str) -> Result<(String, String), DiscoverError> {
+        let path = format!("{}{key}", self.dir);
+        let text = self.session.get(&path)?.unwrap_or_default();
+        Ok((text, path))
+    }
+}
+
 /// The outcome of one request after retries: a status, and the body when the status is 200.
 struct Reply {
     status: u16,

@@ -202,29 +202,15 @@ mod tests {
 
     use super::*;
     use crate::config::{discover_section, load_str, Excluded};
-    use crate::discover::{DiscoveredEni, NatEip, ProviderKind};
+    use crate::discover::{test_eni, DiscoveredEni, NatEip, ProviderKind};
     use crate::model::Mode;
 
-    fn eni(n: u8, primary: bool) -> DiscoveredEni {
-        DiscoveredEni {
-            name: format!("eth{n}"),
-            mac: MacAddr6::new(0x02, 0, 0, 0, 0, n),
-            id: format!("eni-{n}"),
-            primary,
-            cidr: "172.31.16.0/20".parse().unwrap(),
-            gateway: "172.31.16.1".parse().unwrap(),
-            private_ips: vec![format!("172.31.16.{}", 10 + n).parse().unwrap()],
-            prefixes: vec![],
-            ipv6_prefixes: vec![],
-            ipv6: vec![],
-            ipv6_cidr: None,
-            ipv6_gateway: None,
-            eips: vec![],
-        }
+    fn eni(n: u8) -> DiscoveredEni {
+        test_eni(n, "172.31.16", &[&format!("172.31.16.{}", 10 + n)])
     }
 
     fn found() -> Discovered {
-        let mut e0 = eni(0, true);
+        let mut e0 = eni(0);
         e0.eips.push(NatEip {
             address: "203.0.113.5".parse().unwrap(),
             private_ip: "172.31.16.10".parse().unwrap(),
@@ -233,7 +219,7 @@ mod tests {
             provider: ProviderKind::Aws,
             endpoint: "http://127.0.0.1:1".to_string(),
             region: Some("us-east-2".to_string()),
-            enis: vec![e0, eni(1, false), eni(2, false)],
+            enis: vec![e0, eni(1), eni(2)],
             hardened: true,
             generated_at: SystemTime::now(),
         }
@@ -278,7 +264,7 @@ address = "198.51.100.7"
         assert_eq!(wan.eips[0].address.to_string(), "198.51.100.7");
         assert_eq!(
             wan.cidr.map(|c| c.to_string()).as_deref(),
-            Some("172.31.16.0/20"),
+            Some("172.31.16.0/24"),
             "from the metadata"
         );
         assert_eq!(

@@ -326,12 +326,48 @@ trait Provider: Sync {
     /// address rules; every error names its metadata path.
     fn read(&self, session: &mut Session) -> Result<Instance, DiscoverError>;
 
-    /// The config label of the primary ENI, or of the `n`-th other ENI (from 1).
-    fn eni_name(&self, primary: bool, n: usize) -> String;
+    /// The config label of the primary ENI, or of the `n`-th other ENI (from 1): `eth0`,
+    /// `eth1`... unless the cloud names them otherwise.
+    fn eni_name(&self, primary: bool, n: usize) -> String {
+        if primary {
+            "eth0".to_string()
+        } else {
+            format!("eth{n}")
+        }
+    }
 
     /// The metadata path that lists an address of the ENI with `mac` (for errors found across
     /// ENIs, after reading).
     fn address_path(&self, mac: MacAddr6, what: Listed) -> String;
+}
+
+/// Both services list the ENIs here, one `<mac>/` per line, each a directory of keys.
+const MACS_PATH: &str = "/latest/meta-data/network/interfaces/macs/";
+/// More ENIs than any instance type attaches: a bound on the requests one listing may cause.
+const MAX_ENIS: usize = 128;
+
+/// The ENI listing: (MAC as listed, MAC), at least one, at most `MAX_ENIS`.
+fn mac_listing(session: &mut Session) -> Result<Vec<(String, MacAddr6)>, DiscoverError> {
+    let listing = session.get_required(MACS_PATH)?;
+    let macs = parse::parse_mac_listing(&listing, MACS_PATH)?;
+    if macs.is_empty() {
+        return Err(DiscoverError::NoEnis {
+            path: MACS_PATH.to_string(),
+        });
+    }
+    if macs.len() > MAX_ENIS {
+        let why = "more ENIs than any instance has";
+        return Err(parse::invalid(MACS_PATH, why, &listing));
+    }
+    Ok(macs)
+}
+
+/// The region at `path` (`None` when the service does not have it).
+fn region(session: &mut Session, path: &str) -> Result<Option<String>, DiscoverError> {
+    match session.get(path)? {
+        Some(text) => Ok(Some(parse::parse_region(text.trim(), path)?)),
+        None => Ok(None),
+    }
 }
 
 /// Which list of an ENI an address came from.
@@ -469,4 +505,28 @@ fn check_global_uniqueness(
         }
     }
     Ok(())
+}
+
+/// A discovered ENI for unit tests: `eth{n}`, MAC `02:00:00:00:00:0n`, in `{net}.0/24` with the
+/// router at `.1`, holding `ips`; the primary when `n` is 0.
+#[cfg(test)]
+pub(crate) fn test_eni(n: u8, net: &str, ips: &[&str]) -> DiscoveredEni {
+    let parse = |s: String| s.parse().unwrap_or_else(|_| panic!("{s}"));
+    DiscoveredEni {
+        name: format!("eth{n}"),
+        mac: MacAddr6::new(0x02, 0, 0, 0, 0, n),
+        id: format!("eni-{n}"),
+        primary: n == 0,
+        cidr: format!("{net}.0/24")
+            .parse()
+            .unwrap_or_else(|_| panic!("{net}")),
+        gateway: parse(format!("{net}.1")),
+        private_ips: ips.iter().map(|i| parse(i.to_string())).collect(),
+        prefixes: vec![],
+        ipv6_prefixes: vec![],
+        ipv6: vec![],
+        ipv6_cidr: None,
+        ipv6_gateway: None,
+        eips: vec![],
+    }
 }

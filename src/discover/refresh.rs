@@ -196,7 +196,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::discover::{DiscoveredEni, ProviderKind};
+    use crate::discover::{test_eni, DiscoveredEni, ProviderKind};
 
     #[derive(Clone)]
     struct Fake(Rc<Cell<Instant>>);
@@ -214,21 +214,7 @@ mod tests {
     }
 
     fn eni(n: u8, ips: &[&str]) -> DiscoveredEni {
-        DiscoveredEni {
-            name: format!("eth{n}"),
-            mac: MacAddr6::new(0x02, 0, 0, 0, 0, n),
-            id: format!("eni-{n}"),
-            primary: n == 0,
-            cidr: "192.168.0.0/24".parse().unwrap(),
-            gateway: "192.168.0.1".parse().unwrap(),
-            private_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
-            prefixes: vec![],
-            ipv6_prefixes: vec![],
-            ipv6: vec![],
-            ipv6_cidr: None,
-            ipv6_gateway: None,
-            eips: vec![],
-        }
+        test_eni(n, "192.168.0", ips)
     }
 
     fn instance(enis: Vec<DiscoveredEni>) -> Discovered {
