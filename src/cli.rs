@@ -227,8 +227,8 @@ fn flush(cli: &Cli, out: &output::Out, lock: LockArgs) -> i32 {
     // flush needs only the protocol tag: without a config file it uses the default.
     let default = crate::model::Routing::default().protocol;
     let proto = if cli.config_path().exists() {
-        match load(cli, out) {
-            Ok(l) => l.config.routing.protocol,
+        match flush_protocol(cli, out) {
+            Ok(p) => p,
             Err(code) => return code,
         }
     } else {
@@ -251,6 +251,23 @@ fn flush(cli: &Cli, out: &output::Out, lock: LockArgs) -> i32 {
             }
         }
         Err(e) => fail(out, &e),
+    }
+}
+
+/// The protocol tag flush removes: from the whole file, or — with `[discover]` — from its
+/// `[routing]` alone (flush never needs the metadata).
+fn flush_protocol(cli: &Cli, out: &output::Out) -> Result<u8, i32> {
+    let path = cli.config_path();
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    match config::discover_section(&text, &shown) {
+        Ok(Some(_)) => config::routing_section(&text, &shown)
+            .map(|r| r.protocol)
+            .map_err(|e| {
+                out.config_error(&e);
+                exit::CONFIG
+            }),
+        _ => load(cli, out).map(|l| l.config.routing.protocol),
     }
 }
 

@@ -193,5 +193,11 @@ address = "203.0.113.77"
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("nothing was changed"), "{}", text(&o));
     assert_eq!(g.ip(&["rule", "show"]), before);
+
+    // flush needs no metadata: it removes everything eniroute owns even while the service is down.
+    let o = common::eniroute(&["--netns", &g.name, "-c", &cfg, "flush"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rules = g.ip(&["rule", "show"]);
+    assert!(!rules.contains("proto 225"), "{rules}");
     let _keep: &Netns = &vpc.vpc;
 }

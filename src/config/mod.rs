@@ -18,8 +18,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::exit::{self, ExitCode};
-use crate::model::Config;
-use raw::{RawConfig, RawDiscoverOnly};
+use crate::model::{Config, Routing};
+use raw::{RawConfig, RawDiscoverOnly, RawRoutingOnly};
 use validate::Validator;
 
 pub use validate::{DiscoverSettings, Excluded, DEFAULT_REFRESH};
@@ -184,6 +184,25 @@ pub fn discover_section(text: &str, path: &str) -> Result<Option<DiscoverSetting
             path: path.to_string(),
             problems,
         })
+}
+
+/// Only the file's `[routing]` section, validated: what `flush` needs, also from a file whose
+/// `[[eni]]` entries are completed by the metadata (`[discover]`). A file that does not parse
+/// is reported by `load_str`.
+pub fn routing_section(text: &str, path: &str) -> Result<Routing, ConfigError> {
+    let raw: RawRoutingOnly = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(_) => return load_str(text, path).map(|l| l.config.routing),
+    };
+    let Some(r) = raw.routing else {
+        return Ok(Routing::default());
+    };
+    let mut v = Validator::new(LineIndex::new(text));
+    let routing = v.routing(r.get_ref());
+    v.finish_part(routing).map_err(|problems| ConfigError {
+        path: path.to_string(),
+        problems,
+    })
 }
 
 /// Byte offsets to 1-based lines and columns.

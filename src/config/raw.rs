@@ -25,6 +25,12 @@ pub(super) struct RawDiscoverOnly {
     pub(super) discover: Option<S<RawDiscover>>,
 }
 
+/// Only the `[routing]` table (for `flush`, which needs nothing else of a file).
+#[derive(Deserialize)]
+pub(super) struct RawRoutingOnly {
+    pub(super) routing: Option<S<RawRouting>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDiscover {
