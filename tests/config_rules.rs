@@ -2050,3 +2050,19 @@ fn invalid_utf8_names_its_line_and_column() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ipv6_prefix_holding_another_enis_address_or_prefix() {
+    // eth2 gets the IPv6 subnet of eth1 and a prefix holding eth1's address.
+    let text = edit(&[(
+        "name = \"eth2\"\nmac = \"00:16:3e:00:00:03\"",
+        "name = \"eth2\"\nmac = \"00:16:3e:00:00:03\"\nprefixes = [\"2001:db8:1::/112\"]\n\
+         ipv6 = [\"2001:db8:1::9:1\"]\nipv6_cidr = \"2001:db8:1::/64\"\nipv6_gateway = \"fe80::1\"",
+    )]);
+    let ps = problems(&text);
+    assert!(
+        ps.iter()
+            .any(|p| p.message.contains("prefix 2001:db8:1::/112")),
+        "{ps:#?}"
+    );
+}
