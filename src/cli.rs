@@ -414,29 +414,17 @@ fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
 /// The file, or — with a `[discover]` section — the file merged with the instance metadata read
 /// now (DESIGN §3). A metadata failure is exit 1 and changes nothing. `Err` = the exit code.
 fn load_maybe_discovered(cli: &Cli, out: &output::Out) -> Result<Result<Loaded, LoadError>, i32> {
-    use crate::discover::{self, DiscoverOptions};
+    use crate::discover::{MetadataSource, SourceError};
     let path = cli.config_path();
     let shown = path.display().to_string();
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(config::load_file(&path));
     };
-    let settings = match config::discover_section(&text, &shown) {
+    let mut source = match MetadataSource::from_file(&text, &shown) {
         Ok(Some(s)) => s,
         Ok(None) => return Ok(config::load_str(&text, &shown).map_err(LoadError::Invalid)),
         Err(e) => return Ok(Err(LoadError::Invalid(e))),
     };
-    let opts = DiscoverOptions {
-        provider: settings.provider.parse().map_err(|e: String| {
-            out.error(&e);
-            exit::CONFIG
-        })?,
-        endpoint: settings.endpoint.clone(),
-        ..DiscoverOptions::default()
-    };
-    let found = discover::discover(&opts).map_err(|e| {
-        out.error(&format!("{shown}: [discover]: {e}; nothing was changed"));
-        e.exit_code()
-    })?;
     let target = Target {
         netns: cli.netns.clone(),
     };
@@ -446,20 +434,19 @@ fn load_maybe_discovered(cli: &Cli, out: &output::Out) -> Result<Result<Loaded, 
         ));
         Vec::new()
     });
-    let ifname_of = |mac| {
-        (links.iter())
-            .find(|l| l.mac == Some(mac))
-            .map(|l| l.name.clone())
-    };
-    let merged = match discover::merge(&text, &shown, &found, &settings, &ifname_of) {
-        Ok(m) => m,
-        Err(e) => return Ok(Err(LoadError::Invalid(e))),
-    };
-    for x in &merged.excluded {
-        out.info(&format!("[discover]: not managing {x} (excluded)"));
+    match source.load_now(&text, &shown, &links) {
+        Ok((loaded, excluded)) => {
+            for x in &excluded {
+                out.info(&format!("[discover]: not managing {x} (excluded)"));
+            }
+            Ok(Ok(loaded))
+        }
+        Err(SourceError::Config(e)) => Ok(Err(LoadError::Invalid(e))),
+        Err(e @ SourceError::Metadata(_)) => {
+            out.error(&format!("{shown}: {e}"));
+            Err(exit::FAILED)
+        }
     }
-    let label = format!("{shown} + {} metadata", found.provider.name());
-    Ok(config::load_str(&merged.text, &label).map_err(LoadError::Invalid))
 }
 
 fn validate(cli: &Cli, out: &output::Out) -> i32 {

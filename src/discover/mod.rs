@@ -36,6 +36,7 @@ mod http;
 mod merge;
 mod parse;
 mod refresh;
+mod source;
 mod toml;
 
 use std::io;
@@ -52,6 +53,7 @@ use http::{Session, TokenScheme};
 
 pub use self::merge::{merge, Merged};
 pub use self::refresh::{Clock, Decision, RefreshPolicy, Refresher, SystemClock};
+pub use self::source::{MetadataSource, SourceError, Tick};
 pub use self::toml::{to_toml, write_atomic};
 
 /// Default lifetime requested for the metadata session token, in seconds (6 hours; the
