@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::converge::{compute, converge, links_when_ready, undo, Computed};
+use super::converge::{compute, converge, links_when_ready, restore_foreign, undo, Computed};
 use super::sysctls::{self, SysctlChange};
 use super::verify::verify;
 use super::{OpError, PlanReport, Verdict};
@@ -150,6 +150,15 @@ impl<K: Kernel> Pass<'_, K> {
     /// Undo everything, put the saved originals back as they were, and say why.
     async fn fail(mut self, cause: Cause) -> OpError {
         let mut undo_errors = undo(self.k, &self.report.applied, &self.written).await;
+        // Undoing eniroute's addresses may have made the kernel drop other programs' routes.
+        if (self.report.applied.iter()).any(|c| matches!(c, Change::AddAddress(_))) {
+            match restore_foreign(self.k, &self.c.foreign_routes).await {
+                Ok((_, failed)) => undo_errors.extend(
+                    (failed.iter()).map(|(r, e)| format!("cannot put back route {r}: {e}")),
+                ),
+                Err(e) => undo_errors.push(e.to_string()),
+            }
+        }
         if self.stored {
             if let Err(e) = self.state.store(&self.c.saved) {
                 undo_errors.push(e.to_string());
