@@ -273,6 +273,7 @@ impl Kernel for Netlink {
                 let what = chunk.first().map(|c| c.to_string()).unwrap_or_default();
                 return (done, first.or(Some(KernelError::Connection { what })));
             };
+            super::failpoint::hit("batch");
             for (c, a) in chunk.iter().zip(answers) {
                 done.push(a.is_ok());
                 if let (Err(source), None) = (a, &first) {

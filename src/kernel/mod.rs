@@ -10,6 +10,7 @@
 mod client;
 mod codec;
 pub mod events;
+pub mod failpoint;
 pub mod netns;
 pub mod sim;
 pub mod sysctl;
