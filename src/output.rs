@@ -346,6 +346,14 @@ pub fn flushed(out: &Out, r: &FlushReport) {
     for s in &r.restored {
         out.info(&sysctl_line(s));
     }
+    for route in &r.restored_routes {
+        out.info(&format!(
+            "+ route {route} (put back: the kernel dropped it with eniroute's addresses)"
+        ));
+    }
+    for w in &r.warnings {
+        out.warn(w);
+    }
     for e in &r.errors {
         eprintln!("error: {e}");
     }

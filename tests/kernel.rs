@@ -551,6 +551,66 @@ fn verification_failure_rolls_back() {
     assert_eq!(v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"), rp);
 }
 
+/// Rollback and flush put back the foreign routes the kernel drops when eniroute's addresses
+/// were a link's only IPv4 addresses (no RTM_DELROUTE tells of it): the full dump is the same.
+#[test]
+fn foreign_routes_dropped_with_eniroutes_addresses_come_back() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    let has_v4 = |v: &Vpc| {
+        v.guest.ip_json(&["-4", "addr", "show", "dev", "eth1"])[0]["addr_info"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    };
+    assert!(
+        !has_v4(&v),
+        "the test needs eth1 without an IPv4 address of its own"
+    );
+    v.guest.ip(&["link", "set", "eth1", "up"]);
+    v.guest.ip(&[
+        "route",
+        "add",
+        "5.6.7.0/24",
+        "dev",
+        "eth1",
+        "table",
+        "100",
+        "proto",
+        "static",
+    ]);
+    v.guest.ip(&[
+        "route",
+        "add",
+        "5.6.8.0/24",
+        "via",
+        "5.6.7.1",
+        "dev",
+        "eth1",
+        "table",
+        "100",
+    ]);
+    // A VPN-style split default makes verification fail: apply rolls back.
+    for half in ["0.0.0.0/1", "128.0.0.0/1"] {
+        v.guest
+            .ip(&["route", "add", half, "via", "192.168.10.253", "dev", "eth0"]);
+    }
+    let before = v.guest.dump();
+    let o = v.run(&["apply"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(v.guest.dump(), before, "{}", text(&o));
+    // Without the split default apply works; flush then leaves the host as it was.
+    for half in ["0.0.0.0/1", "128.0.0.0/1"] {
+        v.guest.ip(&["route", "del", half]);
+    }
+    let before = v.guest.dump();
+    v.expect(&["apply"], 0);
+    let out = v.expect(&["flush"], 0);
+    assert!(
+        out.contains("+ route 5.6.7.0/24 dev eth1 table 100"),
+        "{out}"
+    );
+    assert_eq!(v.guest.dump(), before);
+}
+
 /// Two applies at once: both succeed in turn or one exits 75; the end state is right.
 #[test]
 fn concurrent_applies() {
