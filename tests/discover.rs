@@ -1691,3 +1691,32 @@ fn discover_verb_with_provider_aws() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(64));
 }
+
+/// configs/cloud-init/user-data-metadata.yaml: its config has a valid [discover] section and,
+/// merged with an instance, validates — a host needs no per-instance file.
+#[test]
+fn metadata_user_data_config_merges_into_a_valid_config() {
+    let yaml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("configs/cloud-init/user-data-metadata.yaml"),
+    )
+    .unwrap();
+    let body: String = yaml
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("content: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("      ") || l.is_empty())
+        .map(|l| format!("{}\n", l.get(6..).unwrap_or("")))
+        .collect();
+    let settings = eniroute::config::discover_section(&body, "user-data")
+        .unwrap()
+        .expect("[discover]");
+    assert_eq!(settings.refresh, Duration::from_secs(60));
+    let mock = Mock::new(three_enis(), TokenMode::Required);
+    let found = discover(&mock.opts()).unwrap();
+    let merged =
+        eniroute::discover::merge(&body, "user-data", &found, &settings, &|_| None).unwrap();
+    let l = eniroute::config::load_str(&merged.text, "merged")
+        .unwrap_or_else(|e| panic!("{e}\n{}", merged.text));
+    assert_eq!(l.config.enis.len(), 3);
+}
