@@ -1720,3 +1720,22 @@ fn metadata_user_data_config_merges_into_a_valid_config() {
         .unwrap_or_else(|e| panic!("{e}\n{}", merged.text));
     assert_eq!(l.config.enis.len(), 3);
 }
+
+/// Requests are paced (AWS limits each ENI to 1024 packets per second to the service).
+#[test]
+fn aws_requests_are_paced() {
+    let mock = Mock::aws(aws_two_enis(), TokenMode::Required);
+    let opts = DiscoverOptions {
+        request_gap: Duration::from_millis(20),
+        ..mock.aws_opts()
+    };
+    let start = Instant::now();
+    aws_ok(&opts);
+    let n = mock.log().len() as u32;
+    assert!(n > 20, "{n} requests");
+    assert!(
+        start.elapsed() >= Duration::from_millis(20) * (n - 1),
+        "{:?}",
+        start.elapsed()
+    );
+}

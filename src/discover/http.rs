@@ -5,7 +5,7 @@
 //! May import the discover module's error and option types and its parse helpers.
 
 use std::cell::Cell;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::parse::invalid;
 use super::{DiscoverError, DiscoverOptions};
@@ -47,6 +47,9 @@ pub(crate) struct Session {
     /// Requests sent so far, and the most allowed.
     sent: Cell<u32>,
     budget: u32,
+    /// When the last request was sent, and the least gap before the next.
+    last_sent: Cell<Option<Instant>>,
+    gap: Duration,
 }
 
 /// One ENI's directory of metadata keys (`.../macs/<mac>/`), each read with its path.
@@ -128,6 +131,8 @@ impl Session {
             token: None,
             sent: Cell::new(0),
             budget: opts.max_requests,
+            last_sent: Cell::new(None),
+            gap: opts.request_gap,
         };
         session.token = session.fetch_token()?;
         Ok(session)
@@ -230,6 +235,7 @@ impl Session {
                 });
             }
             self.sent.set(self.sent.get().saturating_add(1));
+            self.pace();
             let response = match self.send(method, &url, header) {
                 Ok(r) => r,
                 Err(e) => {
@@ -271,6 +277,17 @@ impl Session {
             tries: self.tries,
             detail: "no try was made".to_string(),
         }))
+    }
+
+    /// Wait until `gap` has passed since the last request.
+    fn pace(&self) {
+        if let Some(last) = self.last_sent.get() {
+            let since = last.elapsed();
+            if since < self.gap {
+                std::thread::sleep(self.gap - since);
+            }
+        }
+        self.last_sent.set(Some(Instant::now()));
     }
 
     /// Send one request (no retry).

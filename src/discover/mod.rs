@@ -144,6 +144,9 @@ pub struct DiscoverOptions {
     pub probe_timeout: Duration,
     /// The most requests one discovery may make (retries and token renewals count).
     pub max_requests: u32,
+    /// The least time between two requests: stays far below AWS's limit of 1024 packets per
+    /// second per ENI to the metadata service (and ECS's throttling).
+    pub request_gap: Duration,
     /// Lifetime requested for the session token, 1..=21600 seconds.
     pub token_ttl: u32,
     /// Timeout for establishing the TCP connection.
@@ -163,7 +166,8 @@ impl Default for DiscoverOptions {
             endpoint: None,
             dmi_dir: PathBuf::from(DMI_DIR),
             probe_timeout: Duration::from_secs(1),
-            max_requests: 512,
+            max_requests: 2048,
+            request_gap: Duration::from_millis(5),
             token_ttl: DEFAULT_TOKEN_TTL,
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(5),

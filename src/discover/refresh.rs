@@ -43,7 +43,7 @@ impl RefreshPolicy {
         RefreshPolicy {
             interval,
             jitter: 0.1,
-            budget: 256,
+            budget: 2048,
             retry: Duration::from_secs(5),
         }
     }
@@ -356,6 +356,10 @@ mod tests {
     #[test]
     fn the_budget_reaches_the_options() {
         let p = RefreshPolicy::new(Duration::from_secs(60));
-        assert_eq!(p.options(&DiscoverOptions::default()).max_requests, 256);
+        let o = p.options(&DiscoverOptions {
+            max_requests: 1,
+            ..DiscoverOptions::default()
+        });
+        assert_eq!(o.max_requests, 2048);
     }
 }
