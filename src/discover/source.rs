@@ -136,9 +136,27 @@ impl MetadataSource {
         };
         let merged = merge(text, path, found, &self.settings, &ifname_of)?;
         let label = format!("{path} + {} metadata", found.provider.name());
-        let loaded = config::load_str(&merged.text, &label)?;
+        let loaded =
+            config::load_str(&merged.text, &label).map_err(|e| unmerged(e, &merged.text))?;
         Ok((loaded, merged.excluded))
     }
+}
+
+/// The merged text is nobody's file: its line numbers would mislead. Each problem quotes the
+/// merged line it is about instead.
+fn unmerged(mut e: ConfigError, merged: &str) -> ConfigError {
+    for p in &mut e.problems {
+        if let Some(src) = p.line.checked_sub(1).and_then(|i| merged.lines().nth(i)) {
+            p.message = format!(
+                "{} (at `{}` of the file merged with the metadata)",
+                p.message,
+                src.trim()
+            );
+        }
+        p.line = 0;
+        p.column = 0;
+    }
+    e
 }
 
 #[cfg(test)]
@@ -197,7 +215,17 @@ mod tests {
             7,
         );
         let t = src.tick_with(FILE, "f.toml", &[], || Ok(found(&["192.168.7.1"])));
-        assert!(matches!(t, Tick::Invalid(_)), "{t:?}");
+        let Tick::Invalid(e) = t else { panic!("{t:?}") };
+        let p = &e.problems[0];
+        assert_eq!(p.line, 0, "no line of a text nobody sees");
+        assert!(
+            p.message.contains("the gateway") && p.message.contains("192.168.7.1"),
+            "{e}"
+        );
+        assert!(
+            p.message.contains("of the file merged with the metadata)"),
+            "{e}"
+        );
         assert!(MetadataSource::from_file("region = \"x\"\n", "f")
             .unwrap()
             .is_none());
