@@ -611,6 +611,48 @@ fn foreign_routes_dropped_with_eniroutes_addresses_come_back() {
     assert_eq!(v.guest.dump(), before);
 }
 
+/// The originals are saved by MAC: after eth1 is renamed ens6, flush puts back ens6's.
+#[test]
+fn a_renamed_interface_keeps_its_saved_originals() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    v.guest.set_sysctl("net/ipv4/conf/eth1/rp_filter", "1");
+    v.guest.set_sysctl("net/ipv4/conf/eth1/arp_announce", "1");
+    v.expect(&["apply"], 0);
+    assert_eq!(v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"), "2");
+    v.guest.ip(&["link", "set", "eth1", "down"]);
+    v.guest.ip(&["link", "set", "eth1", "name", "ens6"]);
+    v.expect(&["flush"], 0);
+    assert_eq!(v.guest.sysctl("net/ipv4/conf/ens6/rp_filter"), "1");
+    assert_eq!(v.guest.sysctl("net/ipv4/conf/ens6/arp_announce"), "1");
+}
+
+/// A corrupt saved-state file stops flush (exit 1) with what to do, and is kept.
+#[test]
+fn a_corrupt_saved_state_is_refused_loudly_and_kept() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    v.expect(&["apply"], 0);
+    let dir = eniroute::kernel::netns::run_in_netns(Some(&v.guest.name), || async {
+        eniroute::host::State::current()
+            .unwrap()
+            .dir()
+            .to_path_buf()
+    })
+    .unwrap();
+    let file = dir.join("sysctl.json");
+    std::fs::write(&file, "{ this is not json").unwrap();
+    let o = v.run(&["flush"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot be used") && err.contains("rm "),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "{ this is not json"
+    );
+}
+
 /// Two applies at once: both succeed in turn or one exits 75; the end state is right.
 #[test]
 fn concurrent_applies() {

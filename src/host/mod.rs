@@ -79,8 +79,8 @@ impl State {
     }
 
     /// Remove the state of namespaces that are gone (best effort); what was removed.
-    pub fn sweep() -> Vec<String> {
-        sweep::sweep(Path::new(RUN_DIR), &sweep::live_namespaces())
+    pub fn sweep(&self) -> Vec<String> {
+        sweep::sweep(Path::new(RUN_DIR), self.netns_ino)
     }
 
     /// A state directory at `dir` (tests).

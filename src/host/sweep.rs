@@ -15,33 +15,20 @@ fn net_inode(s: &str) -> Option<u64> {
     s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// The inodes of every network namespace that is alive now.
-pub(super) fn live_namespaces() -> HashSet<u64> {
+/// The namespaces some thread is in, or some bind mount (nsfs) keeps: cheap to list.
+fn entered_or_mounted() -> HashSet<u64> {
     let mut live = HashSet::new();
-    let link = |p: &Path| fs::read_link(p).ok().and_then(|t| net_inode(t.to_str()?));
-    for pid in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let dir = pid.path();
-        if !pid
-            .file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        {
-            continue;
-        }
+    for pid in processes() {
         // A thread may be in another namespace than its process (eniroute's own are).
-        for task in fs::read_dir(dir.join("task"))
+        for task in fs::read_dir(pid.join("task"))
             .into_iter()
             .flatten()
             .flatten()
         {
             live.extend(link(&task.path().join("ns/net")));
         }
-        for fd in fs::read_dir(dir.join("fd")).into_iter().flatten().flatten() {
-            live.extend(link(&fd.path()));
-        }
     }
-    // Bind mounts: field 4 of mountinfo is the mount's root, `net:[N]` for an nsfs mount.
+    // Field 4 of mountinfo is the mount's root: `net:[N]` for an nsfs mount.
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     live.extend(
         mounts
@@ -52,22 +39,61 @@ pub(super) fn live_namespaces() -> HashSet<u64> {
     live
 }
 
-/// Remove every `netns-*` directory under `run_dir` whose recorded namespace is not in `live`
-/// and whose lock nobody holds. Directories without a record (older versions) are kept.
-pub(super) fn sweep(run_dir: &Path, live: &HashSet<u64>) -> Vec<String> {
+/// The namespaces held by an open file descriptor: dearer (every fd of every process), so
+/// asked only about the candidates left.
+fn held_open(candidates: &HashSet<u64>) -> HashSet<u64> {
+    let mut held = HashSet::new();
+    for pid in processes() {
+        for fd in fs::read_dir(pid.join("fd")).into_iter().flatten().flatten() {
+            held.extend(link(&fd.path()).filter(|i| candidates.contains(i)));
+        }
+    }
+    held
+}
+
+fn processes() -> impl Iterator<Item = std::path::PathBuf> {
+    (fs::read_dir("/proc").into_iter().flatten().flatten())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .map(|e| e.path())
+}
+
+fn link(p: &Path) -> Option<u64> {
+    fs::read_link(p).ok().and_then(|t| net_inode(t.to_str()?))
+}
+
+/// The state directories under `run_dir` that record a namespace other than `current`.
+fn recorded(run_dir: &Path, current: Option<u64>) -> Vec<(std::path::PathBuf, u64)> {
+    (fs::read_dir(run_dir).into_iter().flatten().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("netns-"))
+        .filter_map(|e| {
+            let ino = fs::read_to_string(e.path().join(IDENTITY)).ok()?;
+            Some((e.path(), ino.trim().parse::<u64>().ok()?))
+        })
+        .filter(|(_, ino)| Some(*ino) != current)
+        .collect()
+}
+
+/// Remove every `netns-*` directory under `run_dir` whose recorded namespace is gone and
+/// whose lock nobody holds. Directories without a record (older versions) are kept. Nothing
+/// is scanned when no other namespace has a directory (the usual host).
+pub(super) fn sweep(run_dir: &Path, current: Option<u64>) -> Vec<String> {
+    let mut dirs = recorded(run_dir, current);
+    if dirs.is_empty() {
+        return Vec::new();
+    }
+    let live = entered_or_mounted();
+    dirs.retain(|(_, ino)| !live.contains(ino));
+    let held = held_open(&dirs.iter().map(|(_, i)| *i).collect());
     let mut removed = Vec::new();
-    for entry in fs::read_dir(run_dir).into_iter().flatten().flatten() {
-        let dir = entry.path();
-        let named = entry.file_name().to_string_lossy().starts_with("netns-");
-        let ino = fs::read_to_string(dir.join(IDENTITY))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        let Some(ino) = ino.filter(|i| named && !live.contains(i)) else {
-            continue;
-        };
+    for (dir, ino) in dirs.into_iter().filter(|(_, i)| !held.contains(i)) {
         // A process in the middle of a run holds the lock: leave it be.
-        let held = File::open(dir.join("lock")).is_ok_and(|f| f.try_lock().is_err());
-        if !held && fs::remove_dir_all(&dir).is_ok() {
+        let locked = File::open(dir.join("lock")).is_ok_and(|f| f.try_lock().is_err());
+        if !locked && fs::remove_dir_all(&dir).is_ok() {
             removed.push(format!("{} (namespace {ino})", dir.display()));
         }
     }
@@ -97,8 +123,8 @@ mod tests {
         let lock = File::create(locked.join("lock")).unwrap();
         lock.lock().unwrap();
         mk("other", Some(55));
-        let live: HashSet<u64> = [22].into();
-        let removed = sweep(&root, &live);
+        // 11 and 44 are no namespace's inode; 22 is "the current one", never swept.
+        let removed = sweep(&root, Some(22));
         assert_eq!(removed.len(), 1, "{removed:?}");
         assert!(!root.join("netns-cookie-1").exists());
         for kept in [
@@ -110,10 +136,12 @@ mod tests {
             assert!(root.join(kept).exists(), "{kept}");
         }
         assert_eq!(net_inode("net:[4026531992]"), Some(4026531992));
+        let mine = link(Path::new("/proc/thread-self/ns/net")).unwrap();
         assert!(
-            !live_namespaces().is_empty(),
-            "this process's namespace is alive"
+            entered_or_mounted().contains(&mine),
+            "this thread's namespace is alive"
         );
+        assert!(sweep(&root, Some(22)).is_empty(), "nothing left to sweep");
         let _ = fs::remove_dir_all(&root);
     }
 }

@@ -115,7 +115,7 @@ fn run<R: Send + 'static>(target: &Target, proto: u8, core: Core<R>) -> Result<R
         let k = Netlink::connect(proto)?;
         let state = State::current()?;
         // Directories of namespaces that are gone would stay for ever (cookies are not reused).
-        State::sweep();
+        state.sweep();
         core(&k, &state).await
     })
     .map_err(OpError::Netns)?;
