@@ -168,6 +168,7 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
         created: Vec::new(),
     };
     let result = ctx.go(shown, started);
+    cleanup::wait_if_interrupted();
 
     // Teardown (servers were stopped when `go` returned).
     let t = Instant::now();
