@@ -1,0 +1,121 @@
+//! The network managers and cloud helpers of the host, judged: systemd-networkd, NetworkManager
+//! (and nm-cloud-setup), ifupdown, amazon-ec2-net-utils, Alibaba's multi-nic-util, and whether
+//! a watch daemon heals what they remove.
+
+use super::networkd::{self, LinkId};
+use super::{nm, EniView, Facts, Finding};
+
+/// Files that only amazon-ec2-net-utils installs (v2: setup-policy-routes and its units; v1:
+/// the ec2net scripts).
+const EC2_NET_UTILS: [&str; 5] = [
+    "usr/bin/setup-policy-routes",
+    "usr/lib/systemd/system/policy-routes@.service",
+    "lib/systemd/system/policy-routes@.service",
+    "etc/sysconfig/network-scripts/ec2net-functions",
+    "usr/sbin/ec2ifup",
+];
+
+/// Files of Alibaba Cloud's multi-nic-util (its eni service and udev rule).
+const MULTI_NIC_UTIL: [&str; 4] = [
+    "usr/sbin/multi-nic-util",
+    "etc/udev/rules.d/99-eni.rules",
+    "usr/lib/systemd/system/eni.service",
+    "etc/systemd/system/eni.service",
+];
+
+pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut removers = Vec::new();
+    if let Some(seen) = networkd_active(f) {
+        let c = &f.host.networkd_conf;
+        if c.foreign_rules.on || c.foreign_routes.on {
+            out.push(Finding::NetworkdForeign {
+                seen: seen.clone(),
+                rules: c.foreign_rules.on,
+                rules_file: c.foreign_rules.file.clone(),
+                routes: c.foreign_routes.on,
+                routes_file: c.foreign_routes.file.clone(),
+            });
+        }
+        for e in enis {
+            let link = LinkId {
+                name: &e.ifname,
+                mac: e.mac,
+            };
+            if let Some(m) = networkd::network_for(&f.host.root, &link) {
+                if !m.unmanaged {
+                    removers.push(format!("systemd-networkd ({})", e.ifname));
+                    out.push(Finding::NetworkdManagesEni {
+                        eni: e.eni.clone(),
+                        ifname: e.ifname.clone(),
+                        file: m.file,
+                        keep_configuration: m.keep_configuration,
+                        unchecked: m.unchecked,
+                    });
+                }
+            }
+        }
+    }
+    if f.host.process("NetworkManager").is_some() {
+        for e in enis {
+            let link = LinkId {
+                name: &e.ifname,
+                mac: e.mac,
+            };
+            let v = nm::view(&f.host.root, &link, e.ifindex);
+            if v.managed {
+                removers.push(format!("NetworkManager ({})", e.ifname));
+                out.push(Finding::NmManagesEni {
+                    eni: e.eni.clone(),
+                    ifname: e.ifname.clone(),
+                    source: v.source,
+                });
+            }
+        }
+    }
+    out.extend(helpers(f));
+    for e in enis {
+        if let Some((_, file)) = f.host.ifupdown.iter().find(|(n, _)| *n == e.ifname) {
+            removers.push(format!("ifupdown ({})", e.ifname));
+            out.push(Finding::IfupdownManagesEni {
+                eni: e.eni.clone(),
+                ifname: e.ifname.clone(),
+                file: file.clone(),
+            });
+        }
+    }
+    if !removers.is_empty() && f.host.watchers(f.netns).is_empty() {
+        out.push(Finding::NoWatch { managers: removers });
+    }
+    out
+}
+
+/// How systemd-networkd was seen: its process, or the link that enables it.
+fn networkd_active(f: &Facts) -> Option<String> {
+    if let Some(p) = f.host.process("systemd-networkd") {
+        return Some(format!("process systemd-networkd (pid {})", p.pid));
+    }
+    f.host
+        .enabled("systemd-networkd.service")
+        .map(|l| format!("enabled ({})", l.display()))
+}
+
+/// nm-cloud-setup, amazon-ec2-net-utils, multi-nic-util.
+fn helpers(f: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(link) = ["nm-cloud-setup.timer", "nm-cloud-setup.service"]
+        .iter()
+        .find_map(|u| f.host.enabled(u))
+    {
+        out.push(Finding::NmCloudSetup {
+            link: link.to_path_buf(),
+        });
+    }
+    if let Some(path) = f.host.first_existing(&EC2_NET_UTILS) {
+        out.push(Finding::Ec2NetUtils { path });
+    }
+    if let Some(path) = f.host.first_existing(&MULTI_NIC_UTIL) {
+        out.push(Finding::MultiNicUtil { path });
+    }
+    out
+}

@@ -1,0 +1,135 @@
+//! NetworkManager as it treats a link: its runtime device state (/run/NetworkManager/devices),
+//! else its configuration (NetworkManager.conf(5): conf.d directories, [keyfile]
+//! unmanaged-devices, [device*] managed=) and udev's NM_UNMANAGED. Pure but for reading files.
+
+use std::path::{Path, PathBuf};
+
+use macaddr::MacAddr6;
+
+use super::ini::{self, Setting};
+use super::networkd::LinkId;
+
+/// NetworkManager's configuration directories, highest priority first.
+const CONF_D: [&str; 3] = [
+    "etc/NetworkManager/conf.d",
+    "run/NetworkManager/conf.d",
+    "usr/lib/NetworkManager/conf.d",
+];
+
+/// How NetworkManager treats one link, and the file that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NmView {
+    pub managed: bool,
+    pub source: PathBuf,
+}
+
+/// NetworkManager's view of a link: its runtime state file for the ifindex when NetworkManager
+/// wrote one, else udev's NM_UNMANAGED, else the configuration (managed by default).
+pub fn view(root: &Path, link: &LinkId, ifindex: u32) -> NmView {
+    let state = root.join(format!("run/NetworkManager/devices/{ifindex}"));
+    if let Some(text) = ini::read_small(&state) {
+        let s = ini::parse(&text, &state);
+        if let Some(m) = ini::last(&s, "device", "managed").and_then(|v| ini::boolean(&v.value)) {
+            return NmView {
+                managed: m,
+                source: state,
+            };
+        }
+    }
+    let udev = root.join(format!("run/udev/data/n{ifindex}"));
+    if ini::read_small(&udev).is_some_and(|t| t.lines().any(|l| l.trim() == "E:NM_UNMANAGED=1")) {
+        return NmView {
+            managed: false,
+            source: udev,
+        };
+    }
+    conf_view(&conf(root), link)
+}
+
+/// NetworkManager.conf, then every conf.d file (systemd-style precedence by file name).
+fn conf(root: &Path) -> Vec<Setting> {
+    let main = root.join("etc/NetworkManager/NetworkManager.conf");
+    let mut files = vec![main];
+    let dirs: Vec<String> = CONF_D.iter().map(|d| d.to_string()).collect();
+    files.extend(ini::collect(root, &dirs, ".conf"));
+    ini::load_files(&files)
+}
+
+/// `[keyfile] unmanaged-devices=` and `[device*] match-device= managed=`, the last match
+/// winning; managed when nothing says otherwise.
+fn conf_view(settings: &[Setting], link: &LinkId) -> NmView {
+    let mut view = NmView {
+        managed: true,
+        source: PathBuf::from("NetworkManager's default"),
+    };
+    if let Some(s) = ini::last(settings, "keyfile", "unmanaged-devices") {
+        if spec_matches(&s.value, link) {
+            view = NmView {
+                managed: false,
+                source: s.file.clone(),
+            };
+        }
+    }
+    let mut sections: Vec<&str> = settings
+        .iter()
+        .filter(|s| s.section == "device" || s.section.starts_with("device-"))
+        .map(|s| s.section.as_str())
+        .collect();
+    sections.dedup();
+    for sec in sections {
+        let own: Vec<Setting> = settings
+            .iter()
+            .filter(|s| s.section == sec)
+            .cloned()
+            .collect();
+        let hit = ini::last(&own, sec, "match-device").is_none_or(|m| spec_matches(&m.value, link));
+        if let (true, Some(m)) = (hit, ini::last(&own, sec, "managed")) {
+            if let Some(b) = ini::boolean(&m.value) {
+                view = NmView {
+                    managed: b,
+                    source: m.file.clone(),
+                };
+            }
+        }
+    }
+    view
+}
+
+/// A device spec list (`;` or `,` separated): `*`, `interface-name:GLOB` (`=` exact, `~`
+/// glob), `mac:ADDR`, a bare MAC; a matching `except:` entry excludes the device (a list of only
+/// `except:` entries matches every other device). Other kinds never match here.
+fn spec_matches(list: &str, link: &LinkId) -> bool {
+    let (mut hit, mut only_except, mut any) = (false, true, false);
+    for spec in list
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        any = true;
+        match spec.strip_prefix("except:") {
+            // a matching except: entry excludes the device whatever else matches
+            Some(s) if one_spec(s, link) => return false,
+            Some(_) => {}
+            None => {
+                only_except = false;
+                hit |= one_spec(spec, link);
+            }
+        }
+    }
+    hit || (any && only_except)
+}
+
+fn one_spec(spec: &str, link: &LinkId) -> bool {
+    if spec == "*" {
+        return true;
+    }
+    if let Some(name) = spec.strip_prefix("interface-name:") {
+        return match name.strip_prefix('=') {
+            Some(exact) => exact == link.name,
+            None => glob::Pattern::new(name.strip_prefix('~').unwrap_or(name))
+                .is_ok_and(|g| g.matches(link.name)),
+        };
+    }
+    let mac = spec.strip_prefix("mac:").unwrap_or(spec);
+    mac.parse::<MacAddr6>().is_ok_and(|m| Some(m) == link.mac)
+}
