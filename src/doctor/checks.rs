@@ -14,7 +14,7 @@ const ADDRESS_TAGS: (u32, u32) = (5, 18);
 pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
     let mut out = Vec::new();
     if let (Some(cfg), Some(k)) = (f.cfg, &f.kernel) {
-        out.extend(cloud_init(f, &k.foreign_rules, enis));
+        out.extend(cloud_init(f, cfg, &k.foreign_rules, enis));
         out.extend(foreign_rules(cfg, &k.foreign_rules));
         for e in enis {
             let rp = |p: &str| k.sysctl(p).and_then(|v| v.parse::<u8>().ok()).unwrap_or(0);
@@ -53,8 +53,8 @@ fn release_version(r: &str) -> Option<(u32, u32)> {
 }
 
 /// Rules from an ENI's source to a table 100+n, or cloud-init's netplan with routing-policy.
-fn cloud_init(f: &Facts, rules: &[Rule], enis: &[EniView]) -> Option<Finding> {
-    let hits: Vec<String> = rules
+fn cloud_init(f: &Facts, cfg: &Config, rules: &[Rule], enis: &[EniView]) -> Option<Finding> {
+    let hits: Vec<&Rule> = rules
         .iter()
         .filter(|r| CLOUD_INIT_TABLES.contains(&r.table))
         .filter(|r| {
@@ -64,15 +64,19 @@ fn cloud_init(f: &Facts, rules: &[Rule], enis: &[EniView]) -> Option<Finding> {
                     .any(|s| s.contains(from.ip()) || from.contains(s.ip()))
             })
         })
-        .map(|r| r.to_string())
         .collect();
+    let before_eniroute = hits.iter().any(|r| r.priority < cfg.routing.rule_priority);
     let rel = "etc/netplan/50-cloud-init.yaml";
     let file = f
         .host
         .read(rel)
         .filter(|t| t.contains("routing-policy"))
         .map(|_| f.host.root.join(rel));
-    (!hits.is_empty() || file.is_some()).then_some(Finding::CloudInitRules { rules: hits, file })
+    (!hits.is_empty() || file.is_some()).then_some(Finding::CloudInitRules {
+        rules: hits.iter().map(|r| r.to_string()).collect(),
+        file,
+        before_eniroute,
+    })
 }
 
 /// Foreign rules in [rule_priority, rule_priority + top layer] or looking up eniroute's tables.

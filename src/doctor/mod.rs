@@ -71,6 +71,8 @@ pub enum Finding {
     CloudInitRules {
         rules: Vec<String>,
         file: Option<PathBuf>,
+        /// Some of those rules come before eniroute's layers (they win for its sources).
+        before_eniroute: bool,
     },
     /// A foreign rule inside eniroute's priority window.
     ForeignRuleInWindow { rule: String, first: u32, last: u32 },
@@ -93,12 +95,17 @@ pub enum Finding {
 impl Finding {
     /// Whether it will break routing (apply warns about these); the others are risks.
     pub fn breaks(&self) -> bool {
-        !matches!(
-            self,
+        match self {
+            Finding::CloudInitRules {
+                before_eniroute, ..
+            } => *before_eniroute,
             Finding::NetworkdManagesEni { .. }
-                | Finding::NmManagesEni { .. }
-                | Finding::IfupdownManagesEni { .. }
-        )
+            | Finding::NmManagesEni { .. }
+            | Finding::IfupdownManagesEni { .. }
+            | Finding::NmCloudSetup { .. }
+            | Finding::MultiNicUtil { .. } => false,
+            _ => true,
+        }
     }
 }
 

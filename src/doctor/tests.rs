@@ -136,7 +136,11 @@ fn networkd_same_name_masking_empty_and_invalid_values() {
     .unwrap();
     assert!(networkd::conf(t.path()).foreign_routes.on);
     // an empty assignment resets; an invalid one is ignored
-    fs::remove_file(t.path().join("etc/systemd/networkd.conf.d/80-eniroute.conf")).unwrap();
+    fs::remove_file(
+        t.path()
+            .join("etc/systemd/networkd.conf.d/80-eniroute.conf"),
+    )
+    .unwrap();
     put(t.path(), "etc/systemd/networkd.conf.d/80-eniroute.conf", "[Network]\nManageForeignRoutes=no\nManageForeignRoutes=\nManageForeignRoutingPolicyRules=no\nManageForeignRoutingPolicyRules=perhaps\n");
     let c = networkd::conf(t.path());
     assert!(c.foreign_routes.on && !c.foreign_rules.on);
@@ -519,6 +523,10 @@ fn foreign_rules_cloud_init_window_and_tables() {
     ];
     let f = findings(t.path(), &config(), k);
     assert_eq!(kinds(&f), ["cloud-init", "window", "table"]);
+    assert!(
+        f[0].breaks(),
+        "priority 10001 comes before eniroute's 20000"
+    );
     let Finding::CloudInitRules { rules, .. } = &f[0] else {
         unreachable!()
     };

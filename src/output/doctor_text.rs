@@ -44,12 +44,12 @@ fn words(f: &Finding) -> (&'static str, String, String, String) {
         Finding::NmCloudSetup { link } => (
             "nm-cloud-setup",
             format!("nm-cloud-setup is enabled ({})", link.display()),
-            "it configures the ENIs' addresses and policy rules (tables 30400+) from the metadata on its own schedule, competing with eniroute's rules for the same sources".into(),
+            "it re-applies the ENIs' addresses from the metadata and adds policy rules of its own (priority 30400+, after eniroute's) on its own schedule: a second policy router for the same sources".into(),
             "systemctl disable --now nm-cloud-setup.timer nm-cloud-setup.service".into()),
         Finding::Ec2NetUtils { path } => (
             "amazon-ec2-net-utils",
             format!("amazon-ec2-net-utils is installed ({})", path.display()),
-            "it installs per-ENI policy rules and route tables of its own on every hotplug and DHCP event, for the same sources as eniroute".into(),
+            "it installs per-ENI policy rules (priority 10000+, before eniroute's layers) and route tables of its own on every hotplug and DHCP event, for the same sources as eniroute: its rules win".into(),
             "remove it (dnf remove amazon-ec2-net-utils / apt-get purge amazon-ec2-net-utils), or let it route and do not declare those ENIs in eniroute".into()),
         Finding::MultiNicUtil { path } => (
             "multi-nic-util",
@@ -61,12 +61,16 @@ fn words(f: &Finding) -> (&'static str, String, String, String) {
             format!("ifupdown configures ENI {eni} ({ifname}) in {}", file.display()),
             "`ifdown/ifup` and `systemctl restart networking` remove the link's addresses and with them every route through it".into(),
             format!("run `eniroute watch`; or install the hook {IFUP_HOOK} as /etc/network/if-up.d/eniroute")),
-        Finding::CloudInitRules { rules, file } => (
+        Finding::CloudInitRules { rules, file, before_eniroute } => (
             "cloud-init-policy-routing",
             format!("cloud-init's policy routing{}{}", if rules.is_empty() { String::new() } else { format!(": {}", rules.join("; ")) },
                 file.as_ref().map(|f| format!(" (in {})", f.display())).unwrap_or_default()),
-            "its rules (EC2: table 100+n per NIC) route the same sources as eniroute; whichever priority is lower wins, and it re-adds them at every boot".into(),
-            "disable it in cloud-init (configs/cloud-init/user-data-no-policy-routing.yaml: network: config: disabled, or apply_network_config: false for the datasource), then remove its rules".into()),
+            if *before_eniroute {
+                "its rules (EC2: table 100+n per NIC) route the same sources as eniroute and come before eniroute's layers, so they win; it re-adds them at every boot".into()
+            } else {
+                "its rules (EC2: table 100+n per NIC) route the same sources as eniroute; today eniroute's layers come first, but a lower rule_priority or a change of theirs reverses that".into()
+            },
+            "stop cloud-init configuring the secondary NICs: /etc/cloud/cloud.cfg.d/99-eniroute.cfg with datasource: Ec2: apply_full_imds_network_config: false (example: /usr/share/doc/eniroute/examples/cloud-init/user-data-no-policy-routing.yaml), then remove its rules (ip rule del ...)".into()),
         Finding::ForeignRuleInWindow { rule, first, last } => (
             "foreign-rule-in-window",
             format!("a foreign rule `{rule}` lies in eniroute's priority window {first}-{last}"),
