@@ -38,10 +38,7 @@ pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
             });
         }
         for e in enis {
-            let link = LinkId {
-                name: &e.ifname,
-                mac: e.mac,
-            };
+            let link = LinkId::from_sysfs(&f.host.root, &e.ifname, e.mac);
             if let Some(m) = networkd::network_for(&f.host.root, &link) {
                 if !m.unmanaged {
                     removers.push(format!("systemd-networkd ({})", e.ifname));
@@ -58,10 +55,7 @@ pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
     }
     if f.host.process("NetworkManager").is_some() {
         for e in enis {
-            let link = LinkId {
-                name: &e.ifname,
-                mac: e.mac,
-            };
+            let link = LinkId::from_sysfs(&f.host.root, &e.ifname, e.mac);
             let v = nm::view(&f.host.root, &link, e.ifindex);
             if v.managed {
                 removers.push(format!("NetworkManager ({})", e.ifname));

@@ -82,6 +82,37 @@ fn manage(settings: &[Setting], key: &str) -> Manage {
 pub struct LinkId<'a> {
     pub name: &'a str,
     pub mac: Option<MacAddr6>,
+    /// networkd's link type (`Type=`): udev's DEVTYPE, else "ether"/"loopback"/... from the
+    /// ARPHRD type; None when unknown (then Type= is not checked).
+    pub kind: Option<String>,
+    /// The kernel driver (`Driver=`), when sysfs shows one.
+    pub driver: Option<String>,
+}
+
+impl LinkId<'_> {
+    /// A link's type and driver from sysfs below `root`.
+    pub fn from_sysfs<'a>(root: &Path, name: &'a str, mac: Option<MacAddr6>) -> LinkId<'a> {
+        let dir = root.join("sys/class/net").join(name);
+        let devtype = ini::read_small(&dir.join("uevent")).and_then(|u| {
+            u.lines()
+                .find_map(|l| l.strip_prefix("DEVTYPE=").map(|v| v.trim().to_string()))
+        });
+        let arphrd = ini::read_small(&dir.join("type")).map(|t| match t.trim() {
+            "1" => "ether".to_string(),
+            "772" => "loopback".to_string(),
+            "65534" => "none".to_string(),
+            other => format!("arphrd-{other}"),
+        });
+        let driver = std::fs::read_link(dir.join("device/driver"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        LinkId {
+            name,
+            mac,
+            kind: devtype.or(arphrd),
+            driver,
+        }
+    }
 }
 
 /// The .network file networkd applies to a link, and what it says.
@@ -137,9 +168,14 @@ fn matches(settings: &[Setting], link: &LinkId) -> Option<Vec<String>> {
     keys.dedup();
     for key in keys {
         let values = ini::list(settings, "Match", key);
+        let known = |v: &Option<String>| v.as_deref().map(|x| globs_match(&values, x));
         let ok = match key {
             "Name" | "OriginalName" => globs_match(&values, link.name),
             "MACAddress" | "PermanentMACAddress" => macs_match(&values, link.mac),
+            // An ENI is never a Wi-Fi interface.
+            "WLANInterfaceType" | "SSID" | "BSSID" => false,
+            "Type" if link.kind.is_some() => known(&link.kind).unwrap_or(true),
+            "Driver" if link.driver.is_some() => known(&link.driver).unwrap_or(true),
             other => {
                 unchecked.push(other.to_string());
                 true

@@ -159,6 +159,8 @@ fn link(name: &str) -> LinkId<'_> {
     LinkId {
         name,
         mac: MAC.parse().ok(),
+        kind: Some("ether".into()),
+        driver: Some("virtio_net".into()),
     }
 }
 
@@ -187,7 +189,10 @@ fn network_files_match_by_mac_and_name_globs() {
     let m = networkd::network_for(t.path(), &link("eth1")).unwrap();
     assert!(m.file.ends_with("05-all-but-lo.network"));
     assert_eq!(m.keep_configuration.as_deref(), Some("static"));
-    assert_eq!(m.unchecked, ["Type"]);
+    assert!(
+        m.unchecked.is_empty(),
+        "Type=ether is checked against the link"
+    );
     assert!(networkd::network_for(t.path(), &link("lo"))
         .is_some_and(|m| m.file.ends_with("20-mac.network")));
 }
@@ -588,4 +593,52 @@ fn host_facts_read_processes_and_units() {
     assert_eq!(h.processes.len(), 1);
     assert_eq!(h.process("NetworkManager").map(|p| p.pid), Some(9));
     assert_eq!(h.kernel_release, None);
+}
+
+#[test]
+fn network_files_for_other_kinds_of_links_do_not_match() {
+    let t = tree();
+    // what systemd ships in /usr/lib/systemd/network (80-wifi-adhoc.network, 80-container-ve.network)
+    put(
+        t.path(),
+        "usr/lib/systemd/network/80-wifi-adhoc.network",
+        "[Match]\nType=wlan\nWLANInterfaceType=ad-hoc\n",
+    );
+    put(
+        t.path(),
+        "usr/lib/systemd/network/80-container-ve.network",
+        "[Match]\nName=ve-*\nDriver=veth\n",
+    );
+    put(
+        t.path(),
+        "usr/lib/systemd/network/90-virtio.network",
+        "[Match]\nDriver=virtio*\nVirtualization=vm\n",
+    );
+    let m = networkd::network_for(t.path(), &link("eth1")).unwrap();
+    assert!(m.file.ends_with("90-virtio.network"));
+    assert_eq!(m.unchecked, ["Virtualization"]);
+    // the link's type and driver come from sysfs
+    put(
+        t.path(),
+        "sys/class/net/eth1/uevent",
+        "INTERFACE=eth1\nIFINDEX=3\n",
+    );
+    put(t.path(), "sys/class/net/eth1/type", "1\n");
+    fs::create_dir_all(t.path().join("sys/bus/virtio/drivers/virtio_net")).unwrap();
+    fs::create_dir_all(t.path().join("sys/class/net/eth1/device")).unwrap();
+    symlink(
+        "../../../../bus/virtio/drivers/virtio_net",
+        t.path().join("sys/class/net/eth1/device/driver"),
+    )
+    .unwrap();
+    let l = LinkId::from_sysfs(t.path(), "eth1", None);
+    assert_eq!(
+        (l.kind.as_deref(), l.driver.as_deref()),
+        (Some("ether"), Some("virtio_net"))
+    );
+    put(t.path(), "sys/class/net/wl0/uevent", "DEVTYPE=wlan\n");
+    assert_eq!(
+        LinkId::from_sysfs(t.path(), "wl0", None).kind.as_deref(),
+        Some("wlan")
+    );
 }

@@ -1,0 +1,127 @@
+//! eniroute next to real network managers: systemd-networkd and NetworkManager run under a
+//! real systemd (a throw-away `systemd-nspawn --volatile=yes --private-network` container on
+//! the host's /usr, as tests/boot_files.rs boots it) with two veth pairs as ENIs. Each driver
+//! (tests/managers/*.sh) applies eniroute, runs the matrix's actions of the README section
+//! "Living with network managers" and measures, with the kernel's own lookups (`ip route get
+//! ... from SRC`, polled for 1 s), whether every source still routes right; the expectations
+//! below are what was measured, so a manager or eniroute that changes behaviour fails here.
+//!
+//! Needs root, systemd-nspawn (systemd-container), systemd-networkd (systemd), NetworkManager
+//! (network-manager) and iproute2; a test whose tool is missing says so loudly and returns.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[path = "managers/nspawn.rs"]
+mod nspawn;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+}
+
+const CONFIG: &str = r#"[[eni]]
+name = "eni1"
+mac = "00:16:3e:7e:00:01"
+cidr = "192.168.77.0/24"
+gateway = "192.168.77.253"
+private_ips = ["192.168.77.21", "192.168.77.22"]
+
+[[eni]]
+name = "eni2"
+mac = "00:16:3e:7e:00:02"
+cidr = "192.168.78.0/24"
+gateway = "192.168.78.253"
+private_ips = ["192.168.78.21", "192.168.78.22"]
+"#;
+
+/// Boot a container into `driver` with the shared helpers, the config and `extra` files (name
+/// under /eniroute-probe, content); returns (driver.txt, matrix.txt, the whole report).
+fn boot(test: &str, driver: &str, extra: &[(&str, String)]) -> Option<(String, String, String)> {
+    let nspawn = nspawn::require_root_nspawn(test)?;
+    let mut files = vec![
+        ("driver", read(&repo().join("tests/managers").join(driver))),
+        ("lib.sh", read(&repo().join("tests/managers/lib.sh"))),
+        ("eniroute.toml", CONFIG.to_string()),
+        (
+            "80-eniroute.conf",
+            read(&repo().join("configs/networkd/80-eniroute.conf")),
+        ),
+    ];
+    files.extend(extra.iter().map(|(n, c)| (*n, c.clone())));
+    let b = nspawn::Boot::new(test, &files);
+    let (status, report) = b.run(&nspawn);
+    let driver = b.out("driver.txt");
+    let matrix = b.out("matrix.txt");
+    eprintln!("{report}");
+    assert!(status, "the container did not run the driver:\n{report}");
+    Some((driver, matrix, report))
+}
+
+/// The measured result of `manager | setup | action`.
+fn measured<'a>(matrix: &'a str, setup: &str, action: &str) -> &'a str {
+    matrix
+        .lines()
+        .filter_map(|l| l.strip_prefix("MEASURED "))
+        .map(|l| l.splitn(4, " | ").collect::<Vec<_>>())
+        .find(|f| f.len() == 4 && f[1] == setup && f[2] == action)
+        .map(|f| f[3])
+        .unwrap_or_else(|| panic!("nothing measured for {setup} / {action}:\n{matrix}"))
+}
+
+fn no_failures(driver: &str, report: &str) {
+    let fails: Vec<&str> = driver.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(fails.is_empty(), "{}\n{report}", fails.join("\n"));
+    assert!(
+        driver.lines().any(|l| l.starts_with("ok ")),
+        "the driver checked nothing:\n{report}"
+    );
+}
+
+#[test]
+fn networkd_doctor_and_matrix() {
+    const TEST: &str = "networkd_doctor_and_matrix";
+    if nspawn::tool("/usr/lib/systemd/systemd-networkd").is_none() {
+        return nspawn::skipped(
+            TEST,
+            "systemd-networkd is not installed (Debian package systemd)",
+        );
+    }
+    let Some((driver, matrix, report)) = boot(TEST, "networkd.sh", &[]) else {
+        return;
+    };
+    no_failures(&driver, &report);
+    let kept = |setup: &str, action: &str| {
+        let r = measured(&matrix, setup, action);
+        assert!(r.starts_with("kept"), "{setup} / {action}: {r}\n{report}");
+    };
+    let lost = |setup: &str, action: &str| {
+        let r = measured(&matrix, setup, action);
+        assert!(
+            r.starts_with("LOST"),
+            "{setup} / {action} was expected to lose state: {r}\n{report}"
+        );
+        r
+    };
+    // networkd's defaults: a reconfigure deletes every foreign rule (eni2's too)
+    let r = lost("defaults", "networkctl reconfigure eni1");
+    assert!(r.starts_with("LOST: rules=0 "), "defaults / reconfigure: {r}");
+    kept("defaults", "networkctl reload");
+    kept("defaults", "systemctl restart systemd-networkd");
+    // with the shipped drop-in the rules stay, but a reconfigure still re-sets eni1's
+    // addresses: eniroute's goes, and the kernel drops the table routes through eni1
+    let r = lost("drop-in", "networkctl reconfigure eni1");
+    assert!(r.starts_with("LOST: rules=8 "), "drop-in / reconfigure keeps the rules: {r}");
+    kept("drop-in", "networkctl reload");
+    kept("drop-in", "networkctl forcerenew eni1");
+    kept("drop-in", "systemctl restart systemd-networkd");
+    // a link set down loses its routes whoever set it down (the kernel's doing)
+    let r = lost("drop-in", "networkctl down eni1 && networkctl up eni1");
+    assert!(r.starts_with("LOST: rules=8 "), "drop-in / down-up: {r}");
+    kept("drop-in + KeepConfiguration=static", "networkctl reconfigure eni1");
+}
