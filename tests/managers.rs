@@ -110,18 +110,72 @@ fn networkd_doctor_and_matrix() {
     };
     // networkd's defaults: a reconfigure deletes every foreign rule (eni2's too)
     let r = lost("defaults", "networkctl reconfigure eni1");
-    assert!(r.starts_with("LOST: rules=0 "), "defaults / reconfigure: {r}");
+    assert!(
+        r.starts_with("LOST: rules=0 "),
+        "defaults / reconfigure: {r}"
+    );
     kept("defaults", "networkctl reload");
     kept("defaults", "systemctl restart systemd-networkd");
     // with the shipped drop-in the rules stay, but a reconfigure still re-sets eni1's
     // addresses: eniroute's goes, and the kernel drops the table routes through eni1
     let r = lost("drop-in", "networkctl reconfigure eni1");
-    assert!(r.starts_with("LOST: rules=8 "), "drop-in / reconfigure keeps the rules: {r}");
+    assert!(
+        r.starts_with("LOST: rules=8 "),
+        "drop-in / reconfigure keeps the rules: {r}"
+    );
     kept("drop-in", "networkctl reload");
     kept("drop-in", "networkctl forcerenew eni1");
     kept("drop-in", "systemctl restart systemd-networkd");
     // a link set down loses its routes whoever set it down (the kernel's doing)
     let r = lost("drop-in", "networkctl down eni1 && networkctl up eni1");
     assert!(r.starts_with("LOST: rules=8 "), "drop-in / down-up: {r}");
-    kept("drop-in + KeepConfiguration=static", "networkctl reconfigure eni1");
+    kept(
+        "drop-in + KeepConfiguration=static",
+        "networkctl reconfigure eni1",
+    );
+}
+
+#[test]
+fn networkmanager_doctor_and_matrix() {
+    const TEST: &str = "networkmanager_doctor_and_matrix";
+    if nspawn::tool("NetworkManager").is_none() || nspawn::tool("nmcli").is_none() {
+        return nspawn::skipped(
+            TEST,
+            "NetworkManager is not installed (Debian package network-manager)",
+        );
+    }
+    let hook = read(&repo().join("configs/networkmanager/90-eniroute"));
+    let Some((driver, matrix, report)) = boot(TEST, "nm.sh", &[("90-eniroute", hook)]) else {
+        return;
+    };
+    no_failures(&driver, &report);
+    let lost = |action: &str| {
+        let r = measured(&matrix, "no hook", action);
+        assert!(
+            r.starts_with("LOST: rules=8 "),
+            "no hook / {action} (rules kept, state lost): {r}\n{report}"
+        );
+        r
+    };
+    // without a hook: `connection up` replaces eni1's addresses (eniroute's goes, and the
+    // table routes through eni1 with it), `device reapply` drops eniroute's address only,
+    // `networking off/on` takes every address and route; the rules stay
+    let r = lost("nmcli connection up eni1");
+    assert!(r.contains("eniroute-addresses=1 "), "{r}");
+    let r = lost("nmcli device reapply eni1");
+    assert!(r.contains("eniroute-addresses=1 "), "{r}");
+    let r = lost("nmcli networking off; nmcli networking on");
+    assert!(r.contains("routes=0 eniroute-addresses=0 "), "{r}");
+    // the shipped dispatcher hook puts everything back within the 1 s deadline
+    for action in [
+        "nmcli connection up eni1",
+        "nmcli device reapply eni1",
+        "nmcli networking off; nmcli networking on",
+    ] {
+        let r = measured(&matrix, "dispatcher hook", action);
+        assert!(
+            r.starts_with("kept"),
+            "dispatcher hook / {action}: {r}\n{report}"
+        );
+    }
 }

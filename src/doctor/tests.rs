@@ -462,6 +462,22 @@ fn networkmanager_and_its_cloud_setup() {
         "[keyfile]\nunmanaged-devices=interface-name:eth1\n",
     );
     assert_eq!(findings(t.path(), &config(), kernel()), []);
+    // managed, but the shipped dispatcher hook re-applies after NetworkManager's up events
+    fs::remove_file(t.path().join("etc/NetworkManager/conf.d/eniroute.conf")).unwrap();
+    put(
+        t.path(),
+        "etc/NetworkManager/dispatcher.d/90-eniroute",
+        "#!/bin/sh\n",
+    );
+    assert_eq!(
+        kinds(&findings(t.path(), &config(), kernel())),
+        ["nm-manages"]
+    );
+    put(
+        t.path(),
+        "etc/NetworkManager/conf.d/eniroute.conf",
+        "[keyfile]\nunmanaged-devices=interface-name:eth1\n",
+    );
     fs::create_dir_all(t.path().join("etc/systemd/system/timers.target.wants")).unwrap();
     symlink(
         "/usr/lib/systemd/system/nm-cloud-setup.timer",

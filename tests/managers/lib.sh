@@ -70,3 +70,11 @@ doctor_is() {
     grep -q "\[$id\]" /tmp/doctor.out && ok "doctor names $id ($what)" || fail "doctor does not name $id ($what): $(tr '\n' ' ' </tmp/doctor.out)"
   done
 }
+
+# doctor_lacks WHAT ID...: the last doctor run did not name these
+doctor_lacks() {
+  what=$1; shift
+  for id in "$@"; do
+    grep -q "\[$id\]" /tmp/doctor.out && fail "doctor names $id ($what): $(tr '\n' ' ' </tmp/doctor.out)" || ok "doctor does not name $id ($what)"
+  done
+}
