@@ -179,3 +179,122 @@ fn networkmanager_doctor_and_matrix() {
         );
     }
 }
+
+#[test]
+fn ifupdown_doctor_and_matrix() {
+    const TEST: &str = "ifupdown_doctor_and_matrix";
+    if nspawn::tool("ifup").is_none() {
+        return nspawn::skipped(TEST, "ifupdown is not installed (Debian package ifupdown)");
+    }
+    let hook = read(&repo().join("configs/ifupdown/eniroute"));
+    let Some((driver, matrix, report)) = boot(TEST, "ifupdown.sh", &[("eniroute-ifup", hook)])
+    else {
+        return;
+    };
+    no_failures(&driver, &report);
+    for action in ["ifdown eni1; ifup eni1", "systemctl restart networking"] {
+        let r = measured(&matrix, "no hook", action);
+        assert!(r.starts_with("LOST"), "no hook / {action}: {r}\n{report}");
+        let r = measured(&matrix, "if-up.d hook", action);
+        assert!(
+            r.starts_with("kept"),
+            "if-up.d hook / {action}: {r}\n{report}"
+        );
+    }
+}
+
+/// The shipped hooks parse as POSIX sh (`sh -n`, and dash's stricter parser when installed),
+/// and run `eniroute apply` with a lock timeout on up events only: each is run with the
+/// binary replaced by a recorder.
+#[test]
+fn hooks_parse_and_apply_on_up_events_only() {
+    let dir = std::env::temp_dir().join(format!("eniroute-hooks-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let record = dir.join("calls");
+    let recorder = dir.join("eniroute");
+    fs::write(
+        &recorder,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", record.display()),
+    )
+    .unwrap();
+    let config = dir.join("eniroute.toml");
+    fs::write(&config, "").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&recorder, fs::Permissions::from_mode(0o755)).unwrap();
+    let hooks = [
+        (
+            "configs/networkmanager/90-eniroute",
+            vec![
+                (vec!["eni1", "up"], true),
+                (vec!["eni1", "reapply"], true),
+                (vec!["eni1", "down"], false),
+                (vec!["eni1", "pre-up"], false),
+            ],
+            vec![],
+        ),
+        (
+            "configs/ifupdown/eniroute",
+            vec![(vec![], true)],
+            vec![("IFACE", "eni1"), ("MODE", "start"), ("PHASE", "post-up")],
+        ),
+        (
+            "configs/ifupdown/eniroute",
+            vec![(vec![], false)],
+            vec![("IFACE", "lo"), ("MODE", "start"), ("PHASE", "post-up")],
+        ),
+        (
+            "configs/ifupdown/eniroute",
+            vec![(vec![], false)],
+            vec![("IFACE", "eni1"), ("MODE", "stop"), ("PHASE", "post-down")],
+        ),
+    ];
+    for (path, runs, env) in hooks {
+        let text = read(&repo().join(path));
+        for shell in ["sh", "dash"] {
+            if nspawn::tool(shell).is_some() {
+                let out = Command::new(shell)
+                    .arg("-n")
+                    .arg(repo().join(path))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{shell} -n {path}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let hook = dir.join("hook");
+        let patched = text
+            .replace(
+                "ENIROUTE=/usr/bin/eniroute",
+                &format!("ENIROUTE={}", recorder.display()),
+            )
+            .replace(
+                "CONFIG=/etc/eniroute/eniroute.toml",
+                &format!("CONFIG={}", config.display()),
+            );
+        assert_ne!(patched, text, "{path} no longer sets ENIROUTE= and CONFIG=");
+        fs::write(&hook, patched).unwrap();
+        for (args, applies) in runs {
+            let _ = fs::remove_file(&record);
+            let status = Command::new("/bin/sh")
+                .arg(&hook)
+                .args(&args)
+                .envs(env.iter().copied())
+                .env("PATH", "/nonexistent") // no systemctl: no watch daemon to defer to
+                .stdin(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "{path} {args:?} {env:?}: {status}");
+            let calls = fs::read_to_string(&record).unwrap_or_default();
+            let want = format!("-q -c {} apply --lock-timeout 20s\n", config.display());
+            assert_eq!(
+                calls,
+                if applies { want } else { String::new() },
+                "{path} {args:?} {env:?}"
+            );
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
