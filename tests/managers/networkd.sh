@@ -34,6 +34,14 @@ rm /etc/systemd/networkd.conf.d/80-eniroute.conf
 network_files
 systemctl restart systemd-networkd; configured
 apply_ok "networkd defaults"
+# apply warns, once, about what will undo its work
+$E apply --lock-timeout 5s >/dev/null 2>/tmp/apply.err
+c=$(grep -cF '[networkd-foreign; see' /tmp/apply.err)
+[ "$c" = 1 ] && ok "apply warns once about networkd-foreign" || fail "apply warned $c times: $(tr '\n' ' ' </tmp/apply.err)"
+# doctor -o json: one object, the finding with its fix
+$E -o json doctor > /tmp/doctor.json
+python3 -c 'import json,sys; d=json.load(open("/tmp/doctor.json")); assert not d["clean"]; assert any(f["id"] == "networkd-foreign" and f["breaks_routing"] and f["fix"] and f["why"] for f in d["findings"]), d' \
+  && ok "doctor -o json names networkd-foreign with its fix" || fail "doctor -o json: $(cat /tmp/doctor.json)"
 measure networkd defaults "networkctl reconfigure eni1" networkctl reconfigure eni1
 apply_ok "after reconfigure"
 measure networkd defaults "networkctl reload" networkctl reload
