@@ -12,9 +12,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-#[path = "managers/nspawn.rs"]
+#[path = "common/nspawn.rs"]
 mod nspawn;
 
 fn repo() -> PathBuf {

@@ -352,6 +352,20 @@ fn process(root: &Path, pid: u32, comm: &str, args: &[&str]) {
     );
 }
 
+/// The findings against the test config and kernel, by kind.
+fn expect(root: &Path, want: &[&str]) {
+    assert_eq!(kinds(&findings(root, &config(), kernel())), want);
+}
+
+fn networkd_runs(root: &Path) {
+    process(
+        root,
+        42,
+        "systemd-network",
+        &["/usr/lib/systemd/systemd-networkd"],
+    );
+}
+
 #[test]
 fn a_clean_host_has_no_findings() {
     let t = tree();
@@ -362,12 +376,7 @@ fn a_clean_host_has_no_findings() {
 #[test]
 fn networkd_running_with_defaults_then_with_the_shipped_dropin() {
     let t = tree();
-    process(
-        t.path(),
-        42,
-        "systemd-network",
-        &["/usr/lib/systemd/systemd-networkd"],
-    );
+    networkd_runs(t.path());
     let f = findings(t.path(), &config(), kernel());
     assert_eq!(kinds(&f), ["networkd-foreign"]);
     assert!(f[0].breaks());
@@ -396,21 +405,13 @@ fn networkd_running_with_defaults_then_with_the_shipped_dropin() {
             .join("etc/systemd/system/multi-user.target.wants/systemd-networkd.service"),
     )
     .unwrap();
-    assert_eq!(
-        kinds(&findings(t.path(), &config(), kernel())),
-        ["networkd-foreign"]
-    );
+    expect(t.path(), &["networkd-foreign"]);
 }
 
 #[test]
 fn a_network_file_on_an_eni_without_watch_and_with_watch() {
     let t = tree();
-    process(
-        t.path(),
-        42,
-        "systemd-network",
-        &["/usr/lib/systemd/systemd-networkd"],
-    );
+    networkd_runs(t.path());
     put(t.path(), "etc/systemd/networkd.conf.d/80-eniroute.conf", NO);
     put(
         t.path(),
@@ -427,20 +428,14 @@ fn a_network_file_on_an_eni_without_watch_and_with_watch() {
         "eniroute",
         &["/usr/bin/eniroute", "--netns", "other", "watch"],
     );
-    assert_eq!(
-        kinds(&findings(t.path(), &config(), kernel())),
-        ["networkd-manages", "no-watch"]
-    );
+    expect(t.path(), &["networkd-manages", "no-watch"]);
     process(
         t.path(),
         78,
         "eniroute",
         &["/usr/bin/eniroute", "watch", "--resync", "5m"],
     );
-    assert_eq!(
-        kinds(&findings(t.path(), &config(), kernel())),
-        ["networkd-manages"]
-    );
+    expect(t.path(), &["networkd-manages"]);
 }
 
 #[test]
@@ -452,10 +447,7 @@ fn networkmanager_and_its_cloud_setup() {
         "NetworkManager",
         &["/usr/sbin/NetworkManager", "--no-daemon"],
     );
-    assert_eq!(
-        kinds(&findings(t.path(), &config(), kernel())),
-        ["nm-manages", "no-watch"]
-    );
+    expect(t.path(), &["nm-manages", "no-watch"]);
     put(
         t.path(),
         "etc/NetworkManager/conf.d/eniroute.conf",
@@ -469,10 +461,7 @@ fn networkmanager_and_its_cloud_setup() {
         "etc/NetworkManager/dispatcher.d/90-eniroute",
         "#!/bin/sh\n",
     );
-    assert_eq!(
-        kinds(&findings(t.path(), &config(), kernel())),
-        ["nm-manages"]
-    );
+    expect(t.path(), &["nm-manages"]);
     put(
         t.path(),
         "etc/NetworkManager/conf.d/eniroute.conf",
@@ -485,10 +474,7 @@ fn networkmanager_and_its_cloud_setup() {
             .join("etc/systemd/system/timers.target.wants/nm-cloud-setup.timer"),
     )
     .unwrap();
-    assert_eq!(
-        kinds(&findings(t.path(), &config(), kernel())),
-        ["nm-cloud-setup"]
-    );
+    expect(t.path(), &["nm-cloud-setup"]);
 }
 
 #[test]
@@ -496,10 +482,7 @@ fn cloud_helpers_and_ifupdown() {
     let t = tree();
     put(t.path(), "usr/bin/setup-policy-routes", "#!/bin/sh\n");
     put(t.path(), "etc/udev/rules.d/99-eni.rules", "\n");
-    assert_eq!(
-        kinds(&findings(t.path(), &config(), kernel())),
-        ["ec2-net-utils", "multi-nic-util"]
-    );
+    expect(t.path(), &["ec2-net-utils", "multi-nic-util"]);
     let t = tree();
     put(
         t.path(),
@@ -514,10 +497,7 @@ fn cloud_helpers_and_ifupdown() {
     // the file alone is not ifupdown
     assert_eq!(findings(t.path(), &config(), kernel()), []);
     put(t.path(), "sbin/ifup", "");
-    assert_eq!(
-        kinds(&findings(t.path(), &config(), kernel())),
-        ["ifupdown", "no-watch"]
-    );
+    expect(t.path(), &["ifupdown", "no-watch"]);
 }
 
 fn rule(priority: u32, from: Option<&str>, table: u32) -> Rule {
@@ -554,10 +534,7 @@ fn foreign_rules_cloud_init_window_and_tables() {
     assert_eq!(rules, &["priority 10001 from 192.168.77.21 lookup 101"]);
     let t = tree();
     put(t.path(), "etc/netplan/50-cloud-init.yaml", "network:\n  ethernets:\n    eth1:\n      routing-policy:\n      - from: 192.168.77.21\n        table: 101\n");
-    assert_eq!(
-        kinds(&findings(t.path(), &config(), kernel())),
-        ["cloud-init"]
-    );
+    expect(t.path(), &["cloud-init"]);
 }
 
 #[test]
@@ -585,12 +562,7 @@ fn sysctls_and_kernel_release() {
 #[test]
 fn without_a_config_only_host_wide_checks_run() {
     let t = tree();
-    process(
-        t.path(),
-        42,
-        "systemd-network",
-        &["/usr/lib/systemd/systemd-networkd"],
-    );
+    networkd_runs(t.path());
     let f = Facts {
         cfg: None,
         netns: None,

@@ -1,6 +1,8 @@
 //! A throw-away systemd container for the manager tests: `systemd-nspawn --volatile=yes
 //! --private-network --boot` on the host's /usr, booted into one driver service, each in a
-//! cgroup of its own (the reasons are in tests/boot_files.rs, `ContainerCgroup`).
+//! cgroup of its own (the reasons are in tests/boot_files.rs, `ContainerCgroup`, which can use
+//! this one). Included with `#[path]` by boot_files.rs and managers.rs, not from common/mod.rs.
+#![allow(dead_code)] // each including test uses a part
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -160,13 +162,23 @@ impl Drop for Boot {
     }
 }
 
-/// A cgroup per container in the cgroup2 tree and/or the v1 name=systemd hierarchy.
-struct ContainerCgroup {
+/// A cgroup of its own for one container, in each hierarchy that systemd uses for process
+/// tracking (cgroup v1 `name=systemd` and/or the cgroup2 tree), under the test's own cgroup.
+///
+/// With `--keep-unit` (needed: without systemd as PID 1 there is no machined or bus to create a
+/// scope with), systemd-nspawn takes the cgroup it was started in as the container's delegated
+/// cgroup and splits it into `payload/` (the container's systemd) and `supervisor/` (nspawn). On
+/// a systemd host that cgroup is the invoking unit's, one per container; here every nspawn
+/// would be started from the same cgroup (the root), so containers running at the same time
+/// (the `systemd_sandbox_*` and manager tests in parallel threads, or another test run on the machine)
+/// shared one `payload/` and each container's systemd created and removed the other's
+/// `system.slice/eniroute.service`: a control process then failed to join it (219/CGROUP).
+pub struct ContainerCgroup {
     dirs: Vec<PathBuf>,
 }
 
 impl ContainerCgroup {
-    fn new(name: &str) -> ContainerCgroup {
+    pub fn new(name: &str) -> ContainerCgroup {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
         let mount_of = |v2: bool| {
             mountinfo.lines().find_map(|l| {
@@ -205,7 +217,7 @@ impl ContainerCgroup {
     }
 
     /// `cmd`, moved into these cgroups before it is exec'd.
-    fn wrap(&self, cmd: &Command) -> Command {
+    pub fn wrap(&self, cmd: &Command) -> Command {
         let mut w = Command::new("sh");
         w.arg("-c")
             .arg(r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#)
