@@ -60,7 +60,7 @@ pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
     // The shipped hooks re-apply after their manager's up events (measured: within 100 ms).
     let nm_hook = f.host.first_existing(&[NM_HOOK]).is_some();
     let ifup_hook = f.host.first_existing(&[IFUP_HOOK]).is_some();
-    if f.host.process("NetworkManager").is_some() {
+    if nm_active(f) {
         for e in enis {
             let link = LinkId::from_sysfs(&f.host.root, &e.ifname, e.mac);
             let v = nm::view(&f.host.root, &link, e.ifindex);
@@ -95,14 +95,23 @@ pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
     out
 }
 
-/// How systemd-networkd was seen: its process, or the link that enables it.
+/// How systemd-networkd was seen: its process, its runtime state (when /proc hides other
+/// processes, as under eniroute.service's ProtectProc=invisible), or the link that enables it.
 fn networkd_active(f: &Facts) -> Option<String> {
     if let Some(p) = f.host.process("systemd-networkd") {
-        return Some(format!("process systemd-networkd (pid {})", p.pid));
+        return Some(format!("running (pid {})", p.pid));
+    }
+    if let Some(state) = f.host.first_existing(&["run/systemd/netif/state"]) {
+        return Some(format!("running this boot ({})", state.display()));
     }
     f.host
         .enabled("systemd-networkd.service")
         .map(|l| format!("enabled ({})", l.display()))
+}
+
+/// NetworkManager's process, else the link that enables it.
+fn nm_active(f: &Facts) -> bool {
+    f.host.process("NetworkManager").is_some() || f.host.enabled("NetworkManager.service").is_some()
 }
 
 /// nm-cloud-setup, amazon-ec2-net-utils, multi-nic-util.

@@ -406,6 +406,10 @@ fn networkd_running_with_defaults_then_with_the_shipped_dropin() {
     )
     .unwrap();
     expect(t.path(), &["networkd-foreign"]);
+    // with /proc hiding other processes: networkd's runtime state
+    let t = tree();
+    put(t.path(), "run/systemd/netif/state", "OPER_STATE=routable\n");
+    expect(t.path(), &["networkd-foreign"]);
 }
 
 #[test]

@@ -153,3 +153,96 @@ pub fn doctor_warnings(out: &Out, r: &Report) {
         out.warn(&format!("{saw} [{id}; see `eniroute doctor`]"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// One of each finding.
+    fn every_finding() -> Vec<Finding> {
+        let p = || PathBuf::from("/etc/x");
+        let (eni, ifname) = (String::from("eth1"), String::from("eth1"));
+        vec![
+            Finding::NetworkdForeign {
+                seen: "running (pid 1)".into(),
+                rules: true,
+                rules_file: None,
+                routes: false,
+                routes_file: Some(p()),
+            },
+            Finding::NetworkdManagesEni {
+                eni: eni.clone(),
+                ifname: ifname.clone(),
+                file: p(),
+                keep_configuration: None,
+                unchecked: vec!["Kind".into()],
+            },
+            Finding::NmManagesEni {
+                eni: eni.clone(),
+                ifname: ifname.clone(),
+                source: p(),
+            },
+            Finding::NmCloudSetup { link: p() },
+            Finding::Ec2NetUtils { path: p() },
+            Finding::MultiNicUtil { path: p() },
+            Finding::IfupdownManagesEni {
+                eni: eni.clone(),
+                ifname: ifname.clone(),
+                file: p(),
+            },
+            Finding::CloudInitRules {
+                rules: vec!["priority 1 lookup 101".into()],
+                file: None,
+                before_eniroute: true,
+            },
+            Finding::ForeignRuleInWindow {
+                rule: "priority 20050 lookup 7".into(),
+                first: 20000,
+                last: 20300,
+            },
+            Finding::ForeignRuleTable {
+                rule: "priority 5 lookup 20001".into(),
+                table: 20001,
+            },
+            Finding::StrictRpFilter {
+                eni: eni.clone(),
+                ifname: ifname.clone(),
+            },
+            Finding::Ipv6Disabled {
+                eni,
+                ifname,
+                sysctl: "net/ipv6/conf/eth1/disable_ipv6".into(),
+            },
+            Finding::OldKernel {
+                release: "5.15.0".into(),
+            },
+            Finding::NoWatch {
+                managers: vec!["NetworkManager (eth1)".into()],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_finding_says_what_why_and_fix_under_its_own_id() {
+        let all = every_finding();
+        let mut ids: Vec<&str> = all.iter().map(|f| words(f).0).collect();
+        for f in &all {
+            let (id, saw, why, fix) = words(f);
+            assert!(
+                !saw.is_empty() && !why.is_empty() && !fix.is_empty(),
+                "{id}"
+            );
+            assert!(
+                !saw.contains('\n') && !fix.contains('\n'),
+                "{id}: one line each"
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len(), "ids are unique");
+        // the fix for networkd names the shipped drop-in
+        assert!(words(&all[0]).3.contains(NETWORKD_DROPIN));
+    }
+}
