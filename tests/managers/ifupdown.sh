@@ -3,6 +3,9 @@
 # if-up.d hook.
 . /eniroute-probe/lib.sh
 systemctl disable systemd-networkd.service systemd-networkd.socket >/dev/null 2>&1
+# The container's first boot enabled every unit by Debian's presets; this image family runs
+# only its own manager (doctor rightly reports an enabled manager).
+systemctl disable NetworkManager.service >/dev/null 2>&1
 mkdir -p /etc/eniroute /etc/network/if-up.d /etc/network/if-down.d /etc/network/if-pre-up.d /etc/network/if-post-down.d /run/network
 cp /eniroute-probe/eniroute.toml /etc/eniroute/eniroute.toml
 printf 'auto lo\niface lo inet loopback\n\n' > /etc/network/interfaces

@@ -3,6 +3,9 @@
 # actions with networkd's defaults, with the drop-in, and with KeepConfiguration=static.
 . /eniroute-probe/lib.sh
 systemctl start dbus.socket dbus.service || fail "start dbus"
+# The container's first boot enabled every unit by Debian's presets; this image family runs
+# only its own manager (doctor rightly reports an enabled manager).
+systemctl disable NetworkManager.service >/dev/null 2>&1
 mkdir -p /etc/eniroute /etc/systemd/network /etc/systemd/networkd.conf.d
 cp /eniroute-probe/eniroute.toml /etc/eniroute/eniroute.toml
 make_enis
