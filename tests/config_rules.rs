@@ -842,6 +842,42 @@ fn cidr_must_be_a_network() {
     rejects_only(&text, "has host bits set", line_of(&text, "192.168.2.7/24"));
 }
 
+/// Configs the kernel could never take (issue #10): a /0 vSwitch (its on-link route collides
+/// with the uplink's default route), and an IPv6 gateway that is the ENI's own address.
+#[test]
+fn kernel_impossible_subnets_and_gateways_are_config_errors() {
+    let text = edit(&[
+        ("cidr = \"192.168.2.0/24\"", "cidr = \"0.0.0.0/0\""),
+        (
+            "gateway = \"192.168.2.253\"",
+            "gateway = \"192.168.2.253\" # zero",
+        ),
+    ]);
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|p| p
+            .message
+            .contains("cidr 0.0.0.0/0: a subnet of the whole address space")
+            && p.line == line_of(&text, "0.0.0.0/0")),
+        "{p:?}"
+    );
+    let text = edit(&[("ipv6_cidr = \"2001:db8:1::/64\"", "ipv6_cidr = \"::/0\"")]);
+    rejects(
+        &text,
+        "ipv6_cidr ::/0: a subnet of the whole address space",
+        line_of(&text, "::/0"),
+    );
+    let text = edit(&[(
+        "ipv6_gateway = \"fe80::1\"",
+        "ipv6_gateway = \"2001:db8:1::20\"",
+    )]);
+    rejects_only(
+        &text,
+        "ipv6_gateway 2001:db8:1::20 is one of this ENI's own IPv6 addresses",
+        line_of(&text, "ipv6_gateway = \"2001:db8:1::20\""),
+    );
+}
+
 #[test]
 fn addresses_must_parse() {
     let text = edit(&[(
@@ -1930,4 +1966,23 @@ fn messages_built_from_mode_capabilities_are_exact() {
         "{:?}",
         l.warnings
     );
+}
+
+/// A file that is not UTF-8 is a config error (65) at the line and column of the bad byte.
+#[test]
+fn invalid_utf8_names_its_line_and_column() {
+    let dir = scratch_dir("utf8");
+    let file = dir.join("eniroute.toml");
+    let mut bytes = b"region = \"cn-beijing\"\n# caf\xc3\xa9 ok\nname = \"ab".to_vec();
+    bytes.extend_from_slice(b"\xff\"\n");
+    std::fs::write(&file, &bytes).unwrap();
+    let path = file.to_str().unwrap().to_string();
+    let out = eniroute(&["-c", &path, "validate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:3:11: the file is not UTF-8 text")),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,6 +6,7 @@
 //! first one. The address rules that discover shares live in `rules`.
 //! May import `crate::model` and `crate::exit`; nothing else of the crate.
 
+mod blocks;
 mod raw;
 pub(crate) mod rules;
 mod validate;
@@ -100,11 +101,31 @@ impl ExitCode for LoadError {
 /// Read and validate the file at `path`.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: shown.clone(),
         source,
     })?;
-    Ok(load_str(&text, &shown)?)
+    let text = decode(&bytes, &shown)?;
+    Ok(load_str(text, &shown)?)
+}
+
+/// The file as UTF-8 text; else a config error at the line and column of the first bad byte.
+fn decode<'a>(bytes: &'a [u8], path: &str) -> Result<&'a str, ConfigError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // Columns count characters, as in every other message.
+        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        ConfigError {
+            path: path.to_string(),
+            problems: vec![Problem {
+                line,
+                column,
+                message: "the file is not UTF-8 text (an invalid byte here)".into(),
+            }],
+        }
+    })
 }
 
 /// Validate configuration text; `path` is only used in messages.

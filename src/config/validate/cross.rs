@@ -10,6 +10,7 @@ use ipnetwork::Ipv4Network;
 use macaddr::MacAddr6;
 
 use super::Validator;
+use crate::config::blocks::Blocks;
 use crate::config::raw::{RawEni, S};
 use crate::config::rules::AddressBook;
 use crate::model::{mac_text, Eni};
@@ -126,19 +127,23 @@ impl Validator {
 
     /// No prefix holds another ENI's address or overlaps another ENI's prefix.
     fn prefixes_apart(&mut self, raw: &[S<RawEni>], enis: &[Eni], book: &AddressBook<Seen>) {
-        let owners: Vec<(Ipv4Network, &str)> = enis
-            .iter()
-            .flat_map(|e| e.prefixes.iter().map(move |p| (*p, e.name.as_str())))
-            .collect();
+        let mut addresses = Blocks::new();
+        for (ip, seen) in book.iter() {
+            if let IpAddr::V4(v4) = ip {
+                addresses.insert(Ipv4Network::from(*v4), seen.eni.as_str());
+            }
+        }
+        let mut prefixes = Blocks::new();
+        for e in enis {
+            for p in &e.prefixes {
+                prefixes.insert(*p, e.name.as_str());
+            }
+        }
         for (e, re) in enis.iter().zip(raw) {
+            let other = |owner: &&str| *owner != e.name;
             for (p, s) in e.prefixes.iter().zip(&re.get_ref().prefixes) {
-                let held = book.iter().find_map(|(ip, seen)| match ip {
-                    IpAddr::V4(v4) if p.contains(*v4) && seen.eni != e.name => {
-                        Some((*v4, seen.eni.as_str()))
-                    }
-                    _ => None,
-                });
-                if let Some((ip, owner)) = held {
+                if let Some((ip, owner)) = addresses.overlapping(*p, other) {
+                    let ip = ip.ip();
                     self.err(
                         &s.span(),
                         format!(
@@ -147,10 +152,7 @@ impl Validator {
                         ),
                     );
                 }
-                if let Some((o, owner)) = owners
-                    .iter()
-                    .find(|(o, owner)| *owner != e.name && o.overlaps(*p))
-                {
+                if let Some((o, owner)) = prefixes.overlapping(*p, other) {
                     self.err(
                         &s.span(),
                         format!(

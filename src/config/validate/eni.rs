@@ -10,9 +10,13 @@ use macaddr::MacAddr6;
 
 use super::{count_word, modes_where, Validator};
 use crate::config::raw::{RawEni, S};
-use crate::config::rules::{self, PrefixFault, PrefixSite, PrivateIpFault};
+use crate::config::rules::{self, PrefixFault, PrivateIpFault};
 use crate::model::valid_ifname;
 use crate::model::{mac_text, Eni, Mode};
+
+/// Why a /0 subnet cannot be an ENI's: its on-link route is the uplink table's default route.
+const WHOLE_SPACE: &str = "a subnet of the whole address space would put the on-link route where \
+    the uplink's default route goes (the kernel refuses the second); give the vSwitch's prefix";
 
 /// The ENI being validated: what every part of its validation needs to word a message.
 pub(super) struct EniCtx<'a> {
@@ -174,6 +178,9 @@ impl Validator {
         let (e, ctx) = (x.raw, x.ctx.as_str());
         let cidr = e.cidr.as_ref().and_then(|c| {
             let n = self.parse(ctx, "cidr", c, parse_v4_net, "an IPv4 CIDR (a.b.c.d/len)")?;
+            if n.prefix() == 0 {
+                self.err(&c.span(), format!("{ctx}cidr {n}: {WHOLE_SPACE}"));
+            }
             if n.network() != n.ip() {
                 self.err(
                     &c.span(),
@@ -291,13 +298,12 @@ impl Validator {
                     ),
                 );
             }
-            let site = PrefixSite {
-                cidr: subnet.cidr,
-                gateway: subnet.gateway,
-                private_ips,
-                earlier: &nets,
-            };
-            for fault in rules::prefix_faults(n, &site) {
+            nets.push(n);
+            spans.push(p.span());
+        }
+        let faults = rules::all_prefix_faults(&nets, subnet.cidr, subnet.gateway, private_ips);
+        for ((n, span), faults) in nets.iter().zip(&spans).zip(faults) {
+            for fault in faults {
                 let why = match fault {
                     PrefixFault::OutsideCidr => format!(
                         "is not inside cidr {}",
@@ -307,10 +313,8 @@ impl Validator {
                     PrefixFault::ContainsGateway(gw) => format!("contains the gateway {gw}"),
                     PrefixFault::OverlapsPrefix(o) => format!("overlaps prefix {o}"),
                 };
-                self.err(&p.span(), format!("{ctx}prefix {n} {why}"));
+                self.err(span, format!("{ctx}prefix {n} {why}"));
             }
-            nets.push(n);
-            spans.push(p.span());
         }
         nets.into_iter().zip(spans).collect()
     }
@@ -322,6 +326,9 @@ impl Validator {
             .ipv6_cidr
             .as_ref()
             .and_then(|c| self.parse(ctx, "ipv6_cidr", c, parse_v6_net, "an IPv6 CIDR"));
+        if let (Some(c), Some(n)) = (&e.ipv6_cidr, cidr.filter(|n| n.prefix() == 0)) {
+            self.err(&c.span(), format!("{ctx}ipv6_cidr {n}: {WHOLE_SPACE}"));
+        }
         let gateway = e
             .ipv6_gateway
             .as_ref()
@@ -347,7 +354,12 @@ impl Validator {
         }
         self.ipv6_keys(x);
         if let (Some(g), Some(gw)) = (&e.ipv6_gateway, gateway) {
-            if !rules::ipv6_gateway_usable(gw, cidr) {
+            if addresses.contains(&gw) {
+                self.err(
+                    &g.span(),
+                    format!("{ctx}ipv6_gateway {gw} is one of this ENI's own IPv6 addresses"),
+                );
+            } else if !rules::ipv6_gateway_usable(gw, cidr) {
                 self.err(
                     &g.span(),
                     format!("{ctx}ipv6_gateway {gw} is neither link-local nor inside ipv6_cidr"),
