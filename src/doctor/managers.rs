@@ -45,7 +45,12 @@ pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
             let link = LinkId::from_sysfs(&f.host.root, &e.ifname, e.mac);
             if let Some(m) = networkd::network_for(&f.host.root, &link) {
                 if !m.unmanaged {
-                    removers.push(format!("systemd-networkd ({})", e.ifname));
+                    // Measured: with KeepConfiguration=static (or yes) a reconfigure keeps
+                    // eniroute's addresses and routes (tests/managers.rs).
+                    let keeps = matches!(m.keep_configuration.as_deref(), Some("static" | "yes"));
+                    if !keeps {
+                        removers.push(format!("systemd-networkd ({})", e.ifname));
+                    }
                     out.push(Finding::NetworkdManagesEni {
                         eni: e.eni.clone(),
                         ifname: e.ifname.clone(),

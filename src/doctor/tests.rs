@@ -440,6 +440,15 @@ fn a_network_file_on_an_eni_without_watch_and_with_watch() {
         &["/usr/bin/eniroute", "watch", "--resync", "5m"],
     );
     expect(t.path(), &["networkd-manages"]);
+    // KeepConfiguration=static keeps eniroute's state through a reconfigure: no watch needed
+    fs::remove_dir_all(t.path().join("proc/78")).unwrap();
+    expect(t.path(), &["networkd-manages", "no-watch"]);
+    put(
+        t.path(),
+        "etc/systemd/network/10-eth1.network.d/keep.conf",
+        "[Network]\nKeepConfiguration=static\n",
+    );
+    expect(t.path(), &["networkd-manages"]);
 }
 
 #[test]

@@ -68,5 +68,7 @@ for n in 1 2; do
 done
 networkctl reload; sleep 0.5; configured
 apply_ok "drop-in + KeepConfiguration=static"
+doctor_is 1 "KeepConfiguration=static" networkd-manages-eni
+doctor_lacks "KeepConfiguration=static" no-watch
 measure networkd "drop-in + KeepConfiguration=static" "networkctl reconfigure eni1" networkctl reconfigure eni1
 journalctl --no-pager -o cat -u systemd-networkd > /out/journal.txt 2>&1
