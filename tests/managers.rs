@@ -13,6 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod common;
 #[path = "common/nspawn.rs"]
 mod nspawn;
 
@@ -296,4 +297,76 @@ fn hooks_parse_and_apply_on_up_events_only() {
         }
     }
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// doctor reads the kernel's rules of a namespace: a foreign fwmark rule before eniroute's
+/// source layer, one inside its window, one on its table and cloud-init's shape (from an ENI's
+/// address to table 101) are each named, and the namespace is clean once they are gone. The
+/// host's files are left out (`--root` an empty directory).
+#[test]
+fn doctor_reads_the_kernels_foreign_rules() {
+    let vpc = common::Vpc::new(&common::example("nat-secondary.toml"));
+    let root = common::tempdir();
+    let root_s = root.to_string_lossy().into_owned();
+    let doctor = || {
+        let out = vpc.run(&["-o", "json", "doctor", "--root", &root_s]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("doctor -o json: {e}: {}", common::text(&out)));
+        let ids: Vec<String> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect();
+        (out.status.code(), ids)
+    };
+    assert_eq!(doctor(), (Some(0), vec![]), "a fresh namespace is clean");
+    let g = &vpc.guest;
+    g.ip(&[
+        "rule",
+        "add",
+        "priority",
+        "100",
+        "fwmark",
+        "0x4000/0xc000",
+        "lookup",
+        "7",
+    ]);
+    g.ip(&["rule", "add", "priority", "20050", "lookup", "8"]);
+    g.ip(&[
+        "rule",
+        "add",
+        "priority",
+        "5000",
+        "from",
+        "10.9.0.0/16",
+        "lookup",
+        "20002",
+    ]);
+    g.ip(&[
+        "rule",
+        "add",
+        "priority",
+        "1000",
+        "from",
+        "192.168.10.10",
+        "lookup",
+        "101",
+    ]);
+    let (code, mut ids) = doctor();
+    ids.sort();
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        ids,
+        [
+            "cloud-init-policy-routing",
+            "foreign-fwmark-rule",
+            "foreign-rule-in-window",
+            "foreign-rule-on-table"
+        ]
+    );
+    for p in ["100", "20050", "5000", "1000"] {
+        g.ip(&["rule", "del", "priority", p]);
+    }
+    assert_eq!(doctor(), (Some(0), vec![]));
 }

@@ -16,6 +16,7 @@ pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
     if let (Some(cfg), Some(k)) = (f.cfg, &f.kernel) {
         out.extend(cloud_init(f, cfg, &k.foreign_rules, enis));
         out.extend(foreign_rules(cfg, &k.foreign_rules));
+        out.extend(fwmark_rules(cfg, &k.fwmark_rules));
         for e in enis {
             let rp = |p: &str| k.sysctl(p).and_then(|v| v.parse::<u8>().ok()).unwrap_or(0);
             let effective = rp("net/ipv4/conf/all/rp_filter")
@@ -107,4 +108,20 @@ fn foreign_rules(cfg: &Config, rules: &[Rule]) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// Foreign fwmark rules that come before eniroute's source layer: a packet carrying the mark
+/// (kube-proxy, Calico, Cilium, the AWS VPC CNI, WireGuard mark theirs) is routed by them, not
+/// by eniroute, whatever its source. eniroute makes no mark rules without [containers].
+fn fwmark_rules(cfg: &Config, rules: &[(Rule, u32, u32)]) -> Vec<Finding> {
+    let source_layer = Layer::Source.priority(cfg.routing.rule_priority);
+    rules
+        .iter()
+        .filter(|(r, _, _)| r.priority < source_layer)
+        .map(|(r, mark, mask)| Finding::ForeignFwmarkRule {
+            rule: r.to_string(),
+            mark: *mark,
+            mask: *mask,
+        })
+        .collect()
 }

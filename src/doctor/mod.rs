@@ -76,6 +76,8 @@ pub enum Finding {
     },
     /// A foreign rule inside eniroute's priority window.
     ForeignRuleInWindow { rule: String, first: u32, last: u32 },
+    /// A foreign fwmark rule before eniroute's source layer: marked traffic skips eniroute.
+    ForeignFwmarkRule { rule: String, mark: u32, mask: u32 },
     /// A foreign rule that looks up one of eniroute's tables.
     ForeignRuleTable { rule: String, table: u32 },
     /// rp_filter is strict on an ENI and `rp_filter = "keep"` leaves it so.
@@ -103,6 +105,7 @@ impl Finding {
             | Finding::NmManagesEni { .. }
             | Finding::IfupdownManagesEni { .. }
             | Finding::NmCloudSetup { .. }
+            | Finding::ForeignFwmarkRule { .. }
             | Finding::MultiNicUtil { .. } => false,
             _ => true,
         }
@@ -153,6 +156,8 @@ pub struct EniView {
 pub struct KernelFacts {
     pub links: Vec<HostLink>,
     pub foreign_rules: Vec<Rule>,
+    /// Rules with an fwmark selector: (rule, mark, mask).
+    pub fwmark_rules: Vec<(Rule, u32, u32)>,
     /// (sysctl path below /proc/sys, value) for the ENIs' rp_filter and disable_ipv6.
     pub sysctls: Vec<(String, String)>,
 }
@@ -257,6 +262,7 @@ fn kernel_facts(cfg: Option<&Config>, target: &Target) -> Result<KernelFacts, Op
         let k = Netlink::connect(proto)?;
         let links = k.links().await?;
         let observed = k.observe(links.clone()).await?;
+        let fwmark_rules = k.fwmark_rules().await?;
         let mut sysctls = Vec::new();
         let mut paths = vec!["net/ipv4/conf/all/rp_filter".to_string()];
         if let Some(cfg) = &cfg {
@@ -277,6 +283,7 @@ fn kernel_facts(cfg: Option<&Config>, target: &Target) -> Result<KernelFacts, Op
         Ok::<_, KernelError>(KernelFacts {
             links,
             foreign_rules: observed.foreign_rules,
+            fwmark_rules,
             sysctls,
         })
     })

@@ -304,6 +304,7 @@ fn kernel() -> KernelFacts {
             up: true,
         }],
         foreign_rules: Vec::new(),
+        fwmark_rules: Vec::new(),
         sysctls: vec![
             ("net/ipv4/conf/all/rp_filter".into(), "0".into()),
             ("net/ipv4/conf/eth1/rp_filter".into(), "2".into()),
@@ -335,6 +336,7 @@ fn kinds(f: &[Finding]) -> Vec<&'static str> {
             Finding::CloudInitRules { .. } => "cloud-init",
             Finding::ForeignRuleInWindow { .. } => "window",
             Finding::ForeignRuleTable { .. } => "table",
+            Finding::ForeignFwmarkRule { .. } => "fwmark",
             Finding::StrictRpFilter { .. } => "rp-filter",
             Finding::Ipv6Disabled { .. } => "ipv6",
             Finding::OldKernel { .. } => "old-kernel",
@@ -642,4 +644,22 @@ fn network_files_for_other_kinds_of_links_do_not_match() {
         LinkId::from_sysfs(t.path(), "wl0", None).kind.as_deref(),
         Some("wlan")
     );
+}
+
+#[test]
+fn foreign_fwmark_rules_before_the_source_layer() {
+    let t = tree();
+    let mut k = kernel();
+    k.fwmark_rules = vec![
+        (rule(100, None, 7), 0x4000, 0xc000),
+        // after eniroute's source layer (20200): eniroute's rules win
+        (rule(20500, None, 8), 0x1, u32::MAX),
+    ];
+    let f = findings(t.path(), &config(), k);
+    assert_eq!(kinds(&f), ["fwmark"]);
+    assert!(!f[0].breaks());
+    let Finding::ForeignFwmarkRule { mark, mask, .. } = &f[0] else {
+        unreachable!()
+    };
+    assert_eq!((*mark, *mask), (0x4000, 0xc000));
 }

@@ -18,13 +18,13 @@ use rtnetlink::proto::ConnectionHandle;
 use tokio::sync::Mutex;
 
 use super::codec::{
-    change_message, host_link, lookup_answer, lookup_message, parse_address, parse_route,
-    parse_rule, restore_message,
+    change_message, fwmark_rule, host_link, lookup_answer, lookup_message, parse_address,
+    parse_route, parse_rule, restore_message,
 };
 use super::events::{Burst, Events, Group};
 use super::sysctl::{self, SysctlError};
 use super::{lookup_what, Kernel, KernelError, Lookup};
-use crate::model::{Change, ForeignRoute, HostLink, Iface, Observed};
+use crate::model::{Change, ForeignRoute, HostLink, Iface, Observed, Rule};
 
 /// How many requests go to the kernel in one `sendmsg`.
 const BATCH: usize = 128;
@@ -152,6 +152,24 @@ impl Netlink {
             .filter_map(parse)
             .partition(|(_, p)| *p == self.proto);
         Ok((mine.into_iter().map(|(o, _)| o).collect(), theirs))
+    }
+
+    /// Every rule with an fwmark selector, with its mark and mask (`Kernel::observe` folds such
+    /// selectors away: eniroute never makes these rules without [containers]). For doctor.
+    pub async fn fwmark_rules(&self) -> Result<Vec<(Rule, u32, u32)>, KernelError> {
+        let msgs = self
+            .dump(
+                RouteNetlinkMessage::GetRule(RuleMessage::default()),
+                "rules",
+            )
+            .await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRule(r) => fwmark_rule(r),
+                _ => None,
+            })
+            .collect())
     }
 
     /// [`Netlink::dump_split`] where the foreign objects' tags do not matter.

@@ -76,6 +76,11 @@ fn words(f: &Finding) -> (&'static str, String, String, String) {
             format!("a foreign rule `{rule}` lies in eniroute's priority window {first}-{last}"),
             "rules there interleave with eniroute's layers and can send its sources to another table".into(),
             format!("move it out (ip rule del {rule}; add it back outside {first}-{last}) or set routing.rule_priority elsewhere")),
+        Finding::ForeignFwmarkRule { rule, mark, mask } => (
+            "foreign-fwmark-rule",
+            format!("a foreign rule `{rule}` with fwmark {mark:#x}/{mask:#x} comes before eniroute's source rules"),
+            "packets carrying that mark are routed by that rule, not by eniroute, whatever their source: replies from an ENI's address that get the mark leave by the other rule's table".into(),
+            format!("check that the tool owning mark {mark:#x}/{mask:#x} (kube-proxy, Calico, Cilium, the VPC CNI, WireGuard) never marks replies from the ENIs' addresses, or move its rule after eniroute's window")),
         Finding::ForeignRuleTable { rule, table } => (
             "foreign-rule-on-table",
             format!("a foreign rule `{rule}` looks up eniroute's table {table}"),
