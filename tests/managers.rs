@@ -370,3 +370,73 @@ fn doctor_reads_the_kernels_foreign_rules() {
     }
     assert_eq!(doctor(), (Some(0), vec![]));
 }
+
+/// doctor needs no privilege for what it reads: run as nobody (setpriv) against a fixture
+/// tree, with and without a config file.
+#[test]
+fn doctor_needs_no_privilege() {
+    const TEST: &str = "doctor_needs_no_privilege";
+    let Some(setpriv) = nspawn::tool("setpriv") else {
+        return nspawn::skipped(TEST, "setpriv is not installed (Debian package util-linux)");
+    };
+    let root = common::tempdir();
+    let as_nobody = |args: &[&str]| {
+        Command::new(&setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_eniroute"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let rs = root.to_string_lossy().into_owned();
+    let config = common::example("nat-secondary.toml");
+    let cfg = config.to_string_lossy().into_owned();
+    let chmod = || {
+        Command::new("chmod")
+            .args(["-R", "a+rX", &rs])
+            .status()
+            .unwrap();
+    };
+    chmod();
+    let out = as_nobody(&["-c", &cfg, "doctor", "--root", &rs]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    // networkd running with its defaults
+    fs::create_dir_all(root.join("proc/42")).unwrap();
+    fs::write(root.join("proc/42/comm"), "systemd-network\n").unwrap();
+    fs::write(
+        root.join("proc/42/cmdline"),
+        "/usr/lib/systemd/systemd-networkd\0",
+    )
+    .unwrap();
+    chmod();
+    for args in [
+        vec!["-c", cfg.as_str(), "doctor", "--root", rs.as_str()],
+        vec![
+            "-c",
+            "/nonexistent/eniroute.toml",
+            "-v",
+            "doctor",
+            "--root",
+            rs.as_str(),
+        ],
+    ] {
+        let out = as_nobody(&args);
+        let t = common::text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {t}");
+        assert!(t.contains("[networkd-foreign]"), "{args:?}: {t}");
+    }
+    let out = as_nobody(&[
+        "-c",
+        "/nonexistent/eniroute.toml",
+        "-v",
+        "doctor",
+        "--root",
+        &rs,
+    ]);
+    assert!(
+        common::text(&out).contains("not found: only the host-wide checks ran"),
+        "{}",
+        common::text(&out)
+    );
+    let _ = fs::remove_dir_all(&root);
+}

@@ -26,7 +26,7 @@ fn words(f: &Finding) -> (&'static str, String, String, String) {
                 f.as_ref().map(|p| p.display().to_string()).unwrap_or("the compiled-in default".into())
             };
             ("networkd-foreign", format!("systemd-networkd is {seen} with {kinds} (rules: {}; routes: {})", from(rules_file), from(routes_file)),
-             "on every reconfigure, reload of a link or restart networkd deletes every rule and route it did not make: all of eniroute's rules (eth0's too) and its table routes".into(),
+             "on every reconfigure, reload of a link or restart networkd deletes every rule and route it did not make: all of eniroute's rules (every ENI's, not only the reconfigured one's) and its table routes".into(),
              format!("install {NETWORKD_DROPIN} (ManageForeignRoutingPolicyRules=no, ManageForeignRoutes=no; no later drop-in may set them back), then: systemctl restart systemd-networkd && eniroute apply"))
         }
         Finding::NetworkdManagesEni { eni, ifname, file, keep_configuration, unchecked } => (
