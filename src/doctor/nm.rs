@@ -46,12 +46,24 @@ pub fn view(root: &Path, link: &LinkId, ifindex: u32) -> NmView {
     conf_view(&conf(root), link)
 }
 
-/// NetworkManager.conf, then every conf.d file (systemd-style precedence by file name).
+/// The configuration in NetworkManager's order (NetworkManager.conf(5)): /usr/lib's conf.d,
+/// then /run's, then NetworkManager.conf, then /etc's, each directory by file name; a file in
+/// /etc shadows the same name in /run and /usr/lib, one in /run shadows /usr/lib's (an empty
+/// file shadows and adds nothing).
 fn conf(root: &Path) -> Vec<Setting> {
-    let main = root.join("etc/NetworkManager/NetworkManager.conf");
-    let mut files = vec![main];
     let dirs: Vec<String> = CONF_D.iter().map(|d| d.to_string()).collect();
-    files.extend(ini::collect(root, &dirs, ".conf"));
+    let winners = ini::collect(root, &dirs, ".conf");
+    let from = |dir: &str| -> Vec<PathBuf> {
+        winners
+            .iter()
+            .filter(|p| p.parent() == Some(root.join(dir).as_path()))
+            .cloned()
+            .collect()
+    };
+    let mut files = from(CONF_D[2]);
+    files.extend(from(CONF_D[1]));
+    files.push(root.join("etc/NetworkManager/NetworkManager.conf"));
+    files.extend(from(CONF_D[0]));
     ini::load_files(&files)
 }
 

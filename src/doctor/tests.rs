@@ -663,3 +663,31 @@ fn foreign_fwmark_rules_before_the_source_layer() {
     };
     assert_eq!((*mark, *mask), (0x4000, 0xc000));
 }
+
+#[test]
+fn networkmanager_conf_order_and_shadowing() {
+    let t = tree();
+    let unmanaged = "[keyfile]\nunmanaged-devices=interface-name:eth1\n";
+    let managed = "[keyfile]\nunmanaged-devices=interface-name:none\n";
+    // /usr/lib's conf.d is read before NetworkManager.conf, which wins
+    put(
+        t.path(),
+        "usr/lib/NetworkManager/conf.d/90-vendor.conf",
+        unmanaged,
+    );
+    put(t.path(), "etc/NetworkManager/NetworkManager.conf", managed);
+    assert!(nm::view(t.path(), &link("eth1"), 3).managed);
+    // /etc's conf.d comes after NetworkManager.conf, whatever the names
+    put(
+        t.path(),
+        "etc/NetworkManager/conf.d/00-admin.conf",
+        unmanaged,
+    );
+    assert!(!nm::view(t.path(), &link("eth1"), 3).managed);
+    // an empty file in /etc shadows /usr/lib's of the same name
+    fs::remove_file(t.path().join("etc/NetworkManager/conf.d/00-admin.conf")).unwrap();
+    fs::remove_file(t.path().join("etc/NetworkManager/NetworkManager.conf")).unwrap();
+    assert!(!nm::view(t.path(), &link("eth1"), 3).managed);
+    put(t.path(), "etc/NetworkManager/conf.d/90-vendor.conf", "");
+    assert!(nm::view(t.path(), &link("eth1"), 3).managed);
+}
