@@ -24,7 +24,8 @@ pub struct NmView {
 }
 
 /// NetworkManager's view of a link: its runtime state file for the ifindex when NetworkManager
-/// wrote one, else udev's NM_UNMANAGED, else the configuration (managed by default).
+/// wrote one (the outcome), else the configuration, else udev's NM_UNMANAGED (the weakest),
+/// else managed.
 pub fn view(root: &Path, link: &LinkId, ifindex: u32) -> NmView {
     let state = root.join(format!("run/NetworkManager/devices/{ifindex}"));
     if let Some(text) = ini::read_small(&state) {
@@ -36,14 +37,21 @@ pub fn view(root: &Path, link: &LinkId, ifindex: u32) -> NmView {
             };
         }
     }
-    let udev = root.join(format!("run/udev/data/n{ifindex}"));
-    if ini::read_small(&udev).is_some_and(|t| t.lines().any(|l| l.trim() == "E:NM_UNMANAGED=1")) {
-        return NmView {
-            managed: false,
-            source: udev,
-        };
+    if let Some(v) = conf_view(&conf(root), link) {
+        return v;
     }
-    conf_view(&conf(root), link)
+    // udev's NM_UNMANAGED is the weakest of the three
+    let udev = root.join(format!("run/udev/data/n{ifindex}"));
+    let unmanaged =
+        ini::read_small(&udev).is_some_and(|t| t.lines().any(|l| l.trim() == "E:NM_UNMANAGED=1"));
+    NmView {
+        managed: !unmanaged,
+        source: if unmanaged {
+            udev
+        } else {
+            PathBuf::from("NetworkManager's default")
+        },
+    }
 }
 
 /// The configuration in NetworkManager's order (NetworkManager.conf(5)): /usr/lib's conf.d,
@@ -67,27 +75,17 @@ fn conf(root: &Path) -> Vec<Setting> {
     ini::load_files(&files)
 }
 
-/// `[keyfile] unmanaged-devices=` and `[device*] match-device= managed=`, the last match
-/// winning; managed when nothing says otherwise.
-fn conf_view(settings: &[Setting], link: &LinkId) -> NmView {
-    let mut view = NmView {
-        managed: true,
-        source: PathBuf::from("NetworkManager's default"),
-    };
-    if let Some(s) = ini::last(settings, "keyfile", "unmanaged-devices") {
-        if spec_matches(&s.value, link) {
-            view = NmView {
-                managed: false,
-                source: s.file.clone(),
-            };
+/// What the configuration says, strongest first: the first `[device*]` section (in order of
+/// appearance, the plain `[device]` last) that matches the link and sets `managed=`, then
+/// `[keyfile] unmanaged-devices=`. None when it says nothing about the link.
+fn conf_view(settings: &[Setting], link: &LinkId) -> Option<NmView> {
+    let mut sections: Vec<&str> = Vec::new();
+    for s in settings.iter().filter(|s| s.section.starts_with("device-")) {
+        if !sections.contains(&s.section.as_str()) {
+            sections.push(&s.section);
         }
     }
-    let mut sections: Vec<&str> = settings
-        .iter()
-        .filter(|s| s.section == "device" || s.section.starts_with("device-"))
-        .map(|s| s.section.as_str())
-        .collect();
-    sections.dedup();
+    sections.push("device");
     for sec in sections {
         let own: Vec<Setting> = settings
             .iter()
@@ -95,16 +93,20 @@ fn conf_view(settings: &[Setting], link: &LinkId) -> NmView {
             .cloned()
             .collect();
         let hit = ini::last(&own, sec, "match-device").is_none_or(|m| spec_matches(&m.value, link));
-        if let (true, Some(m)) = (hit, ini::last(&own, sec, "managed")) {
-            if let Some(b) = ini::boolean(&m.value) {
-                view = NmView {
-                    managed: b,
-                    source: m.file.clone(),
-                };
-            }
+        let managed =
+            ini::last(&own, sec, "managed").and_then(|m| Some((ini::boolean(&m.value)?, m)));
+        if let (true, Some((b, m))) = (hit, managed) {
+            return Some(NmView {
+                managed: b,
+                source: m.file.clone(),
+            });
         }
     }
-    view
+    let s = ini::last(settings, "keyfile", "unmanaged-devices")?;
+    spec_matches(&s.value, link).then(|| NmView {
+        managed: false,
+        source: s.file.clone(),
+    })
 }
 
 /// A device spec list (`;` or `,` separated): `*`, `interface-name:GLOB` (`=` exact, `~`

@@ -264,6 +264,10 @@ fn networkmanager_runtime_state_udev_and_conf() {
     fs::remove_file(t.path().join("etc/NetworkManager/conf.d/eni.conf")).unwrap();
     put(t.path(), "run/udev/data/n3", "I:1\nE:NM_UNMANAGED=1\n");
     assert!(!nm::view(t.path(), &link("eth1"), 3).managed);
+    // the configuration is stronger than udev's hint; the first matching [device-*] wins
+    put(t.path(), "etc/NetworkManager/conf.d/eni.conf", "[device-a]\nmatch-device=interface-name:eth*\nmanaged=1\n[device-b]\nmatch-device=interface-name:eth1\nmanaged=0\n");
+    assert!(nm::view(t.path(), &link("eth1"), 3).managed);
+    fs::remove_file(t.path().join("etc/NetworkManager/conf.d/eni.conf")).unwrap();
     // NetworkManager's own runtime record wins over everything
     put(
         t.path(),
