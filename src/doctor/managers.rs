@@ -27,77 +27,105 @@ const MULTI_NIC_UTIL: [&str; 4] = [
 const NM_HOOK: &str = "etc/NetworkManager/dispatcher.d/90-eniroute";
 const IFUP_HOOK: &str = "etc/network/if-up.d/eniroute";
 
+/// Findings about the managers, and the "no watch" finding when one removes addresses and
+/// nothing heals.
 pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let mut removers = Vec::new();
-    if let Some(seen) = networkd_active(f) {
-        let c = &f.host.networkd_conf;
-        if c.foreign_rules.on || c.foreign_routes.on {
-            out.push(Finding::NetworkdForeign {
-                seen: seen.clone(),
-                rules: c.foreign_rules.on,
-                rules_file: c.foreign_rules.file.clone(),
-                routes: c.foreign_routes.on,
-                routes_file: c.foreign_routes.file.clone(),
-            });
-        }
-        for e in enis {
-            let link = LinkId::from_sysfs(&f.host.root, &e.ifname, e.mac);
-            if let Some(m) = networkd::network_for(&f.host.root, &link) {
-                if !m.unmanaged {
-                    // Measured: with KeepConfiguration=static (or yes) a reconfigure keeps
-                    // eniroute's addresses and routes (tests/managers.rs).
-                    let keeps = matches!(m.keep_configuration.as_deref(), Some("static" | "yes"));
-                    if !keeps {
-                        removers.push(format!("systemd-networkd ({})", e.ifname));
-                    }
-                    out.push(Finding::NetworkdManagesEni {
-                        eni: e.eni.clone(),
-                        ifname: e.ifname.clone(),
-                        file: m.file,
-                        keep_configuration: m.keep_configuration,
-                        unchecked: m.unchecked,
-                    });
-                }
+    // (finding, removes eniroute's addresses with nothing to put them back)
+    let mut found = networkd(f, enis);
+    found.extend(networkmanager(f, enis));
+    found.extend(ifupdown(f, enis));
+    let removers: Vec<String> = found
+        .iter()
+        .filter(|(_, removes)| *removes)
+        .filter_map(|(finding, _)| match finding {
+            Finding::NetworkdManagesEni { ifname, .. } => {
+                Some(format!("systemd-networkd ({ifname})"))
             }
-        }
-    }
-    // The shipped hooks re-apply after their manager's up events (measured: within 100 ms).
-    let nm_hook = f.host.first_existing(&[NM_HOOK]).is_some();
-    let ifup_hook = f.host.first_existing(&[IFUP_HOOK]).is_some();
-    if nm_active(f) {
-        for e in enis {
-            let link = LinkId::from_sysfs(&f.host.root, &e.ifname, e.mac);
-            let v = nm::view(&f.host.root, &link, e.ifindex);
-            if v.managed {
-                if !nm_hook {
-                    removers.push(format!("NetworkManager ({})", e.ifname));
-                }
-                out.push(Finding::NmManagesEni {
-                    eni: e.eni.clone(),
-                    ifname: e.ifname.clone(),
-                    source: v.source,
-                });
-            }
-        }
-    }
+            Finding::NmManagesEni { ifname, .. } => Some(format!("NetworkManager ({ifname})")),
+            Finding::IfupdownManagesEni { ifname, .. } => Some(format!("ifupdown ({ifname})")),
+            _ => None,
+        })
+        .collect();
+    let mut out: Vec<Finding> = found.into_iter().map(|(finding, _)| finding).collect();
     out.extend(helpers(f));
-    for e in enis {
-        if let Some((_, file)) = f.host.ifupdown.iter().find(|(n, _)| *n == e.ifname) {
-            if !ifup_hook {
-                removers.push(format!("ifupdown ({})", e.ifname));
-            }
-            out.push(Finding::IfupdownManagesEni {
-                eni: e.eni.clone(),
-                ifname: e.ifname.clone(),
-                file: file.clone(),
-            });
-        }
-    }
     if !removers.is_empty() && f.host.watchers(f.netns).is_empty() {
         out.push(Finding::NoWatch { managers: removers });
     }
     out
+}
+
+fn networkd(f: &Facts, enis: &[EniView]) -> Vec<(Finding, bool)> {
+    let mut out = Vec::new();
+    let Some(seen) = networkd_active(f) else {
+        return out;
+    };
+    let c = &f.host.networkd_conf;
+    if c.foreign_rules.on || c.foreign_routes.on {
+        let finding = Finding::NetworkdForeign {
+            seen,
+            rules: c.foreign_rules.on,
+            rules_file: c.foreign_rules.file.clone(),
+            routes: c.foreign_routes.on,
+            routes_file: c.foreign_routes.file.clone(),
+        };
+        out.push((finding, false));
+    }
+    for e in enis {
+        let link = LinkId::from_sysfs(&f.host.root, &e.ifname, e.mac);
+        let Some(m) = networkd::network_for(&f.host.root, &link).filter(|m| !m.unmanaged) else {
+            continue;
+        };
+        // Measured: with KeepConfiguration=static (or yes) a reconfigure keeps eniroute's
+        // addresses and routes (tests/managers.rs).
+        let keeps = matches!(m.keep_configuration.as_deref(), Some("static" | "yes"));
+        let finding = Finding::NetworkdManagesEni {
+            eni: e.eni.clone(),
+            ifname: e.ifname.clone(),
+            file: m.file,
+            keep_configuration: m.keep_configuration,
+            unchecked: m.unchecked,
+        };
+        out.push((finding, !keeps));
+    }
+    out
+}
+
+/// The shipped dispatcher hook re-applies after NetworkManager's up events (measured: within
+/// 100 ms), so with it NetworkManager needs no watch daemon.
+fn networkmanager(f: &Facts, enis: &[EniView]) -> Vec<(Finding, bool)> {
+    if !nm_active(f) {
+        return Vec::new();
+    }
+    let no_hook = f.host.first_existing(&[NM_HOOK]).is_none();
+    enis.iter()
+        .filter_map(|e| {
+            let link = LinkId::from_sysfs(&f.host.root, &e.ifname, e.mac);
+            let v = nm::view(&f.host.root, &link, e.ifindex);
+            v.managed.then(|| {
+                let finding = Finding::NmManagesEni {
+                    eni: e.eni.clone(),
+                    ifname: e.ifname.clone(),
+                    source: v.source,
+                };
+                (finding, no_hook)
+            })
+        })
+        .collect()
+}
+
+fn ifupdown(f: &Facts, enis: &[EniView]) -> Vec<(Finding, bool)> {
+    let no_hook = f.host.first_existing(&[IFUP_HOOK]).is_none();
+    enis.iter()
+        .filter_map(|e| {
+            let (_, file) = f.host.ifupdown.iter().find(|(n, _)| *n == e.ifname)?;
+            let finding = Finding::IfupdownManagesEni {
+                eni: e.eni.clone(),
+                ifname: e.ifname.clone(),
+                file: file.clone(),
+            };
+            Some((finding, no_hook))
+        })
+        .collect()
 }
 
 /// How systemd-networkd was seen: its process, its runtime state (when /proc hides other
