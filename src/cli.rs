@@ -172,10 +172,13 @@ fn run(cli: &Cli) -> i32 {
         }),
         Command::Doctor { root } => doctor(cli, &out, root),
         Command::Apply { wait, lock } => with_config(cli, &out, |l, t| {
-            // Once per apply: what on the host will undo what it is about to do.
-            let found =
-                crate::doctor::inspect(Some(&l.config), &l.path, std::path::Path::new("/"), t);
-            output::doctor_warnings(&out, &found);
+            // Once per apply: what on the host will undo what it is about to do (-q silences
+            // the warnings, so the checks are skipped too).
+            if !out.quiet {
+                let root = std::path::Path::new("/");
+                let found = crate::doctor::inspect(Some(&l.config), &l.path, root, t);
+                output::doctor_warnings(&out, &found);
+            }
             // SIGTERM, SIGINT and SIGHUP stop the pass, which then rolls back (a second signal
             // changes nothing until the rollback ends).
             let interrupted = stop_on_signals();

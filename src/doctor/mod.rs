@@ -261,8 +261,8 @@ fn kernel_facts(cfg: Option<&Config>, target: &Target) -> Result<KernelFacts, Op
     run_in_netns(target.netns.as_deref(), move || async move {
         let k = Netlink::connect(proto)?;
         let links = k.links().await?;
-        let observed = k.observe(links.clone()).await?;
-        let fwmark_rules = k.fwmark_rules().await?;
+        // links and one rule dump: cheap enough for every apply (no address or route dump)
+        let rules = k.foreign_rules().await?;
         let mut sysctls = Vec::new();
         let mut paths = vec!["net/ipv4/conf/all/rp_filter".to_string()];
         if let Some(cfg) = &cfg {
@@ -282,8 +282,8 @@ fn kernel_facts(cfg: Option<&Config>, target: &Target) -> Result<KernelFacts, Op
         }
         Ok::<_, KernelError>(KernelFacts {
             links,
-            foreign_rules: observed.foreign_rules,
-            fwmark_rules,
+            foreign_rules: rules.rules,
+            fwmark_rules: rules.fwmark,
             sysctls,
         })
     })

@@ -42,6 +42,14 @@ pub struct Netlink {
     link_events: Mutex<Option<Events>>,
 }
 
+/// What [`Netlink::foreign_rules`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForeignRules {
+    pub rules: Vec<Rule>,
+    /// Rules with an fwmark selector: (rule, mark, mask).
+    pub fwmark: Vec<(Rule, u32, u32)>,
+}
+
 /// What the kernel answered to one message of a batch.
 type Answer = Result<Vec<RouteNetlinkMessage>, std::io::Error>;
 
@@ -154,22 +162,29 @@ impl Netlink {
         Ok((mine.into_iter().map(|(o, _)| o).collect(), theirs))
     }
 
-    /// Every rule with an fwmark selector, with its mark and mask (`Kernel::observe` folds such
-    /// selectors away: eniroute never makes these rules without [containers]). For doctor.
-    pub async fn fwmark_rules(&self) -> Result<Vec<(Rule, u32, u32)>, KernelError> {
+    /// The rules that are not eniroute's, and among all rules those with an fwmark selector
+    /// (with mark and mask; `Kernel::observe` folds such selectors away): one rule dump, for
+    /// doctor, which needs neither addresses nor routes.
+    pub async fn foreign_rules(&self) -> Result<ForeignRules, KernelError> {
         let msgs = self
             .dump(
                 RouteNetlinkMessage::GetRule(RuleMessage::default()),
                 "rules",
             )
             .await?;
-        Ok(msgs
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRule(r) => fwmark_rule(r),
-                _ => None,
-            })
-            .collect())
+        let mut out = ForeignRules::default();
+        for m in &msgs {
+            let RouteNetlinkMessage::NewRule(r) = m else {
+                continue;
+            };
+            if let Some((rule, proto)) = parse_rule(r) {
+                if proto != self.proto {
+                    out.rules.push(rule);
+                }
+            }
+            out.fwmark.extend(fwmark_rule(r));
+        }
+        Ok(out)
     }
 
     /// [`Netlink::dump_split`] where the foreign objects' tags do not matter.
