@@ -176,8 +176,10 @@ fn run(cli: &Cli) -> i32 {
             // the warnings, so the checks are skipped too).
             if !out.quiet {
                 let root = std::path::Path::new("/");
-                let found = crate::doctor::inspect(Some(&l.config), &l.path, root, t);
-                output::doctor_warnings(&out, &found);
+                // (a missing namespace is apply's own error, reported next)
+                if let Ok(found) = crate::doctor::inspect(Some(&l.config), &l.path, root, t) {
+                    output::doctor_warnings(&out, &found);
+                }
             }
             // SIGTERM, SIGINT and SIGHUP stop the pass, which then rolls back (a second signal
             // changes nothing until the rollback ends).
@@ -241,7 +243,11 @@ fn doctor(cli: &Cli, out: &output::Out, root: &std::path::Path) -> i32 {
         netns: cli.netns.clone(),
     };
     let path = cli.config_path().display().to_string();
-    let report = crate::doctor::inspect(loaded.as_ref().map(|l| &l.config), &path, root, &target);
+    let report =
+        match crate::doctor::inspect(loaded.as_ref().map(|l| &l.config), &path, root, &target) {
+            Ok(r) => r,
+            Err(e) => return fail(out, &e),
+        };
     output::doctor(out, &report);
     if report.clean() {
         exit::OK

@@ -369,6 +369,15 @@ fn doctor_reads_the_kernels_foreign_rules() {
         g.ip(&["rule", "del", "priority", p]);
     }
     assert_eq!(doctor(), (Some(0), vec![]));
+    // a namespace that does not exist is exit 69, as for every verb
+    let out = common::eniroute(&[
+        "--netns",
+        "eniroute-no-such-ns",
+        "doctor",
+        "--root",
+        &root_s,
+    ]);
+    assert_eq!(out.status.code(), Some(69), "{}", common::text(&out));
 }
 
 /// doctor needs no privilege for what it reads: run as nobody (setpriv) against a fixture

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use macaddr::MacAddr6;
 use serde::Serialize;
 
-use crate::kernel::netns::run_in_netns;
+use crate::kernel::netns::{run_in_netns, NetnsError};
 use crate::kernel::{Kernel, KernelError, Netlink};
 use crate::model::{Config, HostLink, Rule};
 use crate::ops::{OpError, Target};
@@ -180,8 +180,14 @@ pub struct Facts<'a> {
 }
 
 /// Run every check: host files below `root`, the kernel of `target`. `config_path` names a
-/// missing config (then only host-wide checks run).
-pub fn inspect(cfg: Option<&Config>, config_path: &str, root: &Path, target: &Target) -> Report {
+/// missing config (then only host-wide checks run). Fails only when the target namespace does
+/// not exist (exit 69); other kernel errors skip the kernel's checks and say so.
+pub fn inspect(
+    cfg: Option<&Config>,
+    config_path: &str,
+    root: &Path,
+    target: &Target,
+) -> Result<Report, OpError> {
     let mut skipped = Vec::new();
     if cfg.is_none() {
         skipped.push(Skipped::NoConfig {
@@ -190,6 +196,7 @@ pub fn inspect(cfg: Option<&Config>, config_path: &str, root: &Path, target: &Ta
     }
     let kernel = match kernel_facts(cfg, target) {
         Ok(k) => Some(k),
+        Err(e @ OpError::Netns(NetnsError::NotFound { .. })) => return Err(e),
         Err(e) => {
             skipped.push(Skipped::Kernel {
                 error: e.to_string(),
@@ -206,7 +213,7 @@ pub fn inspect(cfg: Option<&Config>, config_path: &str, root: &Path, target: &Ta
     let mut report = check(&facts);
     skipped.extend(report.skipped);
     report.skipped = skipped;
-    report
+    Ok(report)
 }
 
 /// Judge the facts (pure).

@@ -103,7 +103,7 @@ fn words(f: &Finding) -> (&'static str, String, String, String) {
             "run a kernel >= 5.18".into()),
         Finding::NoWatch { managers } => (
             "no-watch",
-            format!("{} can remove addresses, and no `eniroute watch` serves this namespace", managers.join(", ")),
+            format!("{} can remove addresses, and no `eniroute watch` serves this namespace (looked for its process in /proc)", managers.join(", ")),
             "without a watch daemon nothing puts eniroute's addresses and routes back after the manager acts".into(),
             format!("systemctl enable --now eniroute-watch.service; or the hooks {NM_HOOK} / {IFUP_HOOK} that run `eniroute apply --lock-timeout 30s` on up events")),
     }
