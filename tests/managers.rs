@@ -449,3 +449,32 @@ fn doctor_needs_no_privilege() {
     );
     let _ = fs::remove_dir_all(&root);
 }
+
+/// The cloud-init example turns off what competes with eniroute: cloud-init's own secondary-NIC
+/// policy routing (its EC2 datasource's `apply_full_imds_network_config`, read from
+/// /etc/cloud/cloud.cfg.d) and networkd's deletion of foreign state (the same two settings as
+/// the shipped drop-in). Its schema is checked with every configs/cloud-init/*.yaml by
+/// tests/boot_files.rs.
+#[test]
+fn cloud_init_example_disables_competing_policy_routing() {
+    let yaml = read(&repo().join("configs/cloud-init/user-data-no-policy-routing.yaml"));
+    assert!(yaml.starts_with("#cloud-config\n"));
+    for want in [
+        "path: /etc/cloud/cloud.cfg.d/99-eniroute.cfg",
+        "apply_full_imds_network_config: false",
+        "path: /etc/systemd/networkd.conf.d/80-eniroute.conf",
+        "nm-cloud-setup.timer",
+    ] {
+        assert!(yaml.contains(want), "the example lacks `{want}`");
+    }
+    let dropin = read(&repo().join("configs/networkd/80-eniroute.conf"));
+    for line in dropin
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(
+            yaml.lines().any(|y| y.trim() == line),
+            "the example's networkd drop-in lacks `{line}` of configs/networkd/80-eniroute.conf"
+        );
+    }
+}
