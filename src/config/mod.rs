@@ -18,9 +18,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::exit::{self, ExitCode};
-use crate::model::Config;
-use raw::RawConfig;
+use crate::model::{Config, Routing};
+use raw::{RawConfig, RawDiscoverOnly, RawRoutingOnly};
 use validate::Validator;
+
+pub use validate::{DiscoverSettings, Excluded, DEFAULT_REFRESH};
 
 /// Default path of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/eniroute/eniroute.toml";
@@ -161,6 +163,46 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
             problems,
         }),
     }
+}
+
+/// The file's `[discover]` section, validated (`None`: the file has none, or does not parse —
+/// `load_str` then says why). Read on its own, before the merge with the metadata: the
+/// `[[eni]]` entries may still be partial then.
+pub fn discover_section(text: &str, path: &str) -> Result<Option<DiscoverSettings>, ConfigError> {
+    // A file that does not parse is reported by `load_str`, with its line quoted.
+    let Ok(raw) = toml::from_str::<RawDiscoverOnly>(text) else {
+        return Ok(None);
+    };
+    let Some(d) = raw.discover else {
+        return Ok(None);
+    };
+    let mut v = Validator::new(LineIndex::new(text));
+    let settings = v.discover(&d);
+    v.finish_part(settings)
+        .map(Some)
+        .map_err(|problems| ConfigError {
+            path: path.to_string(),
+            problems,
+        })
+}
+
+/// Only the file's `[routing]` section, validated: what `flush` needs, also from a file whose
+/// `[[eni]]` entries are completed by the metadata (`[discover]`). A file that does not parse
+/// is reported by `load_str`.
+pub fn routing_section(text: &str, path: &str) -> Result<Routing, ConfigError> {
+    let raw: RawRoutingOnly = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(_) => return load_str(text, path).map(|l| l.config.routing),
+    };
+    let Some(r) = raw.routing else {
+        return Ok(Routing::default());
+    };
+    let mut v = Validator::new(LineIndex::new(text));
+    let routing = v.routing(r.get_ref());
+    v.finish_part(routing).map_err(|problems| ConfigError {
+        path: path.to_string(),
+        problems,
+    })
 }
 
 /// Byte offsets to 1-based lines and columns.
