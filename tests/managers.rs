@@ -115,7 +115,11 @@ fn networkd_doctor_and_matrix() {
         "defaults / reconfigure: {r}"
     );
     kept("defaults", "networkctl reload");
+    kept("defaults", "networkctl forcerenew eni1");
     kept("defaults", "systemctl restart systemd-networkd");
+    // down/up: networkd's defaults keep the rules there; the kernel drops eni1's routes
+    let r = lost("defaults", "networkctl down eni1 && networkctl up eni1");
+    assert!(r.starts_with("LOST: rules=8 "), "defaults / down-up: {r}");
     // with the shipped drop-in the rules stay, but a reconfigure still re-sets eni1's
     // addresses: eniroute's goes, and the kernel drops the table routes through eni1
     let r = lost("drop-in", "networkctl reconfigure eni1");

@@ -49,7 +49,11 @@ measure networkd defaults "networkctl reconfigure eni1" networkctl reconfigure e
 apply_ok "after reconfigure"
 measure networkd defaults "networkctl reload" networkctl reload
 apply_ok "after reload"
+measure networkd defaults "networkctl forcerenew eni1" networkctl forcerenew eni1
+apply_ok "after forcerenew"
 measure networkd defaults "systemctl restart systemd-networkd" systemctl restart systemd-networkd
+apply_ok "after restart"
+measure networkd defaults "networkctl down eni1 && networkctl up eni1" sh -c "networkctl down eni1 && networkctl up eni1"
 
 # 2. with the shipped drop-in
 cp /eniroute-probe/80-eniroute.conf /etc/systemd/networkd.conf.d/80-eniroute.conf
