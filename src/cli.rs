@@ -98,6 +98,12 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// What on this host would fight eniroute, each with the fix; exit 1 when something would
+    Doctor {
+        /// Read the host's files below this directory instead of / (tests)
+        #[arg(long, hide = true, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
     /// The whole desired state (an `ip -batch` script, or JSON)
     Render {
         #[arg(long, value_enum, default_value_t = RenderFormat::Ip)]
@@ -174,7 +180,17 @@ fn run(cli: &Cli) -> i32 {
                 exit::OK
             })
         }),
+        Command::Doctor { root } => doctor(cli, &out, root),
         Command::Apply { wait, lock } => with_config(cli, &out, |l, t| {
+            // Once per apply: what on the host will undo what it is about to do (-q silences
+            // the warnings, so the checks are skipped too).
+            if !out.quiet {
+                let root = std::path::Path::new("/");
+                // (a missing namespace is apply's own error, reported next)
+                if let Ok(found) = crate::doctor::inspect(Some(&l.config), &l.path, root, t) {
+                    output::doctor_warnings(&out, &found);
+                }
+            }
             // SIGTERM, SIGINT and SIGHUP stop the pass, which then rolls back (a second signal
             // changes nothing until the rollback ends).
             let interrupted = stop_on_signals();
@@ -221,6 +237,33 @@ fn render(cli: &Cli, out: &output::Out, format: RenderFormat) -> i32 {
         RenderFormat::Json => println!("{}", render::json(&desired)),
     }
     exit::OK
+}
+
+fn doctor(cli: &Cli, out: &output::Out, root: &std::path::Path) -> i32 {
+    // Without a config file the host-wide checks still run (the report says so).
+    let loaded = if cli.config_path().exists() {
+        match load(cli, out) {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    let target = Target {
+        netns: cli.netns.clone(),
+    };
+    let path = cli.config_path().display().to_string();
+    let report =
+        match crate::doctor::inspect(loaded.as_ref().map(|l| &l.config), &path, root, &target) {
+            Ok(r) => r,
+            Err(e) => return fail(out, &e),
+        };
+    output::doctor(out, &report);
+    if report.clean() {
+        exit::OK
+    } else {
+        exit::FAILED
+    }
 }
 
 fn flush(cli: &Cli, out: &output::Out, lock: LockArgs) -> i32 {

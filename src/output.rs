@@ -14,6 +14,9 @@ use crate::ops::{Cause, EniStatus, Failure, OpError, Owned, StatusAddress};
 use crate::plan::Missing;
 use crate::reconcile::Conflict;
 
+mod doctor_text;
+pub use doctor_text::{doctor, doctor_warnings};
+
 /// `-o text|json`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -18,13 +18,13 @@ use rtnetlink::proto::ConnectionHandle;
 use tokio::sync::Mutex;
 
 use super::codec::{
-    change_message, host_link, lookup_answer, lookup_message, parse_address, parse_route,
-    parse_rule, restore_message,
+    change_message, fwmark_rule, host_link, lookup_answer, lookup_message, parse_address,
+    parse_route, parse_rule, restore_message,
 };
 use super::events::{Burst, Events, Group};
 use super::sysctl::{self, SysctlError};
 use super::{lookup_what, Kernel, KernelError, Lookup};
-use crate::model::{Change, ForeignRoute, HostLink, Iface, Observed};
+use crate::model::{Change, ForeignRoute, HostLink, Iface, Observed, Rule};
 
 /// How many requests go to the kernel in one `sendmsg`.
 const BATCH: usize = 128;
@@ -40,6 +40,14 @@ pub struct Netlink {
     proto: u8,
     /// The link-event subscription of [`Kernel::link_event`], made on its first call.
     link_events: Mutex<Option<Events>>,
+}
+
+/// What [`Netlink::foreign_rules`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForeignRules {
+    pub rules: Vec<Rule>,
+    /// Rules with an fwmark selector: (rule, mark, mask).
+    pub fwmark: Vec<(Rule, u32, u32)>,
 }
 
 /// What the kernel answered to one message of a batch.
@@ -152,6 +160,31 @@ impl Netlink {
             .filter_map(parse)
             .partition(|(_, p)| *p == self.proto);
         Ok((mine.into_iter().map(|(o, _)| o).collect(), theirs))
+    }
+
+    /// The rules that are not eniroute's, and among all rules those with an fwmark selector
+    /// (with mark and mask; `Kernel::observe` folds such selectors away): one rule dump, for
+    /// doctor, which needs neither addresses nor routes.
+    pub async fn foreign_rules(&self) -> Result<ForeignRules, KernelError> {
+        let msgs = self
+            .dump(
+                RouteNetlinkMessage::GetRule(RuleMessage::default()),
+                "rules",
+            )
+            .await?;
+        let mut out = ForeignRules::default();
+        for m in &msgs {
+            let RouteNetlinkMessage::NewRule(r) = m else {
+                continue;
+            };
+            if let Some((rule, proto)) = parse_rule(r) {
+                if proto != self.proto {
+                    out.rules.push(rule);
+                }
+            }
+            out.fwmark.extend(fwmark_rule(r));
+        }
+        Ok(out)
     }
 
     /// [`Netlink::dump_split`] where the foreign objects' tags do not matter.

@@ -22,7 +22,7 @@ use sysctl::SysctlError;
 
 use crate::model::{Change, ForeignRoute, HostLink, Observed};
 
-pub use client::Netlink;
+pub use client::{ForeignRules, Netlink};
 
 /// Errors of the kernel layer: each names the object and the errno.
 #[derive(Debug, thiserror::Error)]
