@@ -4,6 +4,7 @@
 
 mod lock;
 mod saved;
+mod watch;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use crate::exit::{self, ExitCode};
 
 pub use lock::{Holder, Lock};
 pub use saved::{LinkKey, Saved, SavedSysctl};
+pub use watch::WatchStatus;
 
 /// Where eniroute keeps its per-namespace state.
 const RUN_DIR: &str = "/run/eniroute";

@@ -81,6 +81,7 @@ pub enum Event {
     Rule {
         family: Family,
         table: u32,
+        priority: u32,
         protocol: u8,
         removed: bool,
     },
@@ -223,10 +224,11 @@ fn route_event(r: &RouteMessage, removed: bool) -> Option<Event> {
 
 fn rule_event(r: &RuleMessage, removed: bool) -> Option<Event> {
     let mut table = u32::from(r.header.table);
-    let mut protocol = 0;
+    let (mut priority, mut protocol) = (0, 0);
     for a in &r.attributes {
         match a {
             RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Priority(p) => priority = *p,
             RuleAttribute::Protocol(p) => protocol = u8::from(*p),
             _ => {}
         }
@@ -234,6 +236,7 @@ fn rule_event(r: &RuleMessage, removed: bool) -> Option<Event> {
     Some(Event::Rule {
         family: family_of(r.header.family)?,
         table,
+        priority,
         protocol,
         removed,
     })
@@ -261,6 +264,7 @@ mod tests {
             vec![Event::Rule {
                 family: Family::V4,
                 table: 20002,
+                priority: 20200,
                 protocol: 225,
                 removed: true,
             }]

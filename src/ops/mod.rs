@@ -16,6 +16,7 @@ mod sysctls;
 #[cfg(test)]
 mod tests;
 mod verify;
+mod watch;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +30,7 @@ pub use flush::{flush_once, FlushReport};
 pub use status::{status_once, EniStatus, Owned, StatusAddress, StatusReport};
 pub use sysctls::SysctlChange;
 pub use verify::Verdict;
+pub use watch::{FightWarning, Heal, ResyncWhy, WatchEvent, WatchOptions, MAX_BACKOFF};
 
 use crate::exit::{self, ExitCode};
 use crate::host::{Holder, HostError, Lock, State};
@@ -50,6 +52,8 @@ pub enum OpError {
     Sysctl(#[from] SysctlError),
     /// apply failed and was rolled back (the report says what happened).
     RolledBack(Box<Failure>),
+    /// watch cannot listen for its signals.
+    Signal(std::io::Error),
 }
 
 impl ExitCode for OpError {
@@ -168,6 +172,34 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
     run(
         target,
         cfg.routing.protocol,
-        Box::new(move |k, _| Box::pin(async move { status_once(k, &cfg).await })),
+        Box::new(move |k, st| {
+            Box::pin(async move {
+                let mut report = status_once(k, &cfg).await?;
+                report.watch = st.watch();
+                Ok(report)
+            })
+        }),
+    )
+}
+
+/// `watch`: converge, then keep the routing right until SIGTERM/SIGINT. The lock is taken
+/// for each pass only, so `apply` and `flush` can still run meanwhile.
+pub fn watch(
+    cfg: &Config,
+    target: &Target,
+    opts: WatchOptions,
+    mut on: Box<dyn FnMut(&WatchEvent) + Send>,
+) -> Result<(), OpError> {
+    let cfg = cfg.clone();
+    run(
+        target,
+        cfg.routing.protocol,
+        Box::new(move |k, st| {
+            Box::pin(async move {
+                // Subscribed before the first pass, so that no change falls between the two.
+                let mut live = watch::Live::subscribe()?;
+                watch::watch_once(k, st, cfg, &mut live, &opts, &mut *on).await
+            })
+        }),
     )
 }

@@ -47,6 +47,8 @@ pub struct StatusReport {
     pub pending_changes: usize,
     /// Foreign objects in the way of the plan (apply would refuse).
     pub conflicts: Vec<Conflict>,
+    /// The watch daemon serving the namespace, if one runs.
+    pub watch: Option<crate::host::WatchStatus>,
 }
 
 impl StatusReport {
@@ -90,6 +92,7 @@ pub async fn status_once(k: &impl Kernel, cfg: &Config) -> Result<StatusReport, 
         },
         pending_changes,
         conflicts,
+        watch: None,
     })
 }
 
