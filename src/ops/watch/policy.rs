@@ -271,6 +271,10 @@ impl Fights {
     }
 }
 
+/// Where a heal of the objects of no one ENI (`lookup main suppress_prefixlength 0`, the
+/// egress table's rule) is reported.
+const SHARED: &str = "(all ENIs)";
+
 /// What one heal did on one ENI.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Heal {
@@ -301,11 +305,11 @@ pub fn heals(applied: &[Change], desired: &Desired, links: &[HostLink]) -> Vec<H
             Change::AddRoute(r) | Change::DelRoute(r) | Change::ReplaceRoute { new: r, .. } => {
                 match r.nexthops.first() {
                     Some(h) => name_of(h.iface.index, &h.iface.name),
-                    None => by_table.get(&r.table).unwrap_or(&"host").to_string(),
+                    None => by_table.get(&r.table).unwrap_or(&SHARED).to_string(),
                 }
             }
             Change::AddRule(r) | Change::DelRule(r) => {
-                by_table.get(&r.table).unwrap_or(&"host").to_string()
+                by_table.get(&r.table).unwrap_or(&SHARED).to_string()
             }
         };
         let h = out.entry(iface.clone()).or_insert_with(|| Heal {
