@@ -129,7 +129,8 @@ const ECHO_WINDOW: Duration = Duration::from_secs(1);
 /// The notifications the daemon's own changes will cause, to be recognised and ignored.
 #[derive(Debug, Default)]
 pub struct Echoes {
-    expected: HashMap<Key, usize>,
+    /// By object and direction (true: a removal).
+    expected: HashMap<(Key, bool), usize>,
     /// Links it set up: every notification of theirs within the window is an echo.
     links: BTreeSet<u32>,
     until: Option<Instant>,
@@ -145,7 +146,7 @@ impl Echoes {
                 Key::Link(i) => {
                     self.links.insert(i);
                 }
-                k => *self.expected.entry(k).or_default() += 1,
+                k => *self.expected.entry((k, c.sign() == '-')).or_default() += 1,
             }
         }
         self.until = Some(now + ECHO_WINDOW);
@@ -165,7 +166,7 @@ impl Echoes {
                 if matches!(key, Key::Link(i) if self.links.contains(&i)) {
                     return false;
                 }
-                match self.expected.get_mut(&key) {
+                match self.expected.get_mut(&(key, removed(e))) {
                     Some(n) if *n > 0 => {
                         *n -= 1;
                         false
@@ -177,23 +178,33 @@ impl Echoes {
     }
 }
 
+fn removed(e: &Event) -> bool {
+    match *e {
+        Event::Link { removed, .. }
+        | Event::Address { removed, .. }
+        | Event::Route { removed, .. }
+        | Event::Rule { removed, .. } => removed,
+    }
+}
+
 /// First delay of a repeated heal; doubled at each repeat up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest the daemon waits before undoing another program's change again.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
-/// A heal of the same object within this long of the previous one is a repeat.
-const FIGHT_MEMORY: Duration = Duration::from_secs(10);
+/// A heal of the same object within this long of the end of its backoff is a repeat.
+const FIGHT_MEMORY: Duration = Duration::from_secs(1);
 /// At most one warning per object in this long.
 const WARN_WINDOW: Duration = Duration::from_secs(60);
 /// Repeats before a fight is warned about.
 const WARN_AFTER: u32 = 3;
 
-/// The backoff delay after `repeats` heals in a row (the first is immediate).
+/// The delay before heal number `repeats` of an object in a row: the first two are immediate
+/// (a network manager's reconfigure may well remove things twice), then 50 ms doubling.
 pub fn backoff(repeats: u32) -> Duration {
-    if repeats <= 1 {
+    if repeats <= 2 {
         return Duration::ZERO;
     }
-    let shift = (repeats - 2).min(16);
+    let shift = (repeats - 3).min(16);
     (BASE_BACKOFF * (1u32 << shift)).min(MAX_BACKOFF)
 }
 
@@ -203,6 +214,13 @@ struct Fight {
     last: Instant,
     warned: Option<Instant>,
     object: String,
+}
+
+impl Fight {
+    /// Is a heal at `now` another round of this fight?
+    fn ongoing(&self, now: Instant) -> bool {
+        now.duration_since(self.last) < backoff(self.repeats + 1) + FIGHT_MEMORY
+    }
 }
 
 /// A warning: another program keeps undoing `object`.
@@ -222,8 +240,7 @@ pub struct Fights {
 impl Fights {
     /// Record a heal that re-made `changes` at `now`; warnings due (one per object per window).
     pub fn record(&mut self, changes: &[Change], now: Instant) -> Vec<FightWarning> {
-        self.by_key
-            .retain(|_, f| now.duration_since(f.last) < FIGHT_MEMORY);
+        self.by_key.retain(|_, f| f.ongoing(now));
         let mut warnings = Vec::new();
         let mut seen = BTreeSet::new();
         for c in changes {
@@ -261,7 +278,7 @@ impl Fights {
             let Some(f) = self.by_key.get(&Key::of_event(e)) else {
                 return now;
             };
-            if now.duration_since(f.last) >= FIGHT_MEMORY {
+            if !f.ongoing(now) {
                 return now;
             }
             let t = f.last + backoff(f.repeats + 1);
