@@ -25,6 +25,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const MAX_EXPOSURE: f64 = 2.5;
 
 const SERVICE: &str = "eniroute.service";
+const WATCH: &str = "eniroute-watch.service";
+/// The exposure the watch daemon's unit may report (issue #11: a long-running service is held
+/// to a stricter bound than the oneshot).
+const MAX_WATCH_EXPOSURE: f64 = 2.0;
 const REAPPLY: &str = "eniroute-reapply@.service";
 const UDEV_RULE: &str = "81-eniroute.rules";
 const USER_DATA: &str = "user-data.yaml";
@@ -138,7 +142,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// The unit files we ship: eniroute.service and the hotplug helper template.
 fn shipped_units() -> Vec<PathBuf> {
-    let units = vec![unit_path(SERVICE), unit_path(REAPPLY)];
+    let units = vec![unit_path(SERVICE), unit_path(REAPPLY), unit_path(WATCH)];
     for u in &units {
         assert!(u.is_file(), "{} is missing", u.display());
     }
@@ -209,6 +213,55 @@ fn eniroute_service_keeps_its_contract() {
     assert!(helper.contains("/bin/systemctl try-reload-or-restart eniroute.service"));
     assert!(!helper.contains("/usr/bin/eniroute"));
     assert!(unit.contains("ExecReload=/usr/bin/eniroute apply --wait 30s"));
+}
+
+/// The daemon's unit (DESIGN §6): Type=notify, reload = SIGHUP, watchdog, restarted on
+/// failure, stopping leaves the routing (no ExecStop), the oneshot's hardening.
+#[test]
+fn watch_unit_keeps_its_contract() {
+    let unit = read(&unit_path(WATCH));
+    let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+    for want in [
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecStart=/usr/bin/eniroute watch",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "WatchdogSec=60s",
+        "Conflicts=eniroute.service",
+        "ConditionPathExists=/etc/eniroute/eniroute.toml",
+        "Before=network-online.target",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(lines.contains(&want), "{WATCH} lacks the line `{want}`");
+    }
+    assert!(!unit.contains("ExecStop="), "{WATCH}: stopping must leave the routing in place");
+    // The same sandbox as the oneshot, line for line.
+    let oneshot = read(&unit_path(SERVICE));
+    let sandbox = |u: &str| -> Vec<String> {
+        let keys = [
+            "User=", "Capability", "NoNewPrivileges", "Runtime", "UMask", "Protect", "ReadWrite",
+            "Private", "Keyring", "LockPersonality", "MemoryDeny", "Restrict", "RemoveIPC",
+            "IPAddress", "SystemCall",
+        ];
+        (u.lines().map(str::trim))
+            .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(sandbox(&unit), sandbox(&oneshot), "{WATCH} and {SERVICE} differ in hardening");
+}
+
+/// `systemd-analyze security --offline` of the watch unit: at most 2.0.
+#[test]
+fn watch_unit_exposes_at_most_2_0() {
+    const TEST: &str = "watch_unit_exposes_at_most_2_0";
+    let Some(analyze) = require(TEST, "systemd-analyze", "systemd") else {
+        return;
+    };
+    let exposure = overall_exposure(&analyze, &unit_path(WATCH));
+    eprintln!("systemd-analyze security --offline=true {WATCH}: overall exposure {exposure}");
+    assert!(exposure <= MAX_WATCH_EXPOSURE, "{WATCH}: exposure {exposure} > {MAX_WATCH_EXPOSURE}");
 }
 
 // ---------------------------------------------------------------------------------------------
