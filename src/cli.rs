@@ -224,7 +224,10 @@ fn watch(cli: &Cli, out: &output::Out, resync: Duration, lock: LockArgs) -> i32 
     let on = Box::new(move |e: &ops::WatchEvent| {
         let status = output::watch_event(&o, e);
         let mut states = Vec::new();
-        if matches!(e, ops::WatchEvent::Converged(_) | ops::WatchEvent::ReadyWaiting) {
+        if matches!(
+            e,
+            ops::WatchEvent::Converged(_) | ops::WatchEvent::ReadyWaiting
+        ) {
             states.push(NotifyState::Ready);
         }
         if matches!(e, ops::WatchEvent::Alive) {

@@ -579,7 +579,11 @@ pub fn log(out: &Out, level: Level, msg: &str) {
 pub fn heal_line(h: &Heal) -> String {
     let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     let mut made = Vec::new();
-    for (n, what) in [(h.rules, "rule"), (h.routes, "route"), (h.addresses, "address")] {
+    for (n, what) in [
+        (h.rules, "rule"),
+        (h.routes, "route"),
+        (h.addresses, "address"),
+    ] {
         if n > 0 {
             made.push(plural(n, what).replace("addresss", "addresses"));
         }
@@ -589,7 +593,10 @@ pub fn heal_line(h: &Heal) -> String {
         parts.push("link set up (it was down)".to_string());
     }
     if !made.is_empty() {
-        parts.push(format!("{} re-added (removed by another program)", made.join(", ")));
+        parts.push(format!(
+            "{} re-added (removed by another program)",
+            made.join(", ")
+        ));
     }
     if h.removed > 0 {
         parts.push(format!("{} removed", plural(h.removed, "object")));
@@ -629,7 +636,11 @@ pub fn watch_event(out: &Out, e: &WatchEvent) -> Option<String> {
             Some(format!("watching; {total} heal(s)"))
         }
         W::Waiting(m) => {
-            log(out, Level::Warning, &format!("waiting: {}", missing_text(m)));
+            log(
+                out,
+                Level::Warning,
+                &format!("waiting: {}", missing_text(m)),
+            );
             Some(format!("waiting for {} ENI(s)", m.len()))
         }
         W::Fight(w) => {
@@ -650,13 +661,20 @@ pub fn watch_event(out: &Out, e: &WatchEvent) -> Option<String> {
             log(
                 out,
                 Level::Error,
-                &format!("{error}; trying again in {}", humantime::format_duration(*retry)),
+                &format!(
+                    "{error}; trying again in {}",
+                    humantime::format_duration(*retry)
+                ),
             );
             Some("degraded: the last pass failed (see the log)".into())
         }
         W::LockWait(h) => {
             let who = h.map_or("another eniroute".to_string(), |h| h.to_string());
-            log(out, Level::Info, &format!("waiting for the lock held by {who}"));
+            log(
+                out,
+                Level::Info,
+                &format!("waiting for the lock held by {who}"),
+            );
             None
         }
         W::Resync(why) => {
@@ -670,14 +688,24 @@ pub fn watch_event(out: &Out, e: &WatchEvent) -> Option<String> {
             None
         }
         W::Reloaded(l) => {
-            out.warnings(&l.path, &l.warnings.iter().filter(|w| !w.note).cloned().collect::<Vec<_>>());
+            out.warnings(
+                &l.path,
+                &l.warnings
+                    .iter()
+                    .filter(|w| !w.note)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
             log(out, Level::Info, &format!("reloaded {}", l.path));
             Some("reloaded; converging".into())
         }
         W::ReloadFailed(err) => {
             let mut msg = format!("reload refused, keeping the running config: {err}");
             if let crate::config::LoadError::Invalid(c) = err {
-                msg = format!("reload refused, keeping the running config: invalid {}", c.path);
+                msg = format!(
+                    "reload refused, keeping the running config: invalid {}",
+                    c.path
+                );
                 for line in c.to_string().lines() {
                     msg.push_str(&format!("; {line}"));
                 }
@@ -702,7 +730,11 @@ pub fn watch_event(out: &Out, e: &WatchEvent) -> Option<String> {
         }
         W::Alive => None,
         W::Stopping => {
-            log(out, Level::Info, "stopping; the routing stays in place (eniroute flush removes it)");
+            log(
+                out,
+                Level::Info,
+                "stopping; the routing stays in place (eniroute flush removes it)",
+            );
             Some("stopping".into())
         }
     }

@@ -235,21 +235,40 @@ fn watch_unit_keeps_its_contract() {
     ] {
         assert!(lines.contains(&want), "{WATCH} lacks the line `{want}`");
     }
-    assert!(!unit.contains("ExecStop="), "{WATCH}: stopping must leave the routing in place");
+    assert!(
+        !unit.contains("ExecStop="),
+        "{WATCH}: stopping must leave the routing in place"
+    );
     // The same sandbox as the oneshot, line for line.
     let oneshot = read(&unit_path(SERVICE));
     let sandbox = |u: &str| -> Vec<String> {
         let keys = [
-            "User=", "Capability", "NoNewPrivileges", "Runtime", "UMask", "Protect", "ReadWrite",
-            "Private", "Keyring", "LockPersonality", "MemoryDeny", "Restrict", "RemoveIPC",
-            "IPAddress", "SystemCall",
+            "User=",
+            "Capability",
+            "NoNewPrivileges",
+            "Runtime",
+            "UMask",
+            "Protect",
+            "ReadWrite",
+            "Private",
+            "Keyring",
+            "LockPersonality",
+            "MemoryDeny",
+            "Restrict",
+            "RemoveIPC",
+            "IPAddress",
+            "SystemCall",
         ];
         (u.lines().map(str::trim))
             .filter(|l| keys.iter().any(|k| l.starts_with(k)))
             .map(String::from)
             .collect()
     };
-    assert_eq!(sandbox(&unit), sandbox(&oneshot), "{WATCH} and {SERVICE} differ in hardening");
+    assert_eq!(
+        sandbox(&unit),
+        sandbox(&oneshot),
+        "{WATCH} and {SERVICE} differ in hardening"
+    );
 }
 
 /// `systemd-analyze security --offline` of the watch unit: at most 2.0.
@@ -261,7 +280,10 @@ fn watch_unit_exposes_at_most_2_0() {
     };
     let exposure = overall_exposure(&analyze, &unit_path(WATCH));
     eprintln!("systemd-analyze security --offline=true {WATCH}: overall exposure {exposure}");
-    assert!(exposure <= MAX_WATCH_EXPOSURE, "{WATCH}: exposure {exposure} > {MAX_WATCH_EXPOSURE}");
+    assert!(
+        exposure <= MAX_WATCH_EXPOSURE,
+        "{WATCH}: exposure {exposure} > {MAX_WATCH_EXPOSURE}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -39,7 +39,15 @@ fn owned(ns: &Netns) -> String {
 /// The interface a packet from `src` to the Internet leaves through (`ip route get`).
 fn egress_dev(ns: &Netns, src: &str) -> String {
     let out = Command::new("ip")
-        .args(["-n", &ns.name, "route", "get", common::INTERNET, "from", src])
+        .args([
+            "-n",
+            &ns.name,
+            "route",
+            "get",
+            common::INTERNET,
+            "from",
+            src,
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -154,7 +162,10 @@ fn watched() -> (Vpc, Daemon, String) {
     let mut d = Daemon::start(&v, &v.config);
     d.wait_for("converged");
     let before = owned(&v.guest);
-    assert!(before.contains("lookup"), "no rules after converging:\n{before}");
+    assert!(
+        before.contains("lookup"),
+        "no rules after converging:\n{before}"
+    );
     assert_eq!(egress_dev(&v.guest, "192.168.10.22"), "eth1");
     (v, d, before)
 }
@@ -177,7 +188,8 @@ fn assert_healed(v: &Vpc, d: &mut Daemon, before: &str, fault: &str) {
 #[test]
 fn deleted_rules_are_healed() {
     let (v, mut d, before) = watched();
-    v.guest.ip(&["rule", "del", "priority", "20200", "from", "192.168.10.22"]);
+    v.guest
+        .ip(&["rule", "del", "priority", "20200", "from", "192.168.10.22"]);
     assert_healed(&v, &mut d, &before, "one rule deleted");
     d.wait_for("healed eth1: 1 rule re-added (removed by another program)");
     let all: String = (v.guest.ip(&["rule", "show"]).lines())
@@ -215,7 +227,8 @@ fn link_down_up_is_healed() {
 #[test]
 fn flushed_owned_routes_are_healed() {
     let (v, mut d, before) = watched();
-    v.guest.ip(&["route", "flush", "table", "all", "proto", "225"]);
+    v.guest
+        .ip(&["route", "flush", "table", "all", "proto", "225"]);
     assert_healed(&v, &mut d, &before, "owned routes flushed");
 }
 
@@ -226,7 +239,9 @@ fn a_late_eni_is_waited_for_and_named() {
     d.wait_for("waiting: ENI \"eth1\"");
     assert!(d.alive(), "watch exited instead of waiting:\n{}", d.log());
     v.plug("eth1");
-    let took = within(HEALED_WITHIN, || egress_dev(&v.guest, "192.168.10.22") == "eth1");
+    let took = within(HEALED_WITHIN, || {
+        egress_dev(&v.guest, "192.168.10.22") == "eth1"
+    });
     assert!(took.is_some(), "late ENI not converged:\n{}", d.log());
     d.wait_for("converged");
 }
@@ -248,17 +263,29 @@ fn sighup_reloads_an_edited_config_and_keeps_the_old_one_when_invalid() {
     assert_ne!(edited, text, "the example changed: adapt the edit");
     fs::write(&cfg, &edited).unwrap();
     d.signal("HUP");
-    let took = within(HEALED_WITHIN, || egress_dev(&v.guest, "192.168.10.23") == "eth1");
+    let took = within(HEALED_WITHIN, || {
+        egress_dev(&v.guest, "192.168.10.23") == "eth1"
+    });
     assert!(took.is_some(), "edited config not applied:\n{}", d.log());
     d.wait_for("reloaded");
-    let ok = within(Duration::from_secs(5), || d.log().matches("converged").count() == 2);
-    assert!(ok.is_some(), "no convergence after the reload:\n{}", d.log());
+    let ok = within(Duration::from_secs(5), || {
+        d.log().matches("converged").count() == 2
+    });
+    assert!(
+        ok.is_some(),
+        "no convergence after the reload:\n{}",
+        d.log()
+    );
     let after_edit = owned(&v.guest);
     // An invalid config: logged with its errors, the running one kept.
     fs::write(&cfg, edited.replace("192.168.10.253", "not-an-address")).unwrap();
     d.signal("HUP");
     d.wait_for("reload refused, keeping the running config");
-    assert!(d.log().contains("not-an-address"), "the error is not named:\n{}", d.log());
+    assert!(
+        d.log().contains("not-an-address"),
+        "the error is not named:\n{}",
+        d.log()
+    );
     assert!(d.alive());
     let rule = (v.guest.ip(&["rule", "show"]).lines())
         .find(|l| l.contains("proto 225") && l.contains("from 192.168.10.2"))
@@ -267,7 +294,12 @@ fn sighup_reloads_an_edited_config_and_keeps_the_old_one_when_invalid() {
     let mut del = vec!["rule", "del"];
     del.extend(rule.split_whitespace());
     v.guest.ip(&del);
-    assert_healed(&v, &mut d, &after_edit, "a rule deleted after an invalid reload");
+    assert_healed(
+        &v,
+        &mut d,
+        &after_edit,
+        "a rule deleted after an invalid reload",
+    );
 }
 
 #[test]
@@ -278,7 +310,16 @@ fn a_fighting_agent_is_backed_off_with_a_warning_and_little_cpu() {
     let (mut attempts, mut deletions) = (0, 0);
     while start.elapsed() < Duration::from_secs(3) {
         let ok = Command::new("ip")
-            .args(["-n", &v.guest.name, "rule", "del", "priority", "20200", "from", "192.168.10.22"])
+            .args([
+                "-n",
+                &v.guest.name,
+                "rule",
+                "del",
+                "priority",
+                "20200",
+                "from",
+                "192.168.10.22",
+            ])
             .output()
             .unwrap();
         attempts += 1;
@@ -290,7 +331,8 @@ fn a_fighting_agent_is_backed_off_with_a_warning_and_little_cpu() {
     eprintln!("fight: {attempts} attempts, {deletions} deletions, watch used {ticks} ticks in 3 s");
     assert!(d.alive(), "the daemon died in the fight:\n{}", d.log());
     assert!(
-        d.log().contains("another program keeps undoing rule 20200 from 192.168.10.22"),
+        d.log()
+            .contains("another program keeps undoing rule 20200 from 192.168.10.22"),
         "no warning naming the rule:\n{}",
         d.log()
     );
@@ -298,8 +340,14 @@ fn a_fighting_agent_is_backed_off_with_a_warning_and_little_cpu() {
     assert_eq!(warnings, 1, "one warning per window:\n{}", d.log());
     // Backing off: far fewer heals than attempts to delete.
     let heals = d.log().matches("healed eth1").count();
-    assert!(heals * 3 < attempts, "{heals} heals for {attempts} attempts");
-    assert!(ticks * 10 < 3 * hz, "watch used {ticks} ticks of CPU in 3 s (>= 10%)");
+    assert!(
+        heals * 3 < attempts,
+        "{heals} heals for {attempts} attempts"
+    );
+    assert!(
+        ticks * 10 < 3 * hz,
+        "watch used {ticks} ticks of CPU in 3 s (>= 10%)"
+    );
     // The fight over, the rule comes back (within the longest backoff).
     let back = within(Duration::from_secs(6), || {
         egress_dev(&v.guest, "192.168.10.22") == "eth1"
@@ -349,7 +397,10 @@ fn idle_watch_sends_nothing_to_the_kernel() {
     let seen = String::from_utf8_lossy(&out.stdout);
     // `ip monitor all` prefixes each line with its object kind; what is left is changes.
     let changes: Vec<&str> = seen.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(changes.is_empty(), "watch changed something while idle:\n{seen}");
+    assert!(
+        changes.is_empty(),
+        "watch changed something while idle:\n{seen}"
+    );
     assert_eq!(owned(&v.guest), before);
     assert!(d.cpu_ticks() - ticks0 <= 1, "CPU used while idle");
     assert!(d.alive());

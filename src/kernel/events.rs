@@ -19,6 +19,10 @@ use crate::model::Family;
 /// Room for one datagram: the kernel sends at most one page-sized batch of notifications.
 const RECV_BUFFER: usize = 64 * 1024;
 
+/// The socket's receive queue: room for the notifications of thousands of objects changed at
+/// once (deleting 961 rules queues about 1 MiB), so that a burst does not overrun it.
+const RECV_QUEUE: nix::libc::c_int = 8 << 20;
+
 /// A burst ends after `debounce` without news, or at the latest this many debounces after
 /// its first event, so that a storm of changes cannot keep the caller waiting for ever.
 const MAX_BURST_DEBOUNCES: u32 = 50;
@@ -113,6 +117,7 @@ impl Events {
         let s = socket.socket_mut();
         s.bind(&SocketAddr::new(0, 0))
             .map_err(KernelError::Socket)?;
+        grow_receive_queue(s);
         for g in groups {
             s.add_membership(g.number()).map_err(KernelError::Socket)?;
         }
@@ -169,6 +174,27 @@ impl Events {
                 source,
             }),
         }
+    }
+}
+
+/// SO_RCVBUFFORCE (CAP_NET_ADMIN: beyond net.core.rmem_max), else SO_RCVBUF (capped by it).
+/// A smaller queue only means an overrun sooner, which is handled (a full resync).
+fn grow_receive_queue(s: &netlink_sys::Socket) {
+    use std::os::fd::AsRawFd;
+    let size = RECV_QUEUE;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int; the fd is owned
+    // by `s` for the duration of the call.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            s.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_RCVBUFFORCE,
+            (&size as *const nix::libc::c_int).cast(),
+            std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        let _ = s.set_rx_buf_sz(size);
     }
 }
 

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-pub use policy::{FightWarning, Heal, MAX_BACKOFF};
 use policy::{Echoes, Fights, Interest};
+pub use policy::{FightWarning, Heal, MAX_BACKOFF};
 
 use super::{apply_once, ApplyOptions, ApplyReport, OpError};
 use crate::config::{self, LoadError, Loaded};
@@ -30,7 +30,7 @@ use crate::model::Config;
 use crate::plan::{self, Missing};
 
 /// A burst of notifications ends after this long without news.
-const DEBOUNCE: Duration = Duration::from_millis(2);
+const DEBOUNCE: Duration = Duration::from_millis(1);
 /// Without systemd's watchdog, the loop has no timer but the resync.
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -267,11 +267,16 @@ impl<K: Kernel, S: Source> Daemon<'_, K, S> {
 
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + NEVER;
-        [self.due, Some(self.next_resync), self.next_alive, self.ready_by]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(far)
+        [
+            self.due,
+            Some(self.next_resync),
+            self.next_alive,
+            self.ready_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far)
     }
 
     /// Notifications: ignore the echoes and what cannot matter; schedule a pass for the rest
@@ -375,7 +380,11 @@ impl<K: Kernel, S: Source> Daemon<'_, K, S> {
             let heals = policy::heals(&report.applied, desired, links);
             self.status.heals += 1;
             let names: Vec<&str> = heals.iter().map(|h| h.iface.as_str()).collect();
-            let what = if names.is_empty() { "sysctls".to_string() } else { names.join(", ") };
+            let what = if names.is_empty() {
+                "sysctls".to_string()
+            } else {
+                names.join(", ")
+            };
             self.status.last_heal = Some((epoch_secs(), what));
             (self.on)(&WatchEvent::Healed {
                 heals: &heals,

@@ -37,7 +37,12 @@ impl Interest {
     pub fn of(cfg: &Config, desired: &Desired) -> Interest {
         Interest {
             protocol: cfg.routing.protocol,
-            indexes: desired.enis.iter().filter(|e| e.found).map(|e| e.iface.index).collect(),
+            indexes: desired
+                .enis
+                .iter()
+                .filter(|e| e.found)
+                .map(|e| e.iface.index)
+                .collect(),
             tables: desired.tables(),
             priorities: desired.rules.iter().map(|r| r.priority).collect(),
             missing: !desired.missing.is_empty(),
@@ -257,7 +262,9 @@ impl Fights {
             f.repeats += 1;
             f.last = now;
             f.object = c.to_string();
-            let quiet = f.warned.is_none_or(|w| now.duration_since(w) >= WARN_WINDOW);
+            let quiet = f
+                .warned
+                .is_none_or(|w| now.duration_since(w) >= WARN_WINDOW);
             if f.repeats >= WARN_AFTER && quiet {
                 f.warned = Some(now);
                 warnings.push(FightWarning {
@@ -311,8 +318,7 @@ pub fn heals(applied: &[Change], desired: &Desired, links: &[HostLink]) -> Vec<H
         .map(|u| (u.table, u.iface.name.as_str()))
         .collect();
     let name_of = |index: u32, fallback: &str| {
-        (links.iter().find(|l| l.index == index))
-            .map_or(fallback.to_string(), |l| l.name.clone())
+        (links.iter().find(|l| l.index == index)).map_or(fallback.to_string(), |l| l.name.clone())
     };
     let mut out: BTreeMap<String, Heal> = BTreeMap::new();
     for c in applied {

@@ -67,9 +67,18 @@ fn rule_event(priority: u32, protocol: u8, removed: bool) -> Event {
 #[test]
 fn what_matters_is_eniroutes_losses_and_foreign_objects_in_its_way() {
     let i = interest();
-    assert!(i.matters(&rule_event(20200, 225, true)), "an owned rule deleted");
-    assert!(!i.matters(&rule_event(20200, 225, false)), "an owned rule added: an echo");
-    assert!(i.matters(&rule_event(20200, 3, false)), "a foreign rule at its priority");
+    assert!(
+        i.matters(&rule_event(20200, 225, true)),
+        "an owned rule deleted"
+    );
+    assert!(
+        !i.matters(&rule_event(20200, 225, false)),
+        "an owned rule added: an echo"
+    );
+    assert!(
+        i.matters(&rule_event(20200, 3, false)),
+        "a foreign rule at its priority"
+    );
     let route = |table, protocol, removed| Event::Route {
         family: Family::V4,
         table,
@@ -78,16 +87,41 @@ fn what_matters_is_eniroutes_losses_and_foreign_objects_in_its_way() {
     };
     assert!(i.matters(&route(20001, 225, true)));
     assert!(!i.matters(&route(20001, 225, false)));
-    assert!(i.matters(&route(20001, 4, false)), "a foreign route in its table");
-    assert!(!i.matters(&route(1000, 4, false)), "a route in a foreign table");
-    assert!(!i.matters(&route(254, 225, true)), "the main table is not eniroute's");
-    let (link, addr) = (|index| Event::Link { index, removed: false }, |index| {
-        Event::Address { index, removed: true }
-    });
-    assert!(i.matters(&link(2)) && i.matters(&addr(2)), "eth1 is index 2");
+    assert!(
+        i.matters(&route(20001, 4, false)),
+        "a foreign route in its table"
+    );
+    assert!(
+        !i.matters(&route(1000, 4, false)),
+        "a route in a foreign table"
+    );
+    assert!(
+        !i.matters(&route(254, 225, true)),
+        "the main table is not eniroute's"
+    );
+    let (link, addr) = (
+        |index| Event::Link {
+            index,
+            removed: false,
+        },
+        |index| Event::Address {
+            index,
+            removed: true,
+        },
+    );
+    assert!(
+        i.matters(&link(2)) && i.matters(&addr(2)),
+        "eth1 is index 2"
+    );
     assert!(!i.matters(&link(9)) && !i.matters(&addr(9)));
-    let waiting = Interest { missing: true, ..interest() };
-    assert!(waiting.matters(&link(9)), "any new link may be the awaited ENI");
+    let waiting = Interest {
+        missing: true,
+        ..interest()
+    };
+    assert!(
+        waiting.matters(&link(9)),
+        "any new link may be the awaited ENI"
+    );
     assert!(Interest::unknown().matters(&route(1000, 4, false)));
 }
 
@@ -112,7 +146,10 @@ fn its_own_changes_echo_back_and_are_ignored_once_each() {
         protocol: 225,
         removed,
     };
-    let link = Event::Link { index: 2, removed: false };
+    let link = Event::Link {
+        index: 2,
+        removed: false,
+    };
     // Two echoes of the rule expected; the third notification is someone else's.
     let left = e.absorb(vec![ev(false), link, link, ev(true), ev(true)], now);
     assert_eq!(left, vec![ev(true)]);
@@ -144,7 +181,13 @@ fn a_fought_object_waits_its_backoff_while_others_are_served_at_once() {
     let t0 = Instant::now();
     let ev = rule_event(rule.priority, 225, true);
     let ev = match ev {
-        Event::Rule { family, priority, protocol, removed, .. } => Event::Rule {
+        Event::Rule {
+            family,
+            priority,
+            protocol,
+            removed,
+            ..
+        } => Event::Rule {
             family,
             table: rule.table,
             priority,
@@ -162,7 +205,10 @@ fn a_fought_object_waits_its_backoff_while_others_are_served_at_once() {
     assert!(warnings[0].object.contains(&rule.priority.to_string()));
     let now = t0 + Duration::from_millis(50);
     assert!(f.earliest(&[ev], now) > now, "six heals in a row: back off");
-    let other = Event::Address { index: 2, removed: true };
+    let other = Event::Address {
+        index: 2,
+        removed: true,
+    };
     assert_eq!(f.earliest(&[ev, other], now), now, "anything else: at once");
     // Quiet for a second past the backoff ends the fight.
     let quiet = t0 + Duration::from_secs(2);
@@ -259,15 +305,28 @@ fn the_loop_converges_heals_a_loss_ignores_echoes_and_stops() {
     };
     let steps: Vec<(fn(&Fake), Wake)> = vec![
         (|_| {}, Wake::Events(vec![echo])),
-        (delete_rules, Wake::Events(vec![rule_event(20200, 225, true)])),
+        (
+            delete_rules,
+            Wake::Events(vec![rule_event(20200, 225, true)]),
+        ),
         (|_| {}, Wake::Quiet),
     ];
     let (seen, waits) = run(&k, &st, steps, &options("/nonexistent"));
     // Idle, the only timer is the resync.
-    assert!(waits.iter().all(|w| *w > Duration::from_secs(200)), "{waits:?}");
-    let kinds: Vec<&str> = seen.iter().map(|s| s.split([' ', '(']).next().unwrap()).collect();
+    assert!(
+        waits.iter().all(|w| *w > Duration::from_secs(200)),
+        "{waits:?}"
+    );
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|s| s.split([' ', '(']).next().unwrap())
+        .collect();
     assert_eq!(kinds, ["Converged", "Healed", "Stopping"], "{seen:#?}");
-    assert!(seen[1].contains(r#"iface: "eth1", rules: 4"#), "{}", seen[1]);
+    assert!(
+        seen[1].contains(r#"iface: "eth1", rules: 4"#),
+        "{}",
+        seen[1]
+    );
     assert!(!k.state.borrow().rules.is_empty(), "rules re-added");
     assert_eq!(st.watch(), None, "the status file goes with the daemon");
     st.remove();
@@ -283,12 +342,24 @@ fn an_overrun_resyncs_and_a_bad_reload_keeps_the_config() {
     let steps: Vec<(fn(&Fake), Wake)> = vec![
         (delete_rules, Wake::Overrun),
         (|_| {}, Wake::Reload),
-        (delete_rules, Wake::Events(vec![rule_event(20000, 225, true)])),
-        (delete_rules, Wake::Events(vec![rule_event(20000, 225, true)])),
+        (
+            delete_rules,
+            Wake::Events(vec![rule_event(20000, 225, true)]),
+        ),
+        (
+            delete_rules,
+            Wake::Events(vec![rule_event(20000, 225, true)]),
+        ),
     ];
     let (seen, waits) = run(&k, &st, steps, &opts);
-    assert!(seen.iter().any(|s| s.starts_with("Resync(Overrun)")), "{seen:#?}");
-    assert!(seen.iter().any(|s| s.starts_with("ReloadFailed")), "{seen:#?}");
+    assert!(
+        seen.iter().any(|s| s.starts_with("Resync(Overrun)")),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|s| s.starts_with("ReloadFailed")),
+        "{seen:#?}"
+    );
     assert!(seen.iter().any(|s| s.starts_with("Healed")), "{seen:#?}");
     // The third loss of the same rules in a row waits its backoff.
     let last = *waits.last().unwrap();
