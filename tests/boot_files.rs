@@ -1269,7 +1269,10 @@ fn watch_heals_what_networkd_reconfigure_removes() {
     let _ = watch.wait();
     let journal = fs::read_to_string(out.join("journal.txt")).unwrap_or_default();
     let driver = fs::read_to_string(out.join("driver.txt")).unwrap_or_default();
-    let report = format!("--- watch\n{}--- driver\n{driver}--- networkd\n{journal}", logged());
+    let report = format!(
+        "--- watch\n{}--- driver\n{driver}--- networkd\n{journal}",
+        logged()
+    );
     assert!(reconfigured, "networkctl reconfigure failed:\n{report}");
     assert!(
         healed(before + 1),

@@ -233,11 +233,14 @@ fn a_heal_is_summarised_per_interface() {
     assert_eq!(shared.rules, 1);
 }
 
+/// One step of a script: what another program does to the kernel, and what wakes the loop.
+type Step = (fn(&Fake), Wake);
+
 /// A scripted source: each step changes the fake kernel (as another program would), then
 /// wakes the loop; when the script ends, it stops.
 struct Script<'a> {
     k: &'a Fake,
-    steps: VecDeque<(fn(&Fake), Wake)>,
+    steps: VecDeque<Step>,
     waits: Vec<Duration>,
 }
 
@@ -270,7 +273,7 @@ fn options(path: &str) -> WatchOptions {
 fn run(
     k: &Fake,
     st: &State,
-    steps: Vec<(fn(&Fake), Wake)>,
+    steps: Vec<Step>,
     opts: &WatchOptions,
 ) -> (Vec<String>, Vec<Duration>) {
     let mut src = Script {
@@ -303,7 +306,7 @@ fn the_loop_converges_heals_a_loss_ignores_echoes_and_stops() {
         protocol: 225,
         removed: false,
     };
-    let steps: Vec<(fn(&Fake), Wake)> = vec![
+    let steps: Vec<Step> = vec![
         (|_| {}, Wake::Events(vec![echo])),
         (
             delete_rules,
@@ -339,7 +342,7 @@ fn an_overrun_resyncs_and_a_bad_reload_keeps_the_config() {
     let path = dir.path().join("eniroute.toml");
     std::fs::write(&path, "[[eni]]\nname = 1\n").unwrap();
     let opts = options(path.to_str().unwrap());
-    let steps: Vec<(fn(&Fake), Wake)> = vec![
+    let steps: Vec<Step> = vec![
         (delete_rules, Wake::Overrun),
         (|_| {}, Wake::Reload),
         (
