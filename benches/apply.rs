@@ -20,8 +20,6 @@
 //!
 //! `cargo bench --bench apply`
 
-use std::os::unix::fs::MetadataExt as _;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,32 +43,9 @@ fn main() {
         wrapper();
         return;
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // `cargo bench` passes --bench; `cargo test --benches` (or --all-targets) does not: then
-    // this is a test run, and the bench has nothing to check quickly.
-    if !args.iter().any(|a| a == "--bench") {
-        println!("bench apply: skipped (not run by `cargo bench`)");
-        return;
+    if let Some(runs) = common::runs("apply", 7) {
+        run(runs);
     }
-    // `cargo bench -- FILTER`: run only when the filter (if any) names this bench.
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    if !filters.is_empty() && !filters.iter().any(|f| "apply".contains(f.as_str())) {
-        return;
-    }
-    // /proc/self belongs to the effective user.
-    let euid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1);
-    if euid != 0 {
-        println!("bench apply: skipped (needs root to create network namespaces)");
-        return;
-    }
-    let runs: usize = std::env::var("ENIROUTE_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(7);
-    run(runs);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::os::unix::fs::MetadataExt as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -49,28 +48,9 @@ const RSS_TARGET_MIB: f64 = 10.0;
 const BURST_CPU_TARGET_MS: f64 = 50.0;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        println!("bench watch: skipped (not run by `cargo bench`)");
-        return;
+    if let Some(runs) = common::runs("watch", 20) {
+        run(runs);
     }
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    if !filters.is_empty() && !filters.iter().any(|f| "watch".contains(f.as_str())) {
-        return;
-    }
-    let euid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1);
-    if euid != 0 {
-        println!("bench watch: skipped (needs root to create network namespaces)");
-        return;
-    }
-    let runs: usize = std::env::var("ENIROUTE_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(20);
-    run(runs);
 }
 
 /// What the observer waits for: this many RTM_NEW* notifications of eniroute's objects.

@@ -7,6 +7,37 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Whether bench `name` runs, and with how many runs (`ENIROUTE_BENCH_RUNS`, else `default`).
+/// `cargo bench` passes --bench; `cargo test --benches` (or --all-targets) does not: then this
+/// is a test run, and the bench has nothing to check quickly. `cargo bench -- FILTER` runs it
+/// only when the filter names it. It needs root (network namespaces).
+pub fn runs(name: &str, default: usize) -> Option<usize> {
+    use std::os::unix::fs::MetadataExt as _;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("bench {name}: skipped (not run by `cargo bench`)");
+        return None;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+        return None;
+    }
+    // /proc/self belongs to the effective user.
+    let euid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1);
+    if euid != 0 {
+        println!("bench {name}: skipped (needs root to create network namespaces)");
+        return None;
+    }
+    let runs = std::env::var("ENIROUTE_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default);
+    Some(runs)
+}
+
 pub const ENIS: usize = 16;
 pub const IPS_PER_ENI: usize = 30;
 /// Private IPs are .4, .8, ..., .120: no two are siblings, so no rule aggregates.

@@ -2,7 +2,7 @@
 //! backoff, heal summaries) and `watch_once` against the fake kernel with a scripted source.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use crate::config::load_str;
 use crate::kernel::events::Event;
 use crate::model::{Change, Family, HostLink};
 use crate::ops::fake::Fake;
+use crate::ops::tests::{block, state};
 
 const CFG: &str = r#"
 [[eni]]
@@ -35,17 +36,6 @@ fn fake() -> Fake {
         })
         .collect();
     Fake::with_links(&["eth1"], &sysctls)
-}
-
-fn state() -> State {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "eniroute-watch-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    State::at(dir)
 }
 
 fn interest() -> Interest {
@@ -283,12 +273,7 @@ fn run(
     };
     let mut seen = Vec::new();
     let mut on = |e: &WatchEvent| seen.push(format!("{e:?}"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(watch_once(k, st, cfg(), &mut src, opts, &mut on))
-        .unwrap();
+    block(watch_once(k, st, cfg(), &mut src, opts, &mut on)).unwrap();
     (seen, src.waits)
 }
 
