@@ -739,3 +739,49 @@ pub fn watch_event(out: &Out, e: &WatchEvent) -> Option<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[test]
+    fn a_heal_is_one_line_naming_the_eni_and_what_was_put_back() {
+        let h = Heal {
+            iface: "eth1".into(),
+            rules: 3,
+            routes: 2,
+            ..Heal::default()
+        };
+        assert_eq!(
+            heal_line(&h),
+            "healed eth1: 3 rules, 2 routes re-added (removed by another program)"
+        );
+        let h = Heal {
+            iface: "eth2".into(),
+            addresses: 1,
+            link_up: true,
+            removed: 2,
+            ..Heal::default()
+        };
+        assert_eq!(
+            heal_line(&h),
+            "healed eth2: link set up (it was down); 1 address re-added (removed by another \
+             program); 2 objects removed"
+        );
+    }
+
+    #[test]
+    fn status_names_the_daemon_or_its_absence() {
+        assert!(watch_line(None).contains("no eniroute watch daemon"));
+        let w = WatchStatus {
+            pid: 812,
+            since: 0,
+            heals: 3,
+            last_heal: Some((3600, "eth1".into())),
+        };
+        assert_eq!(
+            watch_line(Some(&w)),
+            "watch: served by PID 812 since 00:00:00 UTC; 3 heal(s), last at 01:00:00 UTC (eth1)."
+        );
+    }
+}
