@@ -238,6 +238,12 @@ fn a_late_eni_is_waited_for_and_named() {
     let mut d = Daemon::start(&v, &v.config);
     d.wait_for("waiting: ENI \"eth1\"");
     assert!(d.alive(), "watch exited instead of waiting:\n{}", d.log());
+    let status = v.run(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("watch: served by PID"),
+        "status does not show the waiting daemon:\n{}",
+        common::text(&status)
+    );
     v.plug("eth1");
     let took = within(HEALED_WITHIN, || {
         egress_dev(&v.guest, "192.168.10.22") == "eth1"

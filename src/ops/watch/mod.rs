@@ -206,6 +206,10 @@ pub async fn watch_once<K: Kernel, S: Source>(
         next_alive: opts.keepalive.map(|_| now),
         ready_by: Some(now + opts.ready_grace),
     };
+    // Shown by `status` from the start, also while ENIs are awaited.
+    if let Err(e) = state.store_watch(&d.status) {
+        (d.on)(&WatchEvent::StatusFile(&e));
+    }
     let result = d.run().await;
     (d.on)(&WatchEvent::Stopping);
     state.remove_watch();
