@@ -411,3 +411,33 @@ fn idle_watch_sends_nothing_to_the_kernel() {
     assert!(d.cpu_ticks() - ticks0 <= 1, "CPU used while idle");
     assert!(d.alive());
 }
+
+/// When stderr is the journal (JOURNAL_STREAM names its device and inode, as systemd sets it),
+/// each line carries its syslog priority as sd-daemon's `<N>` prefix; otherwise it does not.
+#[test]
+fn log_lines_carry_journal_priorities_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt as _;
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let file = fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--netns", &v.guest.name, "-c"])
+        .arg(&v.config)
+        .arg("watch")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let read = || fs::read_to_string(&log).unwrap_or_default();
+    let converged = within(Duration::from_secs(10), || read().contains("converged"));
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let code = child.wait().unwrap().code();
+    assert!(converged.is_some(), "{}", read());
+    assert_eq!(code, Some(0));
+    let text = read();
+    assert!(text.starts_with("<6>converged"), "{text}");
+    assert!(text.lines().all(|l| l.starts_with('<')), "{text}");
+}
