@@ -441,3 +441,37 @@ fn log_lines_carry_journal_priorities_when_stderr_is_the_journal() {
     assert!(text.starts_with("<6>converged"), "{text}");
     assert!(text.lines().all(|l| l.starts_with('<')), "{text}");
 }
+
+/// Sysctls have no notification: drift is put right at the next resync, and at once on a
+/// link event of the ENI.
+#[test]
+fn sysctl_drift_is_healed_at_resync_and_on_link_events() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    let mut d = Daemon::start_with(&v, &v.config, &["--resync", "2s"]);
+    d.wait_for("converged");
+    let key = "net/ipv4/conf/eth1/rp_filter";
+    let want = v.guest.sysctl(key);
+    assert_eq!(want, "2", "loose rp_filter on eth1");
+    // Past the kernel's own aftermath of the first pass (IPv6 addresses of the links set up).
+    std::thread::sleep(Duration::from_millis(1500));
+    v.guest.set_sysctl(key, "0");
+    assert_eq!(v.guest.sysctl(key), "0");
+    let at_resync = within(Duration::from_secs(4), || v.guest.sysctl(key) == want);
+    assert!(
+        at_resync.is_some(),
+        "drift not healed at resync:\n{}",
+        d.log()
+    );
+    eprintln!("resync healed after {at_resync:?}:\n{}", d.log());
+    d.wait_for("sysctl(s) set again");
+    v.guest.set_sysctl(key, "1");
+    // Any link event of the ENI (here an MTU change eniroute does not manage) re-checks.
+    v.guest.ip(&["link", "set", "eth1", "mtu", "1400"]);
+    let on_link = within(HEALED_WITHIN, || v.guest.sysctl(key) == want);
+    assert!(
+        on_link.is_some(),
+        "drift not healed on a link event:\n{}",
+        d.log()
+    );
+    assert!(d.alive());
+}
