@@ -251,6 +251,16 @@ impl fmt::Display for OpError {
             OpError::Kernel(e) => write!(f, "{e}"),
             OpError::Sysctl(e) => write!(f, "{e}"),
             OpError::RolledBack(failure) => f.write_str(&failure_text(failure)),
+            OpError::NetnsGone { name } => {
+                write!(
+                    f,
+                    "network namespace {name:?} was deleted during the run (namespace gone)"
+                )
+            }
+            OpError::NotPermitted { verb } => write!(
+                f,
+                "{verb} changes the kernel's routing and needs root or CAP_NET_ADMIN (try sudo)"
+            ),
             OpError::Signal(e) => write!(f, "cannot listen for signals: {e}"),
         }
     }
@@ -337,6 +347,14 @@ pub fn flushed(out: &Out, r: &FlushReport) {
     for s in &r.restored {
         out.info(&sysctl_line(s));
     }
+    for route in &r.restored_routes {
+        out.info(&format!(
+            "+ route {route} (put back: the kernel dropped it with eniroute's addresses)"
+        ));
+    }
+    for w in &r.warnings {
+        out.warn(w);
+    }
     for e in &r.errors {
         eprintln!("error: {e}");
     }
@@ -382,6 +400,9 @@ pub fn status(out: &Out, r: &StatusReport) {
     for v in &r.egress {
         out.info(&verdict_line(v));
     }
+    for s in &r.sysctl_drift {
+        out.info(&sysctl_line(s));
+    }
     out.info(&format!(
         "Owned (protocol {}): {} address(es), {} route(s), {} rule(s); {}",
         r.protocol,
@@ -415,6 +436,7 @@ struct StatusJson<'a> {
     egress: &'a [Verdict],
     owned: OwnedJson,
     pending_changes: usize,
+    sysctl_drift: &'a [SysctlChange],
     conflicts: &'a [Conflict],
     watch: Option<WatchJson<'a>>,
 }
@@ -456,6 +478,7 @@ impl<'a> StatusJson<'a> {
                 rules,
             },
             pending_changes: r.pending_changes,
+            sysctl_drift: &r.sysctl_drift,
             conflicts: &r.conflicts,
             watch: r.watch.as_ref().map(WatchJson::of),
         }

@@ -6,6 +6,7 @@
 //! first one. The address rules that discover shares live in `rules`.
 //! May import `crate::model` and `crate::exit`; nothing else of the crate.
 
+mod blocks;
 mod raw;
 pub(crate) mod rules;
 mod validate;
@@ -17,9 +18,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::exit::{self, ExitCode};
-use crate::model::Config;
-use raw::RawConfig;
+use crate::model::{Config, Routing};
+use raw::{RawConfig, RawDiscoverOnly, RawRoutingOnly};
 use validate::Validator;
+
+pub use validate::{DiscoverSettings, Excluded, DEFAULT_REFRESH};
 
 /// Default path of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/eniroute/eniroute.toml";
@@ -100,11 +103,31 @@ impl ExitCode for LoadError {
 /// Read and validate the file at `path`.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: shown.clone(),
         source,
     })?;
-    Ok(load_str(&text, &shown)?)
+    let text = decode(&bytes, &shown)?;
+    Ok(load_str(text, &shown)?)
+}
+
+/// The file as UTF-8 text; else a config error at the line and column of the first bad byte.
+fn decode<'a>(bytes: &'a [u8], path: &str) -> Result<&'a str, ConfigError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // Columns count characters, as in every other message.
+        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        ConfigError {
+            path: path.to_string(),
+            problems: vec![Problem {
+                line,
+                column,
+                message: "the file is not UTF-8 text (an invalid byte here)".into(),
+            }],
+        }
+    })
 }
 
 /// Validate configuration text; `path` is only used in messages.
@@ -140,6 +163,46 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
             problems,
         }),
     }
+}
+
+/// The file's `[discover]` section, validated (`None`: the file has none, or does not parse —
+/// `load_str` then says why). Read on its own, before the merge with the metadata: the
+/// `[[eni]]` entries may still be partial then.
+pub fn discover_section(text: &str, path: &str) -> Result<Option<DiscoverSettings>, ConfigError> {
+    // A file that does not parse is reported by `load_str`, with its line quoted.
+    let Ok(raw) = toml::from_str::<RawDiscoverOnly>(text) else {
+        return Ok(None);
+    };
+    let Some(d) = raw.discover else {
+        return Ok(None);
+    };
+    let mut v = Validator::new(LineIndex::new(text));
+    let settings = v.discover(&d);
+    v.finish_part(settings)
+        .map(Some)
+        .map_err(|problems| ConfigError {
+            path: path.to_string(),
+            problems,
+        })
+}
+
+/// Only the file's `[routing]` section, validated: what `flush` needs, also from a file whose
+/// `[[eni]]` entries are completed by the metadata (`[discover]`). A file that does not parse
+/// is reported by `load_str`.
+pub fn routing_section(text: &str, path: &str) -> Result<Routing, ConfigError> {
+    let raw: RawRoutingOnly = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(_) => return load_str(text, path).map(|l| l.config.routing),
+    };
+    let Some(r) = raw.routing else {
+        return Ok(Routing::default());
+    };
+    let mut v = Validator::new(LineIndex::new(text));
+    let routing = v.routing(r.get_ref());
+    v.finish_part(routing).map_err(|problems| ConfigError {
+        path: path.to_string(),
+        problems,
+    })
 }
 
 /// Byte offsets to 1-based lines and columns.

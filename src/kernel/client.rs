@@ -19,12 +19,12 @@ use tokio::sync::Mutex;
 
 use super::codec::{
     change_message, host_link, lookup_answer, lookup_message, parse_address, parse_route,
-    parse_rule,
+    parse_rule, restore_message,
 };
 use super::events::{Burst, Events, Group};
 use super::sysctl::{self, SysctlError};
 use super::{lookup_what, Kernel, KernelError, Lookup};
-use crate::model::{Change, HostLink, Iface, Observed};
+use crate::model::{Change, ForeignRoute, HostLink, Iface, Observed};
 
 /// How many requests go to the kernel in one `sendmsg`.
 const BATCH: usize = 128;
@@ -145,16 +145,24 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         what: &str,
         parse: impl Fn(&RouteNetlinkMessage) -> Option<(T, u8)>,
-    ) -> Result<(Vec<T>, Vec<T>), KernelError> {
+    ) -> Result<(Vec<T>, Vec<(T, u8)>), KernelError> {
         let msgs = self.dump(msg, what).await?;
         let (mine, theirs): (Vec<_>, Vec<_>) = msgs
             .iter()
             .filter_map(parse)
             .partition(|(_, p)| *p == self.proto);
-        Ok((
-            mine.into_iter().map(|(o, _)| o).collect(),
-            theirs.into_iter().map(|(o, _)| o).collect(),
-        ))
+        Ok((mine.into_iter().map(|(o, _)| o).collect(), theirs))
+    }
+
+    /// [`Netlink::dump_split`] where the foreign objects' tags do not matter.
+    async fn dump_owned<T>(
+        &self,
+        msg: RouteNetlinkMessage,
+        what: &str,
+        parse: impl Fn(&RouteNetlinkMessage) -> Option<(T, u8)>,
+    ) -> Result<(Vec<T>, Vec<T>), KernelError> {
+        let (mine, theirs) = self.dump_split(msg, what, parse).await?;
+        Ok((mine, theirs.into_iter().map(|(o, _)| o).collect()))
     }
 }
 
@@ -188,7 +196,7 @@ impl Kernel for Netlink {
             index,
         };
         let (addresses, foreign_addresses) = self
-            .dump_split(
+            .dump_owned(
                 RouteNetlinkMessage::GetAddress(AddressMessage::default()),
                 "addresses",
                 |m| match m {
@@ -197,7 +205,8 @@ impl Kernel for Netlink {
                 },
             )
             .await?;
-        // Family unspecified: the kernel dumps IPv4 and IPv6 in one go.
+        // Family unspecified: the kernel dumps IPv4 and IPv6 in one go. Foreign routes keep
+        // their protocol (to be put back as they were).
         let (routes, foreign_routes) = self
             .dump_split(
                 RouteNetlinkMessage::GetRoute(RouteMessage::default()),
@@ -208,8 +217,12 @@ impl Kernel for Netlink {
                 },
             )
             .await?;
+        let foreign_routes = foreign_routes
+            .into_iter()
+            .map(|(route, protocol)| ForeignRoute { route, protocol })
+            .collect();
         let (rules, foreign_rules) = self
-            .dump_split(
+            .dump_owned(
                 RouteNetlinkMessage::GetRule(RuleMessage::default()),
                 "rules",
                 |m| match m {
@@ -227,6 +240,13 @@ impl Kernel for Netlink {
             rules,
             foreign_rules,
         })
+    }
+
+    async fn restore_route(&self, r: &ForeignRoute) -> Result<(), KernelError> {
+        let (msg, flags) = restore_message(r);
+        self.request(msg, flags, || format!("restoring route {}", r.route))
+            .await
+            .map(|_| ())
     }
 
     /// Make one change.
@@ -253,6 +273,7 @@ impl Kernel for Netlink {
                 let what = chunk.first().map(|c| c.to_string()).unwrap_or_default();
                 return (done, first.or(Some(KernelError::Connection { what })));
             };
+            super::failpoint::hit("batch");
             for (c, a) in chunk.iter().zip(answers) {
                 done.push(a.is_ok());
                 if let (Err(source), None) = (a, &first) {

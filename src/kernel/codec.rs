@@ -20,7 +20,9 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::Lookup;
-use crate::model::{Address, Change, Family, HostLink, Iface, NextHop, Route, Rule, Scope};
+use crate::model::{
+    Address, Change, Family, ForeignRoute, HostLink, Iface, NextHop, Route, Rule, Scope,
+};
 
 /// The request that makes one change, with its flags; `proto` tags what eniroute adds.
 pub(super) fn change_message(change: &Change, proto: u8) -> (RouteNetlinkMessage, u16) {
@@ -51,6 +53,15 @@ pub(super) fn change_message(change: &Change, proto: u8) -> (RouteNetlinkMessage
         Change::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_message(r, p)), create),
         Change::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_message(r, p)), ack),
     }
+}
+
+/// The request that puts a foreign route back with its own protocol.
+pub(super) fn restore_message(r: &ForeignRoute) -> (RouteNetlinkMessage, u16) {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    (
+        RouteNetlinkMessage::NewRoute(route_message(&r.route, r.protocol)),
+        flags,
+    )
 }
 
 pub(super) fn lookup_message(src: Option<IpAddr>, dst: IpAddr) -> RouteMessage {

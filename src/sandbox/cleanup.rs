@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -28,6 +28,16 @@ static REGISTRY: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 static INSTALL: Once = Once::new();
+/// Set once a signal started the teardown: the process then ends with 128 + signal.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// After a signal, the watcher tears down and exits the process: a run that returns meanwhile
+/// (its child was stopped, its namespaces vanished) must not exit first with its own code.
+pub fn wait_if_interrupted() {
+    while INTERRUPTED.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
 
 /// A registration; removes itself from the registry when dropped (the caller tears down).
 pub struct Guard {
@@ -108,6 +118,7 @@ fn watch(rd: OwnedFd) {
         }
     }
     let sig = i32::from(b[0]);
+    INTERRUPTED.store(true, Ordering::SeqCst);
     let entries: Vec<Entry> = {
         let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *reg).into_values().collect()
