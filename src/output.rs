@@ -736,6 +736,16 @@ pub fn watch_event(out: &Out, e: &WatchEvent) -> Option<String> {
             log(out, Level::Error, &msg);
             None
         }
+        W::ReloadDiscover => {
+            log(
+                out,
+                Level::Error,
+                "reload refused, keeping the running config: a config with [discover] is \
+                 completed from the instance metadata at start only; restart instead \
+                 (systemctl restart eniroute-watch: the routing stays in place meanwhile)",
+            );
+            None
+        }
         W::ReloadProtocol { old, new } => {
             log(
                 out,

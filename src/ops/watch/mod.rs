@@ -133,6 +133,8 @@ pub enum WatchEvent<'a> {
     Resync(ResyncWhy),
     Reloaded(&'a Loaded),
     ReloadFailed(&'a LoadError),
+    /// A reload of a `[discover]` config needs a restart (the metadata is read at start).
+    ReloadDiscover,
     /// A reload that changes `routing.protocol` needs a restart.
     ReloadProtocol {
         old: u8,
@@ -298,7 +300,16 @@ impl<K: Kernel, S: Source> Daemon<'_, K, S> {
     }
 
     fn reload(&mut self) {
-        match config::load_file(&self.opts.config_path) {
+        // A `[discover]` file is only half the config (the metadata completes it, read by the
+        // cli's loader at start): re-reading the file alone could drop discovered ENIs.
+        let path = &self.opts.config_path;
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let shown = path.display().to_string();
+        if matches!(config::discover_section(&text, &shown), Ok(Some(_))) {
+            (self.on)(&WatchEvent::ReloadDiscover);
+            return;
+        }
+        match config::load_file(path) {
             Ok(l) if l.config.routing.protocol != self.cfg.routing.protocol => {
                 (self.on)(&WatchEvent::ReloadProtocol {
                     old: self.cfg.routing.protocol,
