@@ -69,6 +69,15 @@ enum Command {
         #[command(flatten)]
         lock: LockArgs,
     },
+    /// Apply, then stay: re-converge within milliseconds of any change that matters; reload
+    /// the config on SIGHUP; exit 0 on SIGTERM leaving the routing in place
+    Watch {
+        /// A full re-observe at least this often (for lost notifications and sysctl drift)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+        resync: Duration,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
     /// What eniroute owns now, per ENI, and whether each source routes right
     Status,
     /// Remove everything eniroute owns; restore the sysctls it changed
@@ -212,7 +221,58 @@ fn run(cli: &Cli) -> i32 {
             })
         }),
         Command::Flush { lock } => flush(cli, &out, *lock),
+        Command::Watch { resync, lock } => watch(cli, &out, *resync, *lock),
     }
+}
+
+/// `watch`: the daemon. Tells systemd READY=1 after the first convergence, STATUS= lines,
+/// and WATCHDOG=1 when the unit sets WatchdogSec=.
+fn watch(cli: &Cli, out: &output::Out, resync: Duration, lock: LockArgs) -> i32 {
+    use sd_notify::NotifyState;
+    // Flags first, so that a signal from now on never kills the process.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+    let _ = signal_hook::flag::register(SIGHUP, reload.clone());
+    let opts = ops::WatchOptions {
+        resync: resync.max(Duration::from_secs(1)),
+        lock_timeout: lock.lock_timeout,
+        // systemd wants a ping at least every WatchdogSec: send one every half of it.
+        keepalive: sd_notify::watchdog_enabled().map(|d| d / 2),
+        ready_grace: Duration::from_secs(60),
+        config_path: cli.config_path(),
+        stop,
+        reload,
+    };
+    let o = *out;
+    let on = Box::new(move |e: &ops::WatchEvent| {
+        let status = output::watch_event(&o, e);
+        let mut states = Vec::new();
+        if matches!(
+            e,
+            ops::WatchEvent::Converged(_) | ops::WatchEvent::ReadyWaiting
+        ) {
+            states.push(NotifyState::Ready);
+        }
+        if matches!(e, ops::WatchEvent::Alive) {
+            states.push(NotifyState::Watchdog);
+        }
+        if matches!(e, ops::WatchEvent::Stopping) {
+            states.push(NotifyState::Stopping);
+        }
+        if let Some(s) = &status {
+            states.push(NotifyState::Status(s));
+        }
+        if !states.is_empty() {
+            let _ = sd_notify::notify(&states);
+        }
+    });
+    with_config(cli, out, |l, t| {
+        ops::watch(&l.config, t, opts, on)?;
+        Ok(exit::OK)
+    })
 }
 
 fn render(cli: &Cli, out: &output::Out, format: RenderFormat) -> i32 {

@@ -264,6 +264,7 @@ impl fmt::Display for OpError {
                 f,
                 "{verb} changes the kernel's routing and needs root or CAP_NET_ADMIN (try sudo)"
             ),
+            OpError::Signal(e) => write!(f, "cannot listen for signals: {e}"),
         }
     }
 }
@@ -417,6 +418,7 @@ pub fn status(out: &Out, r: &StatusReport) {
             (_, n) => format!("{n} conflict(s) with foreign objects (see plan)."),
         }
     ));
+    out.info(&watch_line(r.watch.as_ref()));
 }
 
 /// An ENI's address as status shows it: `192.168.10.10/24`, marked when it is not eniroute's.
@@ -439,6 +441,7 @@ struct StatusJson<'a> {
     pending_changes: usize,
     sysctl_drift: &'a [SysctlChange],
     conflicts: &'a [Conflict],
+    watch: Option<WatchJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -480,6 +483,7 @@ impl<'a> StatusJson<'a> {
             pending_changes: r.pending_changes,
             sysctl_drift: &r.sysctl_drift,
             conflicts: &r.conflicts,
+            watch: r.watch.as_ref().map(WatchJson::of),
         }
     }
 }
@@ -497,5 +501,323 @@ impl<'a> EniStatusJson<'a> {
             rules: e.rules.iter().map(Rule::to_string).collect(),
             verification: &e.verification,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// watch
+
+use crate::host::WatchStatus;
+use crate::ops::{Heal, ResyncWhy, WatchEvent};
+
+/// A time of day in UTC, `HH:MM:SS`, from seconds since the epoch.
+fn clock(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let stamp = humantime::format_rfc3339_seconds(t).to_string();
+    stamp.get(11..19).unwrap_or(&stamp).to_string()
+}
+
+/// `status`'s line about the watch daemon.
+fn watch_line(w: Option<&WatchStatus>) -> String {
+    let Some(w) = w else {
+        return "watch: no eniroute watch daemon serves this namespace.".to_string();
+    };
+    let last = match &w.last_heal {
+        Some((at, what)) => format!(", last at {} UTC ({what})", clock(*at)),
+        None => String::new(),
+    };
+    format!(
+        "watch: served by PID {} since {} UTC; {} heal(s){last}.",
+        w.pid,
+        clock(w.since),
+        w.heals
+    )
+}
+
+/// The watch daemon in `status -o json`.
+#[derive(Serialize)]
+struct WatchJson<'a> {
+    pid: u32,
+    since: u64,
+    heals: u64,
+    last_heal: Option<u64>,
+    last_healed: Option<&'a str>,
+}
+
+impl<'a> WatchJson<'a> {
+    fn of(w: &'a WatchStatus) -> Self {
+        WatchJson {
+            pid: w.pid,
+            since: w.since,
+            heals: w.heals,
+            last_heal: w.last_heal.as_ref().map(|(t, _)| *t),
+            last_healed: w.last_heal.as_ref().map(|(_, s)| s.as_str()),
+        }
+    }
+}
+
+/// How bad a daemon's log line is (syslog levels, as journald reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error = 3,
+    Warning = 4,
+    Info = 6,
+}
+
+/// Is stderr the journal? systemd sets JOURNAL_STREAM to the `device:inode` of the stream
+/// it connected (systemd.exec(5)); a redirected stderr no longer matches it.
+fn stderr_is_journal() -> bool {
+    static IS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IS.get_or_init(|| {
+        let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let v = v.to_string_lossy();
+        let Some((dev, ino)) = v.split_once(':') else {
+            return false;
+        };
+        match nix::sys::stat::fstat(std::io::stderr()) {
+            Ok(st) => dev == st.st_dev.to_string() && ino == st.st_ino.to_string(),
+            Err(_) => false,
+        }
+    })
+}
+
+/// One daemon log line on stderr: with its priority as a `<N>` prefix (sd-daemon(3)) when
+/// stderr is the journal, else `warning:`/`error:` as the other verbs print.
+pub fn log(out: &Out, level: Level, msg: &str) {
+    if out.quiet && level != Level::Error {
+        return;
+    }
+    if stderr_is_journal() {
+        eprintln!("<{}>{msg}", level as u8);
+        return;
+    }
+    match level {
+        Level::Error => eprintln!("error: {msg}"),
+        Level::Warning => eprintln!("warning: {msg}"),
+        Level::Info => eprintln!("{msg}"),
+    }
+}
+
+/// What one heal did on one interface: `healed eth1: 3 rules, 2 routes re-added (removed by
+/// another program)`.
+pub fn heal_line(h: &Heal) -> String {
+    let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    let mut made = Vec::new();
+    for (n, what) in [
+        (h.rules, "rule"),
+        (h.routes, "route"),
+        (h.addresses, "address"),
+    ] {
+        if n > 0 {
+            made.push(plural(n, what).replace("addresss", "addresses"));
+        }
+    }
+    let mut parts = Vec::new();
+    if h.link_up {
+        parts.push("link set up (it was down)".to_string());
+    }
+    if !made.is_empty() {
+        parts.push(format!(
+            "{} re-added (removed by another program)",
+            made.join(", ")
+        ));
+    }
+    if h.removed > 0 {
+        parts.push(format!("{} removed", plural(h.removed, "object")));
+    }
+    format!("healed {}: {}", h.iface, parts.join("; "))
+}
+
+/// The systemd STATUS= line and the log of one daemon event.
+pub fn watch_event(out: &Out, e: &WatchEvent) -> Option<String> {
+    use WatchEvent as W;
+    match e {
+        W::Converged(r) => {
+            let n = r.applied.len();
+            let msg = format!(
+                "converged: {n} change(s), {} sysctl(s); watching for changes",
+                r.plan.sysctls.len() + r.plan.restores.len()
+            );
+            log(out, Level::Info, &msg);
+            Some(format!("converged ({n} change(s)); watching"))
+        }
+        W::ReadyWaiting => Some("still waiting for ENIs (see the log)".into()),
+        W::Healed {
+            heals,
+            sysctls,
+            total,
+        } => {
+            for h in heals.iter() {
+                log(out, Level::Info, &heal_line(h));
+            }
+            if *sysctls > 0 {
+                log(
+                    out,
+                    Level::Info,
+                    &format!("healed: {sysctls} sysctl(s) set again (changed by another program)"),
+                );
+            }
+            Some(format!("watching; {total} heal(s)"))
+        }
+        W::Waiting(m) => {
+            log(
+                out,
+                Level::Warning,
+                &format!("waiting: {}", missing_text(m)),
+            );
+            Some(format!("waiting for {} ENI(s)", m.len()))
+        }
+        W::Fight(w) => {
+            log(
+                out,
+                Level::Warning,
+                &format!(
+                    "another program keeps undoing {} ({} times in a row): backing off, next heal \
+                     in {} at the earliest",
+                    w.object,
+                    w.repeats,
+                    humantime::format_duration(w.delay)
+                ),
+            );
+            None
+        }
+        W::PassFailed { error, retry } => {
+            log(
+                out,
+                Level::Error,
+                &format!(
+                    "{error}; trying again in {}",
+                    humantime::format_duration(*retry)
+                ),
+            );
+            Some("degraded: the last pass failed (see the log)".into())
+        }
+        W::LockWait(h) => {
+            let who = h.map_or("another eniroute".to_string(), |h| h.to_string());
+            log(
+                out,
+                Level::Info,
+                &format!("waiting for the lock held by {who}"),
+            );
+            None
+        }
+        W::Resync(why) => {
+            let why = match why {
+                ResyncWhy::Timer => "periodic full resync",
+                ResyncWhy::Overrun => "notifications were lost (socket overrun): full resync",
+            };
+            if out.verbose > 0 || matches!(e, W::Resync(ResyncWhy::Overrun)) {
+                log(out, Level::Info, why);
+            }
+            None
+        }
+        W::Reloaded(l) => {
+            out.warnings(
+                &l.path,
+                &l.warnings
+                    .iter()
+                    .filter(|w| !w.note)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            log(out, Level::Info, &format!("reloaded {}", l.path));
+            Some("reloaded; converging".into())
+        }
+        W::ReloadFailed(err) => {
+            let mut msg = format!("reload refused, keeping the running config: {err}");
+            if let crate::config::LoadError::Invalid(c) = err {
+                msg = format!(
+                    "reload refused, keeping the running config: invalid {}",
+                    c.path
+                );
+                for line in c.to_string().lines() {
+                    msg.push_str(&format!("; {line}"));
+                }
+            }
+            log(out, Level::Error, &msg);
+            None
+        }
+        W::ReloadDiscover => {
+            log(
+                out,
+                Level::Error,
+                "reload refused, keeping the running config: a config with [discover] is \
+                 completed from the instance metadata at start only; restart instead \
+                 (systemctl restart eniroute-watch: the routing stays in place meanwhile)",
+            );
+            None
+        }
+        W::ReloadProtocol { old, new } => {
+            log(
+                out,
+                Level::Error,
+                &format!(
+                    "reload refused, keeping the running config: routing.protocol changes from \
+                     {old} to {new}, which needs a restart (systemctl restart eniroute-watch)"
+                ),
+            );
+            None
+        }
+        W::StatusFile(err) => {
+            log(out, Level::Warning, &err.to_string());
+            None
+        }
+        W::Alive => None,
+        W::Stopping => {
+            log(
+                out,
+                Level::Info,
+                "stopping; the routing stays in place (eniroute flush removes it)",
+            );
+            Some("stopping".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[test]
+    fn a_heal_is_one_line_naming_the_eni_and_what_was_put_back() {
+        let h = Heal {
+            iface: "eth1".into(),
+            rules: 3,
+            routes: 2,
+            ..Heal::default()
+        };
+        assert_eq!(
+            heal_line(&h),
+            "healed eth1: 3 rules, 2 routes re-added (removed by another program)"
+        );
+        let h = Heal {
+            iface: "eth2".into(),
+            addresses: 1,
+            link_up: true,
+            removed: 2,
+            ..Heal::default()
+        };
+        assert_eq!(
+            heal_line(&h),
+            "healed eth2: link set up (it was down); 1 address re-added (removed by another \
+             program); 2 objects removed"
+        );
+    }
+
+    #[test]
+    fn status_names_the_daemon_or_its_absence() {
+        assert!(watch_line(None).contains("no eniroute watch daemon"));
+        let w = WatchStatus {
+            pid: 812,
+            since: 0,
+            heals: 3,
+            last_heal: Some((3600, "eth1".into())),
+        };
+        assert_eq!(
+            watch_line(Some(&w)),
+            "watch: served by PID 812 since 00:00:00 UTC; 3 heal(s), last at 01:00:00 UTC (eth1)."
+        );
     }
 }

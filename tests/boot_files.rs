@@ -15,6 +15,8 @@
 //! Each container gets a cgroup of its own (see `ContainerCgroup`), so containers booted at the
 //! same time, by these tests or by another test run on the machine, do not share one.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -25,6 +27,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const MAX_EXPOSURE: f64 = 2.5;
 
 const SERVICE: &str = "eniroute.service";
+const WATCH: &str = "eniroute-watch.service";
+/// The exposure the watch daemon's unit may report (issue #11: a long-running service is held
+/// to a stricter bound than the oneshot).
+const MAX_WATCH_EXPOSURE: f64 = 2.0;
 const REAPPLY: &str = "eniroute-reapply@.service";
 const UDEV_RULE: &str = "81-eniroute.rules";
 const USER_DATA: &str = "user-data.yaml";
@@ -138,7 +144,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// The unit files we ship: eniroute.service and the hotplug helper template.
 fn shipped_units() -> Vec<PathBuf> {
-    let units = vec![unit_path(SERVICE), unit_path(REAPPLY)];
+    let units = vec![unit_path(SERVICE), unit_path(REAPPLY), unit_path(WATCH)];
     for u in &units {
         assert!(u.is_file(), "{} is missing", u.display());
     }
@@ -209,6 +215,62 @@ fn eniroute_service_keeps_its_contract() {
     assert!(helper.contains("/bin/systemctl try-reload-or-restart eniroute.service"));
     assert!(!helper.contains("/usr/bin/eniroute"));
     assert!(unit.contains("ExecReload=/usr/bin/eniroute apply --wait 30s"));
+}
+
+/// The daemon's unit (DESIGN §6): Type=notify, reload = SIGHUP, watchdog, restarted on
+/// failure, stopping leaves the routing (no ExecStop), the oneshot's hardening.
+#[test]
+fn watch_unit_keeps_its_contract() {
+    let unit = read(&unit_path(WATCH));
+    let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+    for want in [
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecStart=/usr/bin/eniroute watch",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "WatchdogSec=60s",
+        "Conflicts=eniroute.service",
+        "ConditionPathExists=/etc/eniroute/eniroute.toml",
+        "Before=network-online.target",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(lines.contains(&want), "{WATCH} lacks the line `{want}`");
+    }
+    assert!(
+        !unit.contains("ExecStop="),
+        "{WATCH}: stopping must leave the routing in place"
+    );
+    // The same sandbox as the oneshot, line for line.
+    let oneshot = read(&unit_path(SERVICE));
+    let sandbox = |u: &str| -> Vec<String> {
+        let keys = [
+            "User=",
+            "Capability",
+            "NoNewPrivileges",
+            "Runtime",
+            "UMask",
+            "Protect",
+            "ReadWrite",
+            "Private",
+            "Keyring",
+            "LockPersonality",
+            "MemoryDeny",
+            "Restrict",
+            "RemoveIPC",
+            "IPAddress",
+            "SystemCall",
+        ];
+        (u.lines().map(str::trim))
+            .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        sandbox(&unit),
+        sandbox(&oneshot),
+        "{WATCH} and {SERVICE} differ in hardening"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,13 +353,19 @@ fn units_expose_at_most_2_5() {
     };
     for unit in shipped_units() {
         let exposure = overall_exposure(&analyze, &unit);
+        // The long-running daemon is held to a stricter bound (issue #11).
+        let max = if unit.ends_with(WATCH) {
+            MAX_WATCH_EXPOSURE
+        } else {
+            MAX_EXPOSURE
+        };
         eprintln!(
-            "systemd-analyze security --offline=true {}: overall exposure {exposure}",
+            "systemd-analyze security --offline=true {}: overall exposure {exposure} (<= {max})",
             unit.display()
         );
         assert!(
-            exposure <= MAX_EXPOSURE,
-            "{}: overall exposure {exposure} > {MAX_EXPOSURE}",
+            exposure <= max,
+            "{}: overall exposure {exposure} > {max}",
             unit.display()
         );
     }
@@ -919,4 +987,188 @@ fn systemd_sandbox_runs_the_real_eniroute() {
     let (ok, report) = boot.run(&nspawn);
     assert!(ok, "eniroute does not work under its unit:\n{report}");
     eprintln!("{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// (f) eniroute watch against a real systemd-networkd
+
+/// networkd's config for the secondary ENI: managed, no addresses of its own. On
+/// (re)configuration it removes what it considers foreign on the link (eniroute's addresses and
+/// routes) and every foreign policy rule (ManageForeignRoutingPolicyRules=yes, the default).
+const NETWORKD_ETH1: &str =
+    "[Match]\nName=eth1\n\n[Network]\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n";
+
+/// Inside the container: start networkd, say when eth1 is configured, wait for the go, run
+/// `networkctl reconfigure eth1`, say so, and stay until the test is done.
+const NETWORKD_DRIVER: &str = r#"#!/bin/bash
+O=/out
+# networkctl talks to networkd over D-Bus; the volatile /etc enables nothing, so start the bus.
+systemctl start dbus.socket dbus.service || { echo "FAIL dbus start" > $O/driver.txt; exit 1; }
+systemctl start systemd-networkd.service || { echo "FAIL networkd start" > $O/driver.txt; exit 1; }
+for i in $(seq 100); do networkctl status eth1 2>/dev/null | grep -qiE 'State: .*(configured|unmanaged)' && break; sleep 0.1; done
+networkctl status eth1 > $O/eth1-before.txt 2>&1
+touch $O/ready
+for i in $(seq 300); do [ -e $O/go ] && break; sleep 0.1; done
+networkctl reconfigure eth1 > $O/reconfigure.txt 2>&1 && touch $O/reconfigured || echo "FAIL reconfigure rc=$?: $(cat $O/reconfigure.txt)" > $O/driver.txt
+for i in $(seq 300); do [ -e $O/done ] && break; sleep 0.1; done
+journalctl --no-pager -o cat -u systemd-networkd > $O/journal.txt 2>&1
+[ -e $O/driver.txt ] || echo ok > $O/driver.txt
+"#;
+
+fn wait_file(path: &Path, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// The real manager of cloud images against the daemon: systemd-networkd runs in a systemd
+/// container booted on the guest's own network namespace (`--network-namespace-path`);
+/// `eniroute watch` runs outside the container on that namespace (nspawn mounts /proc/sys
+/// read-only, and eniroute writes sysctls). `networkctl reconfigure eth1` removes eniroute's
+/// rules, addresses and routes; the routing must be right again within a second.
+#[test]
+fn watch_heals_what_networkd_reconfigure_removes() {
+    const TEST: &str = "watch_heals_what_networkd_reconfigure_removes";
+    let Some(nspawn) = nspawn_for(TEST) else {
+        return;
+    };
+    let v = common::Vpc::new(&common::example("nat-secondary.toml"));
+    let dir = TempDir::new("networkd");
+    let d = dir.path();
+    write(&d.join("network/10-eth1.network"), NETWORKD_ETH1);
+    write_executable(&d.join("probe/driver"), NETWORKD_DRIVER);
+    write(
+        &d.join("system/probe-driver.service"),
+        "[Unit]\nDescription=networkd driver\nSuccessAction=exit-force\nFailureAction=exit-force\n\
+         [Service]\nType=oneshot\nExecStart=/eniroute-probe/driver\n",
+    );
+    fs::create_dir_all(d.join("out")).unwrap();
+    let log = d.join("watch.log");
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_eniroute"))
+        .args(["--netns", &v.guest.name, "-c"])
+        .arg(&v.config)
+        .arg("watch")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let logged = || fs::read_to_string(&log).unwrap_or_default();
+    let routes_right = || {
+        let r = v
+            .guest
+            .ip(&["route", "get", common::INTERNET, "from", "192.168.10.22"]);
+        r.contains("dev eth1") && v.guest.ip(&["rule"]).matches("proto 225").count() == 7
+    };
+    assert!(wait_file(&log, std::time::Duration::from_secs(1)));
+    let start = std::time::Instant::now();
+    while !logged().contains("converged") && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(routes_right(), "watch did not converge:\n{}", logged());
+
+    let machine = format!("eniroute-nd-{}", std::process::id());
+    let cgroup = ContainerCgroup::new(&machine);
+    let bind = |src: &str, dst: &str| format!("{}:{dst}", d.join(src).display());
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=10s", "120s"])
+        .arg(&nspawn)
+        .args([
+            "--quiet",
+            "--register=no",
+            "--keep-unit",
+            "--console=pipe",
+            "--directory=/",
+            "--volatile=yes",
+        ])
+        .arg(format!(
+            "--network-namespace-path=/run/netns/{}",
+            v.guest.name
+        ))
+        // nspawn keeps CAP_NET_ADMIN only with a private network; networkd needs it.
+        .arg("--capability=CAP_NET_ADMIN")
+        .arg(format!("--machine={machine}"))
+        .arg(format!("--bind={}", bind("out", "/out")))
+        .arg(format!(
+            "--bind-ro={}",
+            bind("system", "/run/systemd/system")
+        ))
+        .arg(format!(
+            "--bind-ro={}",
+            bind("network", "/run/systemd/network")
+        ))
+        .arg(format!("--bind-ro={}", bind("probe", "/eniroute-probe")))
+        .args([
+            "--boot",
+            "--",
+            "systemd.unit=probe-driver.service",
+            "systemd.firstboot=off",
+        ]);
+    let mut container = cgroup
+        .wrap(&cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = d.join("out");
+    let ready = wait_file(&out.join("ready"), std::time::Duration::from_secs(60));
+    let finish = |container: &mut std::process::Child, out: &Path| {
+        fs::write(out.join("done"), "").unwrap();
+        let _ = container.wait();
+    };
+    if !ready {
+        finish(&mut container, &out);
+        panic!(
+            "networkd did not configure eth1 in the container: {:?}",
+            fs::read_to_string(out.join("driver.txt"))
+        );
+    }
+    // networkd's start already removed foreign rules: watch healed them.
+    let healed = |n: usize| logged().matches("healed").count() >= n;
+    let settled = std::time::Instant::now();
+    while !routes_right() && settled.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = logged().matches("healed").count();
+    fs::write(out.join("go"), "").unwrap();
+    let reconfigured = wait_file(
+        &out.join("reconfigured"),
+        std::time::Duration::from_secs(20),
+    );
+    // From `networkctl reconfigure` returning: a new heal (networkd did remove something)
+    // and the routing right, within a second.
+    let took = reconfigured.then(|| {
+        let t = std::time::Instant::now();
+        while !(healed(before + 1) && routes_right()) && t.elapsed().as_millis() < 1000 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        t.elapsed()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let right_after = routes_right();
+    finish(&mut container, &out);
+    drop(cgroup);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let journal = fs::read_to_string(out.join("journal.txt")).unwrap_or_default();
+    let driver = fs::read_to_string(out.join("driver.txt")).unwrap_or_default();
+    let report = format!(
+        "--- watch\n{}--- driver\n{driver}--- networkd\n{journal}",
+        logged()
+    );
+    assert!(reconfigured, "networkctl reconfigure failed:\n{report}");
+    assert!(
+        healed(before + 1),
+        "no heal after networkctl reconfigure (did networkd remove anything?):\n{report}"
+    );
+    let took = took.unwrap();
+    assert!(
+        took.as_millis() < 1000 && right_after,
+        "not right within 1 s ({took:?}):\n{report}"
+    );
+    eprintln!("networkctl reconfigure eth1: healed and right {took:?} after it returned\n{report}");
 }

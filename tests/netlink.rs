@@ -58,10 +58,11 @@ fn burst_after(ns: &Netns, groups: &'static [Group], change: &'static [&'static 
 }
 
 /// A rule tagged with eniroute's protocol.
-fn rule(family: Family, table: u32, removed: bool) -> Event {
+fn rule(family: Family, table: u32, priority: u32, removed: bool) -> Event {
     Event::Rule {
         family,
         table,
+        priority,
         protocol: 225,
         removed,
     }
@@ -125,8 +126,8 @@ fn links_addresses_routes_and_rules_are_seen_in_one_burst() {
             index,
             removed: false,
         },
-        rule(Family::V4, 20002, false),
-        rule(Family::V6, 254, false),
+        rule(Family::V4, 20002, 20200, false),
+        rule(Family::V6, 254, 20100, false),
         route(Family::V4, 20002, false),
     ] {
         assert!(got.contains(&want), "{want:?} not in {got:?}");
@@ -146,8 +147,8 @@ fn only_the_subscribed_groups_are_heard() {
             "rule del priority 20200",
         ],
     ));
-    let added = rule(Family::V4, 20002, false);
-    assert_eq!(got, vec![added, rule(Family::V4, 20002, true)]);
+    let added = rule(Family::V4, 20002, 20200, false);
+    assert_eq!(got, vec![added, rule(Family::V4, 20002, 20200, true)]);
 }
 
 #[test]
@@ -155,14 +156,15 @@ fn an_overrun_socket_asks_for_a_resync() {
     let ns = Netns::new("evover");
     let name = ns.name.clone();
     let b = run_in_netns(Some(&ns.name), move || async move {
-        let mut events = Events::subscribe(&[Group::Ipv4Rule]).unwrap();
-        // Far more notifications than the default receive buffer holds, none read meanwhile.
-        let batch: String = (0..4000)
+        let mut events = Events::subscribe(&[Group::Ipv4Route]).unwrap();
+        // Far more notifications than the receive queue holds (8 MiB, about 10,000 of them),
+        // none read meanwhile. Routes, since the kernel adds them fast.
+        let batch: String = (0..60000)
             .map(|i| {
                 format!(
-                    "rule add lookup {} priority {} proto 225\n",
-                    30000 + i,
-                    30000 + i
+                    "route add unreachable 10.{}.{}.0/24 table 30000 proto 225\n",
+                    i / 256,
+                    i % 256
                 )
             })
             .collect();

@@ -5,6 +5,7 @@
 mod lock;
 mod saved;
 mod sweep;
+mod watch;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use crate::exit::{self, ExitCode};
 
 pub use lock::{Holder, Lock};
 pub use saved::{LinkKey, Saved, SavedSysctl};
+pub use watch::WatchStatus;
 
 /// Where eniroute keeps its per-namespace state.
 const RUN_DIR: &str = "/run/eniroute";

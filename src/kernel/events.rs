@@ -19,6 +19,10 @@ use crate::model::Family;
 /// Room for one datagram: the kernel sends at most one page-sized batch of notifications.
 const RECV_BUFFER: usize = 64 * 1024;
 
+/// The socket's receive queue: room for the notifications of thousands of objects changed at
+/// once (deleting 961 rules queues about 1 MiB), so that a burst does not overrun it.
+const RECV_QUEUE: nix::libc::c_int = 8 << 20;
+
 /// A burst ends after `debounce` without news, or at the latest this many debounces after
 /// its first event, so that a storm of changes cannot keep the caller waiting for ever.
 const MAX_BURST_DEBOUNCES: u32 = 50;
@@ -81,6 +85,7 @@ pub enum Event {
     Rule {
         family: Family,
         table: u32,
+        priority: u32,
         protocol: u8,
         removed: bool,
     },
@@ -112,6 +117,7 @@ impl Events {
         let s = socket.socket_mut();
         s.bind(&SocketAddr::new(0, 0))
             .map_err(KernelError::Socket)?;
+        grow_receive_queue(s);
         for g in groups {
             s.add_membership(g.number()).map_err(KernelError::Socket)?;
         }
@@ -171,6 +177,27 @@ impl Events {
     }
 }
 
+/// SO_RCVBUFFORCE (CAP_NET_ADMIN: beyond net.core.rmem_max), else SO_RCVBUF (capped by it).
+/// A smaller queue only means an overrun sooner, which is handled (a full resync).
+fn grow_receive_queue(s: &netlink_sys::Socket) {
+    use std::os::fd::AsRawFd;
+    let size = RECV_QUEUE;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int; the fd is owned
+    // by `s` for the duration of the call.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            s.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_RCVBUFFORCE,
+            (&size as *const nix::libc::c_int).cast(),
+            std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        let _ = s.set_rx_buf_sz(size);
+    }
+}
+
 /// The events of one datagram (which may hold several netlink messages). Messages that do not
 /// parse or are of other kinds are skipped.
 pub(super) fn parse_datagram(mut buf: &[u8]) -> Vec<Event> {
@@ -223,10 +250,11 @@ fn route_event(r: &RouteMessage, removed: bool) -> Option<Event> {
 
 fn rule_event(r: &RuleMessage, removed: bool) -> Option<Event> {
     let mut table = u32::from(r.header.table);
-    let mut protocol = 0;
+    let (mut priority, mut protocol) = (0, 0);
     for a in &r.attributes {
         match a {
             RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Priority(p) => priority = *p,
             RuleAttribute::Protocol(p) => protocol = u8::from(*p),
             _ => {}
         }
@@ -234,6 +262,7 @@ fn rule_event(r: &RuleMessage, removed: bool) -> Option<Event> {
     Some(Event::Rule {
         family: family_of(r.header.family)?,
         table,
+        priority,
         protocol,
         removed,
     })
@@ -261,6 +290,7 @@ mod tests {
             vec![Event::Rule {
                 family: Family::V4,
                 table: 20002,
+                priority: 20200,
                 protocol: 225,
                 removed: true,
             }]

@@ -16,6 +16,7 @@ mod sysctls;
 #[cfg(test)]
 mod tests;
 mod verify;
+mod watch;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +30,7 @@ pub use flush::{flush_once, FlushReport};
 pub use status::{status_once, EniStatus, Owned, StatusAddress, StatusReport};
 pub use sysctls::SysctlChange;
 pub use verify::Verdict;
+pub use watch::{FightWarning, Heal, ResyncWhy, WatchEvent, WatchOptions, MAX_BACKOFF};
 
 use crate::exit::{self, ExitCode};
 use crate::host::{Holder, HostError, Lock, State};
@@ -58,6 +60,8 @@ pub enum OpError {
     NetnsGone {
         name: String,
     },
+    /// watch cannot listen for its signals.
+    Signal(std::io::Error),
 }
 
 impl ExitCode for OpError {
@@ -206,6 +210,35 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
     run(
         target,
         cfg.routing.protocol,
-        Box::new(move |k, st| Box::pin(async move { status_once(k, st, &cfg).await })),
+        Box::new(move |k, st| {
+            Box::pin(async move {
+                let mut report = status_once(k, st, &cfg).await?;
+                report.watch = st.watch();
+                Ok(report)
+            })
+        }),
+    )
+}
+
+/// `watch`: converge, then keep the routing right until SIGTERM/SIGINT. The lock is taken
+/// for each pass only, so `apply` and `flush` can still run meanwhile.
+pub fn watch(
+    cfg: &Config,
+    target: &Target,
+    opts: WatchOptions,
+    mut on: Box<dyn FnMut(&WatchEvent) + Send>,
+) -> Result<(), OpError> {
+    require_net_admin("watch")?;
+    let cfg = cfg.clone();
+    run(
+        target,
+        cfg.routing.protocol,
+        Box::new(move |k, st| {
+            Box::pin(async move {
+                // Subscribed before the first pass, so that no change falls between the two.
+                let mut live = watch::Live::subscribe()?;
+                watch::watch_once(k, st, cfg, &mut live, &opts, &mut *on).await
+            })
+        }),
     )
 }

@@ -53,6 +53,8 @@ pub struct StatusReport {
     pub sysctl_drift: Vec<SysctlChange>,
     /// Foreign objects in the way of the plan (apply would refuse).
     pub conflicts: Vec<Conflict>,
+    /// The watch daemon serving the namespace, if one runs.
+    pub watch: Option<crate::host::WatchStatus>,
 }
 
 impl StatusReport {
@@ -113,6 +115,7 @@ pub async fn status_once(
         pending_changes: pending_changes + sysctl_drift.len(),
         sysctl_drift,
         conflicts,
+        watch: None,
     })
 }
 

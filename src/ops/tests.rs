@@ -62,7 +62,7 @@ fn fake() -> Fake {
     Fake::with_links(&["eth1", "eth2"], &sysctls())
 }
 
-fn state() -> State {
+pub(super) fn state() -> State {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "eniroute-ops-{}-{}",
@@ -77,7 +77,7 @@ fn foreign(route: crate::model::Route) -> crate::model::ForeignRoute {
     crate::model::ForeignRoute { route, protocol: 4 }
 }
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
+pub(super) fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
