@@ -243,8 +243,9 @@ fn watch(cli: &Cli, out: &output::Out, resync: Duration, lock: LockArgs) -> i32 
         keepalive: sd_notify::watchdog_enabled().map(|d| d / 2),
         ready_grace: Duration::from_secs(60),
         config_path: cli.config_path(),
-        stop,
+        stop: stop.clone(),
         reload,
+        pending: Arc::new(std::sync::Mutex::new(None)),
     };
     let o = *out;
     let on = Box::new(move |e: &ops::WatchEvent| {
@@ -269,10 +270,71 @@ fn watch(cli: &Cli, out: &output::Out, resync: Duration, lock: LockArgs) -> i32 
             let _ = sd_notify::notify(&states);
         }
     });
-    with_config(cli, out, |l, t| {
-        ops::watch(&l.config, t, opts, on)?;
-        Ok(exit::OK)
-    })
+    let (loaded, source) = match load_with_source(cli, out) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let target = Target {
+        netns: cli.netns.clone(),
+    };
+    if let Some(source) = source {
+        refresh_metadata(cli, *out, source, &target, &opts.pending, stop);
+    }
+    match ops::watch(&loaded.config, &target, opts, on) {
+        Ok(()) => exit::OK,
+        Err(e) => fail(out, &e),
+    }
+}
+
+/// `[discover]` under watch: on a thread of its own (in this namespace, where the metadata
+/// service is reachable), read the metadata every `refresh` (jittered, backing off on
+/// failures, never acting on a partial or failed answer: the refresher keeps the last good
+/// one) and hand each new valid config to the daemon, woken with SIGHUP.
+fn refresh_metadata(
+    cli: &Cli,
+    out: output::Out,
+    mut source: crate::discover::MetadataSource,
+    target: &Target,
+    pending: &Arc<std::sync::Mutex<Option<Loaded>>>,
+    stop: Arc<AtomicBool>,
+) {
+    use crate::discover::Tick;
+    let (path, target, pending) = (cli.config_path(), target.clone(), pending.clone());
+    let shown = path.display().to_string();
+    let spawned = std::thread::Builder::new()
+        .name("eniroute-metadata".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let links = ops::host_links(&target).unwrap_or_default();
+                let sleep_until = |t: std::time::Instant| {
+                    std::thread::sleep(t.saturating_duration_since(std::time::Instant::now()))
+                };
+                match source.tick(&text, &shown, &links) {
+                    Tick::NotDue { next } => sleep_until(next),
+                    Tick::Unchanged => {}
+                    Tick::Apply(loaded) => {
+                        if let Ok(mut p) = pending.lock() {
+                            *p = Some(*loaded);
+                        }
+                        let me = nix::unistd::getpid();
+                        let _ = nix::sys::signal::kill(me, nix::sys::signal::Signal::SIGHUP);
+                    }
+                    Tick::Kept { warning, retry_at } => {
+                        out.warn(&format!(
+                            "[discover]: {warning}; the routing stays as it is"
+                        ));
+                        sleep_until(retry_at);
+                    }
+                    Tick::Invalid(e) => out.config_error(&e),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        out.warn(&format!(
+            "[discover]: cannot start the metadata refresh: {e}"
+        ));
+    }
 }
 
 fn render(cli: &Cli, out: &output::Out, format: RenderFormat) -> i32 {
@@ -491,7 +553,16 @@ fn fail(out: &output::Out, e: &OpError) -> i32 {
 
 /// Load and validate the config, reporting problems and warnings. Err = the exit code.
 fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
-    match load_maybe_discovered(cli, out)? {
+    load_with_source(cli, out).map(|(l, _)| l)
+}
+
+/// [`load`], and the metadata source when the file has `[discover]` (watch refreshes it).
+fn load_with_source(
+    cli: &Cli,
+    out: &output::Out,
+) -> Result<(Loaded, Option<crate::discover::MetadataSource>), i32> {
+    let (loaded, source) = load_maybe_discovered(cli, out)?;
+    match loaded {
         Ok(l) => {
             // Notes (a mode's known limits) belong to validate and plan; warnings to all.
             let notes = matches!(cli.command, Command::Validate | Command::Plan { .. });
@@ -502,7 +573,7 @@ fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
                 .cloned()
                 .collect();
             out.warnings(&l.path, &shown);
-            Ok(l)
+            Ok((l, source))
         }
         Err(e) => {
             match &e {
@@ -516,17 +587,25 @@ fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
 
 /// The file, or — with a `[discover]` section — the file merged with the instance metadata read
 /// now (DESIGN §3). A metadata failure is exit 1 and changes nothing. `Err` = the exit code.
-fn load_maybe_discovered(cli: &Cli, out: &output::Out) -> Result<Result<Loaded, LoadError>, i32> {
+type MaybeDiscovered = (
+    Result<Loaded, LoadError>,
+    Option<crate::discover::MetadataSource>,
+);
+
+fn load_maybe_discovered(cli: &Cli, out: &output::Out) -> Result<MaybeDiscovered, i32> {
     use crate::discover::{MetadataSource, SourceError};
     let path = cli.config_path();
     let shown = path.display().to_string();
     let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(config::load_file(&path));
+        return Ok((config::load_file(&path), None));
     };
     let mut source = match MetadataSource::from_file(&text, &shown) {
         Ok(Some(s)) => s,
-        Ok(None) => return Ok(config::load_str(&text, &shown).map_err(LoadError::Invalid)),
-        Err(e) => return Ok(Err(LoadError::Invalid(e))),
+        Ok(None) => {
+            let loaded = config::load_str(&text, &shown).map_err(LoadError::Invalid);
+            return Ok((loaded, None));
+        }
+        Err(e) => return Ok((Err(LoadError::Invalid(e)), None)),
     };
     let target = Target {
         netns: cli.netns.clone(),
@@ -542,9 +621,9 @@ fn load_maybe_discovered(cli: &Cli, out: &output::Out) -> Result<Result<Loaded, 
             for x in &excluded {
                 out.info(&format!("[discover]: not managing {x} (excluded)"));
             }
-            Ok(Ok(loaded))
+            Ok((Ok(loaded), Some(source)))
         }
-        Err(SourceError::Config(e)) => Ok(Err(LoadError::Invalid(e))),
+        Err(SourceError::Config(e)) => Ok((Err(LoadError::Invalid(e)), None)),
         Err(e @ SourceError::Metadata(_)) => {
             out.error(&format!("{shown}: {e}"));
             Err(exit::FAILED)

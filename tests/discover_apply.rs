@@ -6,8 +6,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use common::{text, Netns, Vpc};
 
@@ -25,13 +27,23 @@ struct Ecs {
 
 impl Ecs {
     fn new(routes: HashMap<String, String>) -> Ecs {
+        Ecs::shared(
+            Arc::new(Mutex::new(routes)),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    /// Routes the test may change while it runs; `failing` makes every answer a 500.
+    fn shared(routes: Arc<Mutex<HashMap<String, String>>>, failing: Arc<AtomicBool>) -> Ecs {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind"));
         let addr = server.server_addr().to_ip().expect("ip");
         let srv = Arc::clone(&server);
         let thread = thread::spawn(move || {
             for req in srv.incoming_requests() {
-                let (status, body) = match routes.get(req.url()) {
-                    Some(b) if req.method().as_str() == "GET" => (200, b.clone()),
+                let found = routes.lock().unwrap().get(req.url()).cloned();
+                let (status, body) = match found {
+                    _ if failing.load(Ordering::SeqCst) => (500, "internal error".to_string()),
+                    Some(b) if req.method().as_str() == "GET" => (200, b),
                     _ => (
                         404,
                         "<html><body><h1>404 Not Found</h1></body></html>".to_string(),
@@ -200,4 +212,97 @@ address = "203.0.113.77"
     let rules = g.ip(&["rule", "show"]);
     assert!(!rules.contains("proto 225"), "{rules}");
     let _keep: &Netns = &vpc.vpc;
+}
+
+/// Poll `f` every 100 ms until it holds or `secs` pass.
+fn eventually(secs: u64, f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// `watch` with `[discover]`: a private IP assigned in the console (added to the metadata) is
+/// configured within one refresh, with no restart; while the metadata fails the routing stays
+/// as it was; the excluded ENI stays untouched throughout.
+#[test]
+fn watch_with_discover_follows_the_metadata_and_keeps_the_routing_while_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = dir.path().join("shape.toml");
+    std::fs::write(&shape, SHAPE).unwrap();
+    let vpc = Vpc::new(&shape);
+    let routes = Arc::new(Mutex::new(routes()));
+    let failing = Arc::new(AtomicBool::new(false));
+    let ecs = Ecs::shared(routes.clone(), failing.clone());
+    let file = dir.path().join("eniroute.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[discover]\nprovider = \"aliyun\"\nendpoint = \"{}\"\nrefresh = \"10s\"\nexclude = [\"{MAC2}\"]\n",
+            ecs.url
+        ),
+    )
+    .unwrap();
+    let g = &vpc.guest;
+    let cfg = file.to_string_lossy().into_owned();
+    let mut daemon = std::process::Command::new(common::BIN)
+        .args(["--netns", &g.name, "-c", &cfg, "watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rules = || g.ip(&["rule", "show"]);
+    assert!(
+        eventually(10, || rules().contains("from 192.168.51.20/31 ")),
+        "{}",
+        rules()
+    );
+
+    // The metadata fails for more than a refresh: nothing changes.
+    failing.store(true, Ordering::SeqCst);
+    let before = rules();
+    std::thread::sleep(Duration::from_secs(13));
+    assert_eq!(rules(), before);
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon is alive");
+
+    // A secondary private IP assigned in the console appears within one refresh.
+    routes.lock().unwrap().insert(
+        format!("{MACS}{MAC1}/private-ipv4s"),
+        r#"["192.168.51.20","192.168.51.21","192.168.51.40"]"#.into(),
+    );
+    failing.store(false, Ordering::SeqCst);
+    let eth1 = || g.ip(&["-o", "addr", "show", "dev", "eth1"]);
+    assert!(
+        eventually(20, || eth1().contains("192.168.51.40/24")),
+        "{}",
+        eth1()
+    );
+    assert!(
+        eventually(2, || rules().contains("from 192.168.51.40 ")),
+        "{}",
+        rules()
+    );
+    assert!(
+        !rules().contains("192.168.52."),
+        "the excluded ENI: {}",
+        rules()
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let o = daemon.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("[discover]:") && err.contains("the routing stays"),
+        "{err}"
+    );
+    drop(ecs);
 }

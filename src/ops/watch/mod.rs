@@ -102,6 +102,9 @@ pub struct WatchOptions {
     pub stop: Arc<AtomicBool>,
     /// Set by SIGHUP.
     pub reload: Arc<AtomicBool>,
+    /// A config handed over by the `[discover]` refresher (the file merged with new instance
+    /// metadata), taken at the next reload wake-up instead of re-reading the file.
+    pub pending: Arc<std::sync::Mutex<Option<Loaded>>>,
 }
 
 /// Why a full resync runs.
@@ -300,6 +303,10 @@ impl<K: Kernel, S: Source> Daemon<'_, K, S> {
     }
 
     fn reload(&mut self) {
+        let pending = (self.opts.pending.lock()).map_or(None, |mut p| p.take());
+        if let Some(l) = pending {
+            return self.take_config(l);
+        }
         // A `[discover]` file is only half the config (the metadata completes it, read by the
         // cli's loader at start): re-reading the file alone could drop discovered ENIs.
         let path = &self.opts.config_path;
@@ -310,21 +317,24 @@ impl<K: Kernel, S: Source> Daemon<'_, K, S> {
             return;
         }
         match config::load_file(path) {
-            Ok(l) if l.config.routing.protocol != self.cfg.routing.protocol => {
-                (self.on)(&WatchEvent::ReloadProtocol {
-                    old: self.cfg.routing.protocol,
-                    new: l.config.routing.protocol,
-                });
-            }
-            Ok(l) => {
-                (self.on)(&WatchEvent::Reloaded(&l));
-                self.cfg = l.config;
-                self.converged = false;
-                self.interest = Interest::unknown();
-                self.due = Some(Instant::now());
-            }
+            Ok(l) => self.take_config(l),
             Err(e) => (self.on)(&WatchEvent::ReloadFailed(&e)),
         }
+    }
+
+    /// Converge to a new config from the next pass on.
+    fn take_config(&mut self, l: Loaded) {
+        if l.config.routing.protocol != self.cfg.routing.protocol {
+            return (self.on)(&WatchEvent::ReloadProtocol {
+                old: self.cfg.routing.protocol,
+                new: l.config.routing.protocol,
+            });
+        }
+        (self.on)(&WatchEvent::Reloaded(&l));
+        self.cfg = l.config;
+        self.converged = false;
+        self.interest = Interest::unknown();
+        self.due = Some(Instant::now());
     }
 
     /// One converging pass under the lock.

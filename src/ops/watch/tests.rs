@@ -256,6 +256,7 @@ fn options(path: &str) -> WatchOptions {
         config_path: path.into(),
         stop: Arc::new(AtomicBool::new(false)),
         reload: Arc::new(AtomicBool::new(false)),
+        pending: Arc::new(std::sync::Mutex::new(None)),
     }
 }
 
