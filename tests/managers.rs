@@ -137,6 +137,16 @@ fn networkd_doctor_and_matrix() {
         "drop-in + KeepConfiguration=static",
         "networkctl reconfigure eni1",
     );
+    // the watch daemon heals everything the drop-in alone lets networkd take
+    for action in [
+        "networkctl reconfigure eni1",
+        "networkctl reload",
+        "networkctl forcerenew eni1",
+        "systemctl restart systemd-networkd",
+        "networkctl down eni1 && networkctl up eni1",
+    ] {
+        kept("drop-in + watch", action);
+    }
 }
 
 #[test]
@@ -176,11 +186,10 @@ fn networkmanager_doctor_and_matrix() {
         "nmcli device reapply eni1",
         "nmcli networking off; nmcli networking on",
     ] {
-        let r = measured(&matrix, "dispatcher hook", action);
-        assert!(
-            r.starts_with("kept"),
-            "dispatcher hook / {action}: {r}\n{report}"
-        );
+        for setup in ["dispatcher hook", "watch daemon"] {
+            let r = measured(&matrix, setup, action);
+            assert!(r.starts_with("kept"), "{setup} / {action}: {r}\n{report}");
+        }
     }
 }
 

@@ -78,3 +78,16 @@ doctor_lacks() {
     grep -q "\[$id\]" /tmp/doctor.out && fail "doctor names $id ($what): $(tr '\n' ' ' </tmp/doctor.out)" || ok "doctor does not name $id ($what)"
   done
 }
+
+# with_watch NAME: start the watch daemon (in the background, its log in /out/watch-NAME.log)
+# and wait for its first convergence; stop_watch ends it (exit 0 expected).
+with_watch() {
+  $E watch --lock-timeout 5s > /out/watch-$1.log 2>&1 &
+  WATCH_PID=$!
+  for i in $(seq 50); do routes_ok && grep -q . /out/watch-$1.log 2>/dev/null && break; sleep 0.1; done
+  routes_ok && ok "watch converged ($1)" || fail "watch did not converge ($1): $(tr '\n' ' ' </out/watch-$1.log)"
+}
+stop_watch() {
+  kill -TERM $WATCH_PID; wait $WATCH_PID; rc=$?
+  [ $rc = 0 ] && ok "watch exits 0 on SIGTERM" || fail "watch exited $rc: $(tr '\n' ' ' </out/watch-*.log)"
+}

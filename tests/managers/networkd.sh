@@ -75,6 +75,14 @@ apply_ok "drop-in + KeepConfiguration=static"
 doctor_is 1 "KeepConfiguration=static" networkd-manages-eni
 doctor_lacks "KeepConfiguration=static" no-watch
 measure networkd "drop-in + KeepConfiguration=static" "networkctl reconfigure eni1" networkctl reconfigure eni1
+# 4. drop-in (no KeepConfiguration) + the watch daemon: it heals what networkd removes
+rm -rf /etc/systemd/network/10-eni1.network.d /etc/systemd/network/10-eni2.network.d
+networkctl reload; sleep 0.5; configured
+with_watch networkd
+for action in "networkctl reconfigure eni1" "networkctl reload" "networkctl forcerenew eni1" "systemctl restart systemd-networkd" "networkctl down eni1 && networkctl up eni1"; do
+  measure networkd "drop-in + watch" "$action" sh -c "$action"
+done
+stop_watch
 journalctl --no-pager -o cat -u systemd-networkd > /out/journal.txt 2>&1
 # networkd has nothing to say about the shipped drop-in (an unknown key or a bad value would
 # be logged with the file's name)

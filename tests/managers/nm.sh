@@ -47,7 +47,15 @@ chmod 755 /etc/NetworkManager/dispatcher.d/90-eniroute
 doctor_is 1 "NetworkManager manages the ENIs, dispatcher hook" networkmanager-manages-eni
 doctor_lacks "dispatcher hook" no-watch
 actions "dispatcher hook"
-# 3. the ENIs unmanaged: doctor is clean
+# 3. no hook, the watch daemon: it heals what NetworkManager removes
+rm -f /etc/NetworkManager/dispatcher.d/90-eniroute
+with_watch nm
+measure NetworkManager "watch daemon" "nmcli connection up eni1" nmcli -w 10 connection up eni1
+measure NetworkManager "watch daemon" "nmcli device reapply eni1" nmcli device reapply eni1
+measure NetworkManager "watch daemon" "nmcli networking off; nmcli networking on" sh -c 'nmcli networking off && nmcli networking on'
+configured
+stop_watch
+# 4. the ENIs unmanaged: doctor is clean
 printf '[keyfile]\nunmanaged-devices=interface-name:eni1;interface-name:eni2\n' > /etc/NetworkManager/conf.d/eniroute.conf
 nmcli general reload conf; sleep 1
 nmcli -t device >> /out/nm-devices.txt 2>&1
