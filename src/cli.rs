@@ -16,21 +16,37 @@ use crate::output::{self, Format};
 use crate::plan;
 use crate::render;
 
+/// `eniroute --version`: the package version, the git commit and the build date (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ENIROUTE_GIT_COMMIT"),
+    ", built ",
+    env!("ENIROUTE_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "eniroute",
-    version,
+    version = VERSION,
     about = "Source-based policy routing for every ENI and Elastic IP of a multi-NIC Linux instance"
 )]
 struct Cli {
     /// Configuration file [default: /etc/eniroute/eniroute.toml; sandbox: the bundled demo]
-    #[arg(short = 'c', long = "config", env = "ENIROUTE_CONFIG", global = true)]
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "ENIROUTE_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
     /// Run against the named network namespace (/run/netns/NAME)
     #[arg(long, global = true, value_name = "NAME")]
     netns: Option<String>,
     /// Output format (text for people, json for programs)
-    #[arg(short = 'o', long = "output-format", global = true, value_enum, default_value_t = Format::Text)]
+    #[arg(short = 'o', long = "output-format", global = true, value_enum, default_value_t = Format::Text, value_name = "FORMAT")]
     output: Format,
     /// More detail (repeatable)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -99,6 +115,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = RenderFormat::Ip)]
         format: RenderFormat,
     },
+    /// A shell completion script (bash: source it, or install it as
+    /// /usr/share/bash-completion/completions/eniroute)
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::manual::Shell,
+    },
 }
 
 /// How long a verb that changes the kernel waits for another eniroute.
@@ -123,6 +145,11 @@ impl LockArgs {
 enum RenderFormat {
     Ip,
     Json,
+}
+
+/// The clap definition of the command line (the man pages and completions are made from it).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -186,6 +213,17 @@ fn run(cli: &Cli) -> i32 {
             })
         }),
         Command::Flush { lock } => flush(cli, &out, *lock),
+        Command::Completions { shell } => {
+            use std::io::Write;
+            let script = crate::manual::completion(*shell, command());
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    out.error(&format!("cannot write the completion script: {e}"));
+                    exit::FAILED
+                }
+            }
+        }
     }
 }
 
@@ -368,8 +406,8 @@ fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
         }
         Err(e) => {
             match &e {
-                LoadError::Read { .. } => out.error(&e.to_string()),
                 LoadError::Invalid(c) => out.config_error(c),
+                _ => output::config_unreadable(out, &e),
             }
             Err(e.exit_code())
         }

@@ -15,6 +15,7 @@
 //! | `ops` | the shell: `apply_once`, `flush_once`, `status_once`, `plan_once` against any `Kernel` | all of the above |
 //! | `output` | every word printed: text, JSON, the wording of the shell's errors | all of the above |
 //! | `cli` | clap definitions and the wiring of each verb | everything |
+//! | `manual` | man pages and shell completions generated from the clap definitions and the config reference | config |
 //! | `discover` | instance metadata -> a config (cloud providers behind one trait) | config, model, exit |
 //! | `sandbox` | the config's VPC simulated in namespaces, proven with packets; an oracle for the planner, so it never calls `plan` | config, model, kernel, host, exit |
 //!
@@ -39,6 +40,7 @@ pub mod discover;
 pub mod exit;
 pub mod host;
 pub mod kernel;
+pub mod manual;
 pub mod model;
 pub mod ops;
 pub mod output;

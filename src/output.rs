@@ -100,6 +100,22 @@ impl Out {
     }
 }
 
+/// A config file that could not be read at all (exit 66); a missing one says where a config
+/// comes from.
+pub fn config_unreadable(out: &Out, e: &crate::config::LoadError) {
+    out.error(&e.to_string());
+    let missing = matches!(e, crate::config::LoadError::Read { source, .. }
+        if source.kind() == std::io::ErrorKind::NotFound);
+    if missing && !out.quiet && out.format == Format::Text {
+        eprintln!(
+            "hint: write the config there (annotated examples: /usr/share/doc/eniroute/examples/), \
+             name another with -c FILE, or generate it on the instance: \
+             eniroute discover --output {}",
+            crate::config::DEFAULT_PATH
+        );
+    }
+}
+
 /// Print a value as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(v: &T) {
     match serde_json::to_string_pretty(v) {

@@ -515,10 +515,43 @@ fn usage_errors_exit_64_and_help_exits_0() {
 }
 
 #[test]
-fn unreadable_config_is_exit_65() {
-    let out = eniroute(&["-c", "/nonexistent/eniroute.toml", "validate"]);
-    assert_eq!(out.status.code(), Some(65));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/eniroute.toml"));
+fn missing_config_is_exit_66_with_where_a_config_comes_from() {
+    for verb in ["validate", "plan", "render", "status"] {
+        let out = eniroute(&["-c", "/nonexistent/eniroute.toml", verb]);
+        assert_eq!(out.status.code(), Some(66), "{verb}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("/nonexistent/eniroute.toml"), "{err}");
+        assert!(
+            err.contains("-c FILE") && err.contains("eniroute discover"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn config_that_is_not_a_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat((1 << 20) + 1)).unwrap();
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, b"region = \"\xff\"\n").unwrap();
+    for (path, code, says) in [
+        (fifo.as_path(), 66, "a FIFO, not a regular file"),
+        (dir.path(), 66, "a directory, not a regular file"),
+        (Path::new("/dev/zero"), 66, "a device, not a regular file"),
+        (big.as_path(), 66, "at most 1 MiB"),
+        (binary.as_path(), 65, "not UTF-8"),
+    ] {
+        // A plain open blocks on a FIFO without a writer: refused at once means quickly.
+        let started = std::time::Instant::now();
+        let out = eniroute(&["-c", path.to_str().unwrap(), "validate"]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{}: {err}", path.display());
+        assert!(err.contains(says), "{}: {err}", path.display());
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! May import `crate::model` and `crate::exit`; nothing else of the crate.
 
 mod raw;
+pub mod reference;
 pub(crate) mod rules;
 mod validate;
 
@@ -76,6 +77,9 @@ pub struct Loaded {
     pub warnings: Vec<Warning>,
 }
 
+/// The largest config file eniroute reads.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// Why a file could not be loaded at all.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -84,15 +88,22 @@ pub enum LoadError {
         path: String,
         source: std::io::Error,
     },
+    /// A FIFO, device, socket or directory: refused without reading (a FIFO would block).
+    #[error("{path} is {kind}, not a regular file")]
+    NotRegular { path: String, kind: &'static str },
+    #[error("{path} is {size} bytes: a config file is at most 1 MiB")]
+    TooLarge { path: String, size: u64 },
     #[error("{0}")]
     Invalid(#[from] ConfigError),
 }
 
 impl ExitCode for LoadError {
     fn exit_code(&self) -> i32 {
-        // An unreadable file is still reported as a config error (exit 65).
         match self {
-            LoadError::Read { .. } | LoadError::Invalid(_) => exit::CONFIG,
+            LoadError::Read { .. } | LoadError::NotRegular { .. } | LoadError::TooLarge { .. } => {
+                exit::NO_INPUT
+            }
+            LoadError::Invalid(_) => exit::CONFIG,
         }
     }
 }
@@ -100,11 +111,72 @@ impl ExitCode for LoadError {
 /// Read and validate the file at `path`.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: shown.clone(),
-        source,
-    })?;
+    let text = read_bounded(path, &shown)?;
     Ok(load_str(&text, &shown)?)
+}
+
+/// The text of a regular file of at most `MAX_FILE_BYTES`. Opened non-blocking, so a FIFO is
+/// refused at once instead of waiting for a writer; the type is checked on the open file.
+fn read_bounded(path: &Path, shown: &str) -> Result<String, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_err = |source| LoadError::Read {
+        path: shown.to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    let t = meta.file_type();
+    let kind = if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    };
+    if let Some(kind) = kind {
+        return Err(LoadError::NotRegular {
+            path: shown.to_string(),
+            kind,
+        });
+    }
+    let too_large = |size| LoadError::TooLarge {
+        path: shown.to_string(),
+        size,
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    // The size can grow between fstat and read: read one byte more than allowed to notice.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    // Not UTF-8 is a mistake in the file's content (exit 65), not an unreadable file.
+    String::from_utf8(bytes).map_err(|e| {
+        LoadError::Invalid(ConfigError {
+            path: shown.to_string(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!(
+                    "not UTF-8 text (byte {}): a TOML file is UTF-8",
+                    e.utf8_error().valid_up_to()
+                ),
+            }],
+        })
+    })
 }
 
 /// Validate configuration text; `path` is only used in messages.
