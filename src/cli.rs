@@ -112,8 +112,9 @@ enum Command {
     },
     /// The whole desired state (an `ip -batch` script, or JSON)
     Render {
-        #[arg(long, value_enum, default_value_t = RenderFormat::Ip)]
-        format: RenderFormat,
+        /// ip: an `ip -batch` script [default: ip; json with -o json]
+        #[arg(long, value_enum)]
+        format: Option<RenderFormat>,
     },
     /// A shell completion script (bash: source it, or install it as
     /// /usr/share/bash-completion/completions/eniroute)
@@ -164,18 +165,85 @@ pub fn main() -> i32 {
                 _ => exit::USAGE,
             };
             let _ = e.print();
+            if let Some(hint) = usage_hint(&e) {
+                eprintln!("{hint}");
+            }
             return code;
         }
     };
     run(&cli)
 }
 
+/// A hint after clap's own message, for the mistakes people make.
+fn usage_hint(e: &clap::Error) -> Option<&'static str> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(a)) => a.as_str(),
+        _ => return None,
+    };
+    (e.kind() == ErrorKind::InvalidValue && arg.contains("--output-format")).then_some(
+        "hint: -o is the output format (text or json); discover writes its config to a file \
+         with --output FILE",
+    )
+}
+
+/// A global flag that the verb cannot honour: refused (exit 64) rather than ignored.
+fn refused_flag(cli: &Cli) -> Option<String> {
+    let verb = match &cli.command {
+        Command::Sandbox { .. } => "sandbox",
+        Command::Discover { .. } => "discover",
+        Command::Completions { .. } => "completions",
+        Command::Render {
+            format: Some(RenderFormat::Ip),
+        } if cli.output == Format::Json => {
+            return Some("render: --format ip and -o json disagree; give one of them".into());
+        }
+        _ => return None,
+    };
+    if cli.netns.is_some() {
+        return Some(format!(
+            "{verb} does not use --netns{}",
+            if verb == "sandbox" {
+                " (it builds namespaces of its own; see --keep)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if cli.output == Format::Json && verb != "sandbox" {
+        return Some(format!(
+            "{verb} has no JSON output (-o json){}",
+            if verb == "discover" {
+                ": it writes a TOML config; check it with `eniroute -o json validate`"
+            } else {
+                ""
+            }
+        ));
+    }
+    None
+}
+
 /// Run a parsed command line.
 fn run(cli: &Cli) -> i32 {
     let out = output::Out::new(cli.output, cli.verbose, cli.quiet);
+    if let Some(msg) = refused_flag(cli) {
+        out.error(&msg);
+        return exit::USAGE;
+    }
     match &cli.command {
         Command::Validate => validate(cli, &out),
-        Command::Render { format } => render(cli, &out, *format),
+        Command::Render { format } => {
+            let json = *format == Some(RenderFormat::Json) || cli.output == Format::Json;
+            render(
+                cli,
+                &out,
+                if json {
+                    RenderFormat::Json
+                } else {
+                    RenderFormat::Ip
+                },
+            )
+        }
         Command::Discover {
             endpoint,
             token_ttl,
@@ -330,8 +398,10 @@ fn sandbox(cli: &Cli, out: &output::Out, keep: bool) -> i32 {
     let opts = SandboxOptions::new(cli.config.clone(), keep);
     match sandbox::run(&opts) {
         Ok(report) => {
+            // -q: only a failed run's report (which names what failed).
             match out.format {
                 Format::Json => output::print_json(&report),
+                Format::Text if out.quiet && report.passed() => {}
                 Format::Text => print!("{}", report.render_text()),
             }
             if report.passed() {

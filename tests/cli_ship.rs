@@ -60,3 +60,70 @@ fn completions_print_a_script_per_shell() {
     let o = eniroute(&["completions", "powershell"]);
     assert_eq!(o.status.code(), Some(64));
 }
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/configs/examples/nat-secondary.toml"
+);
+
+#[test]
+fn flags_a_verb_cannot_honour_are_refused_with_exit_64() {
+    for (args, says) in [
+        (
+            &["-o", "json", "discover"][..],
+            "discover has no JSON output",
+        ),
+        (
+            &["--netns", "doesnotexist", "sandbox"][..],
+            "sandbox does not use --netns",
+        ),
+        (
+            &["--netns", "x", "discover"][..],
+            "discover does not use --netns",
+        ),
+        (&["-o", "json", "completions", "bash"][..], "no JSON output"),
+        (
+            &["-o", "json", "-c", EXAMPLE, "render", "--format", "ip"][..],
+            "disagree",
+        ),
+    ] {
+        let o = eniroute(args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
+        assert!(
+            format!("{}{}", stdout(&o), stderr(&o)).contains(says),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn discover_dash_o_file_points_at_output() {
+    let o = eniroute(&["discover", "-o", "/tmp/eniroute.toml"]);
+    assert_eq!(o.status.code(), Some(64));
+    let err = stderr(&o);
+    assert!(err.contains("--output FILE"), "{err}");
+}
+
+#[test]
+fn render_honours_dash_o_json() {
+    let o = eniroute(&["-o", "json", "-c", EXAMPLE, "render"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("render -o json is JSON");
+    assert!(v.is_object());
+    let ip = eniroute(&["-c", EXAMPLE, "render"]);
+    assert!(
+        stdout(&ip).lines().any(|l| l.starts_with("rule add")),
+        "ip script by default"
+    );
+}
+
+/// Root: the sandbox builds namespaces. -q prints nothing when every check passed.
+#[test]
+fn sandbox_quiet_prints_nothing_when_it_passes() {
+    let o = eniroute(&["-q", "sandbox"]);
+    assert_eq!(o.status.code(), Some(0), "needs root: {}", stderr(&o));
+    assert_eq!(stdout(&o), "", "-q sandbox printed its report");
+    let loud = eniroute(&["sandbox"]);
+    assert_eq!(loud.status.code(), Some(0), "{}", stderr(&loud));
+    assert!(!stdout(&loud).is_empty());
+}
