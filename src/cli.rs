@@ -463,8 +463,8 @@ fn fail(out: &output::Out, e: &OpError) -> i32 {
 fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
     match config::load_file(&cli.config_path()) {
         Ok(l) => {
-            // Notes (a mode's known limits) belong to validate and plan; warnings to all.
-            let notes = matches!(cli.command, Command::Validate | Command::Plan { .. });
+            // Notes (a mode's known limits) belong to validate; warnings to all.
+            let notes = matches!(cli.command, Command::Validate);
             let shown: Vec<_> = l
                 .warnings
                 .iter()

@@ -1887,34 +1887,44 @@ fn multi_eip_outside_its_regions_warns_but_validates() {
 }
 
 #[test]
-fn nat_alg_note_for_nat_enis_with_eips() {
+fn nat_alg_note_for_secondary_nat_enis_with_eips_from_validate_only() {
     let l = accepts(BASE);
     let notes: Vec<_> = l.warnings.iter().filter(|w| w.note).collect();
-    // eth0 and eth1 are nat with EIPs; eth2/eth3 are not nat.
-    assert_eq!(notes.len(), 2, "{notes:?}");
-    for (w, eni) in notes.iter().zip(["eth0", "eth1"]) {
-        assert!(w.message.contains(eni), "{w:?}");
-        assert!(w.message.contains("ALG"), "{w:?}");
-        assert!(
-            w.message.contains("SIP") && w.message.contains("H.323"),
-            "{w:?}"
-        );
-        assert_eq!(w.line, eni_header(BASE, eni));
-    }
-    // A nat ENI without EIPs gets no note.
-    let text = edit(&[("\n[[eni.eip]]\naddress = \"203.0.113.10\"\n", "")]);
-    let l = accepts(&text);
-    let notes: Vec<_> = l.warnings.iter().filter(|w| w.note).collect();
+    // eth0 (primary) and eth1 are nat with EIPs; eth2/eth3 are not nat. The primary supports
+    // only nat, so advice to use another mode would be advice it cannot follow: no note.
     assert_eq!(notes.len(), 1, "{notes:?}");
-    assert!(notes[0].message.contains("eth1"));
+    let w = notes[0];
+    assert!(
+        w.message.contains("eth1") && !w.message.contains("eth0"),
+        "{w:?}"
+    );
+    assert!(
+        w.message.contains("SIP") && w.message.contains("H.323"),
+        "{w:?}"
+    );
+    assert_eq!(w.line, eni_header(BASE, "eth1"));
 
     let (code, _, stderr, path) = validate_bin("alg", BASE);
     assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.matches("ALG").count(), 1, "{stderr}");
     assert!(
-        stderr.contains(&format!("note: {path}:{}:", eni_header(BASE, "eth0")))
-            && stderr.contains("ALG"),
+        stderr.contains(&format!("note: {path}:{}:", eni_header(BASE, "eth1"))),
         "{stderr}"
     );
+    // plan (and apply) never print it: it was said by validate. (The config loads, then the
+    // namespace is not found: exit 69.)
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), BASE).unwrap();
+    let out = eniroute(&[
+        "-c",
+        file.path().to_str().unwrap(),
+        "--netns",
+        "eniroute-no-such-ns",
+        "plan",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(!stderr.contains("ALG"), "{stderr}");
 }
 
 /// The messages that the validator builds from `Mode` capabilities, in full: they must read
@@ -1958,7 +1968,7 @@ fn messages_built_from_mode_capabilities_are_exact() {
     let l = accepts(BASE);
     assert!(
         l.warnings.iter().any(|w| w.message
-            == "eni \"eth0\": nat mode has no ALG: H.323, SIP, DNS and RTSP through its EIPs \
+            == "eni \"eth1\": nat mode has no ALG: H.323, SIP, DNS and RTSP through its EIPs \
                 may break (use cut-through or multi-eip for them)"),
         "{:?}",
         l.warnings
