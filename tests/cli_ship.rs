@@ -127,3 +127,51 @@ fn sandbox_quiet_prints_nothing_when_it_passes() {
     assert_eq!(loud.status.code(), Some(0), "{}", stderr(&loud));
     assert!(!stdout(&loud).is_empty());
 }
+
+/// validate on a config text: (exit code, stderr).
+fn validate_text(text: &str) -> (Option<i32>, String) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), text).expect("write config");
+    let o = eniroute(&["-c", file.path().to_str().expect("UTF-8 path"), "validate"]);
+    (o.status.code(), stderr(&o))
+}
+
+const ENI: &str = "[[eni]]\nname = \"eth1\"\ninterface = \"eth1\"\nprimary = true\n\
+                   cidr = \"192.168.10.0/24\"\ngateway = \"192.168.10.253\"\n\
+                   private_ips = [\"192.168.10.21\"]\n";
+
+#[test]
+fn config_errors_that_help() {
+    // Every unknown key at once, each with a suggestion.
+    let text = ENI.replace("cidr", "cdir").replace("gateway", "gatway");
+    let (code, err) = validate_text(&text);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(
+        err.contains("`cdir` in [[eni]]; did you mean `cidr`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`gatway` in [[eni]]; did you mean `gateway`?"),
+        "{err}"
+    );
+    // An unquoted CIDR.
+    let (code, err) = validate_text(&ENI.replace("\"192.168.10.0/24\"", "192.168.10.0/24"));
+    assert_eq!(code, Some(65), "{err}");
+    assert!(
+        err.contains("quote addresses and CIDR values: cidr = \"192.168.10.0/24\""),
+        "{err}"
+    );
+    // An unknown mode is one error (not also the errors of nat, its fallback).
+    let text = ENI.replace("primary = true\n", "mode = \"cut-thru\"\n");
+    let (code, err) = validate_text(&text);
+    assert_eq!(code, Some(65), "{err}");
+    assert_eq!(err.matches("eni \"eth1\"").count(), 1, "{err}");
+    assert!(err.contains("did you mean \"cut-through\"?"), "{err}");
+    // No primary ENI: valid, with a warning.
+    let (code, err) = validate_text(&ENI.replace("primary = true\n", ""));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("no ENI has primary = true"),
+        "{err}"
+    );
+}

@@ -6,6 +6,7 @@
 //! first one. The address rules that discover shares live in `rules`.
 //! May import `crate::model` and `crate::exit`; nothing else of the crate.
 
+mod keys;
 mod raw;
 pub mod reference;
 pub(crate) mod rules;
@@ -182,21 +183,39 @@ fn read_bounded(path: &Path, shown: &str) -> Result<String, LoadError> {
 /// Validate configuration text; `path` is only used in messages.
 pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
     let lines = LineIndex::new(text);
+    if let Some(unknown) = keys::unknown_keys(text).filter(|u| !u.is_empty()) {
+        let problems = unknown
+            .into_iter()
+            .map(|u| problem_at(text, &lines, u.start, u.message))
+            .collect();
+        return Err(ConfigError {
+            path: path.to_string(),
+            problems,
+        });
+    }
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let (line, column) = e.span().map(|s| lines.position(s.start)).unwrap_or((0, 0));
-        let mut message = e.message().trim_end().to_string();
-        if line > 0 {
-            if let Some(src) = text.lines().nth(line - 1) {
-                message.push_str(&format!("\n  {line} | {src}"));
+        let message = e.message().trim_end().to_string();
+        let problem = match e.span() {
+            Some(span) => {
+                let p = problem_at(text, &lines, span.start, message);
+                let hint = text.lines().nth(p.line - 1).and_then(unquoted_address);
+                Problem {
+                    message: match hint {
+                        Some(h) => format!("{}\n  {h}", p.message),
+                        None => p.message,
+                    },
+                    ..p
+                }
             }
-        }
+            None => Problem {
+                line: 0,
+                column: 0,
+                message,
+            },
+        };
         ConfigError {
             path: path.to_string(),
-            problems: vec![Problem {
-                line,
-                column,
-                message,
-            }],
+            problems: vec![problem],
         }
     })?;
     let mut v = Validator::new(lines);
@@ -211,6 +230,44 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
             path: path.to_string(),
             problems,
         }),
+    }
+}
+
+/// `cidr = 192.168.10.0/24`: an address or CIDR written without quotes (TOML reads it as a
+/// number, or cannot read it): the fix, quoted.
+fn unquoted_address(line: &str) -> Option<String> {
+    let (key, value) = line.split_once('=')?;
+    let value = value.split('#').next().unwrap_or("").trim();
+    let looks_like_address = value.len() <= 64
+        && value.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
+        && value.chars().any(|c| matches!(c, '.' | ':' | '/'))
+        && value
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/'));
+    looks_like_address.then(|| {
+        format!(
+            "hint: quote addresses and CIDR values: {} = \"{value}\"",
+            key.trim()
+        )
+    })
+}
+
+/// A problem at a byte offset, quoting (a short excerpt of) its line.
+fn problem_at(text: &str, lines: &LineIndex, offset: usize, mut message: String) -> Problem {
+    let (line, column) = lines.position(offset);
+    if let Some(src) = text.lines().nth(line - 1) {
+        let excerpt: String = src.chars().take(100).collect();
+        let more = if excerpt.len() < src.len() {
+            " ..."
+        } else {
+            ""
+        };
+        message.push_str(&format!("\n  {line} | {excerpt}{more}"));
+    }
+    Problem {
+        line,
+        column,
+        message,
     }
 }
 
