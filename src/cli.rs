@@ -300,18 +300,22 @@ fn render(cli: &Cli, out: &output::Out, format: RenderFormat) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    // With --netns, the namespace's links give the real interface names; without, the
-    // config's names are used (and the script says so).
-    let links = match &cli.netns {
-        Some(ns) => match ops::host_links(&Target {
-            netns: Some(ns.clone()),
-        }) {
-            Ok(l) => Some(l),
-            Err(e) => return fail(out, &e),
-        },
-        None => None,
+    // The links of this host (or of --netns) give the real interface names, found by MAC;
+    // without them the config's names are used, and render says which ENIs that makes
+    // unloadable.
+    let target = Target {
+        netns: cli.netns.clone(),
+    };
+    let links = match ops::host_links(&target) {
+        Ok(l) => Some(l),
+        Err(e) if cli.netns.is_some() => return fail(out, &e),
+        Err(e) => {
+            out.warn(&format!("cannot list this host's interfaces ({e})"));
+            None
+        }
     };
     let desired = plan::desired(&loaded.config, links.as_deref());
+    output::render_unresolved(out, &loaded.config, &desired, links.is_some());
     match format {
         RenderFormat::Ip => print!("{}", render::ip_script(&desired)),
         RenderFormat::Json => println!("{}", render::json(&desired)),

@@ -116,6 +116,33 @@ pub fn config_unreadable(out: &Out, e: &crate::config::LoadError) {
     }
 }
 
+/// After render: each ENI found by MAC only that is not on this host is named by its label
+/// in the script, which `ip -batch` cannot load: say so, with the fix.
+pub fn render_unresolved(
+    out: &Out,
+    cfg: &crate::model::Config,
+    d: &crate::plan::Desired,
+    host_view: bool,
+) {
+    for e in cfg.enis.iter().filter(|e| e.interface.is_none()) {
+        let missing = d.missing.iter().find(|m| m.eni == e.name);
+        if host_view && missing.is_none() {
+            continue;
+        }
+        let why = match missing {
+            Some(m) => m.reason.clone(),
+            None => "this host's interfaces could not be listed".to_string(),
+        };
+        out.warn(&format!(
+            "eni {:?} (mac {}): not resolved ({why}); the script names it {:?}, which `ip -batch` \
+             cannot load: render on the instance that has it, or add interface = \"...\" to the config",
+            e.name,
+            e.mac.map(crate::model::mac_text).unwrap_or_default(),
+            e.fallback_ifname()
+        ));
+    }
+}
+
 /// Print a value as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(v: &T) {
     match serde_json::to_string_pretty(v) {

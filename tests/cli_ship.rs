@@ -175,3 +175,72 @@ fn config_errors_that_help() {
         "{err}"
     );
 }
+
+/// Root: a namespace holding an interface with a known MAC under a name the config never says.
+#[test]
+fn render_names_mac_only_enis_by_the_host_interface_or_says_it_cannot() {
+    let ns = format!("ercs{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let o = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            o.status.success(),
+            "ip {args:?}: {} (needs root)",
+            stderr(&o)
+        );
+    };
+    ip(&["netns", "add", &ns]);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _gone = Gone(ns.clone());
+    ip(&[
+        "-n",
+        &ns,
+        "link",
+        "add",
+        "ens5",
+        "address",
+        "00:16:3e:aa:bb:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ens5p",
+        "address",
+        "00:16:3e:aa:bb:02",
+    ]);
+    let config = |mac: &str| {
+        format!(
+            "[[eni]]\nname = \"web\"\nmac = \"{mac}\"\nprimary = true\ncidr = \"192.168.10.0/24\"\n\
+             gateway = \"192.168.10.253\"\nprivate_ips = [\"192.168.10.21\"]\n"
+        )
+    };
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let path = file.path().to_str().expect("UTF-8").to_string();
+
+    std::fs::write(&path, config("00:16:3e:aa:bb:01")).expect("write");
+    let o = eniroute(&["--netns", &ns, "-c", &path, "render"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("link set dev ens5 up"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+
+    std::fs::write(&path, config("00:16:3e:aa:bb:99")).expect("write");
+    let o = eniroute(&["--netns", &ns, "-c", &path, "render"]);
+    let err = stderr(&o);
+    assert!(
+        err.contains("eni \"web\" (mac 00:16:3e:aa:bb:99): not resolved"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ens5 00:16:3e:aa:bb:01"),
+        "lists the host's MACs: {err}"
+    );
+    assert!(err.contains("ip -batch"), "{err}");
+}
