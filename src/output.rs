@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+mod journal;
+use journal::Level;
+
 use clap::ValueEnum;
 use serde::Serialize;
 
@@ -49,7 +52,7 @@ impl Out {
     /// Progress detail on stderr, shown with -v.
     pub fn detail(&self, msg: &str) {
         if self.verbose > 0 && !self.quiet {
-            eprintln!("{msg}");
+            journal::say(Level::Info, msg);
         }
     }
 
@@ -59,25 +62,29 @@ impl Out {
             return;
         }
         for w in warnings {
-            let kind = if w.note { "note" } else { "warning" };
-            if w.line > 0 {
-                eprintln!("{kind}: {path}:{}: {}", w.line, w.message);
+            let (kind, level) = if w.note {
+                ("note", Level::Info)
             } else {
-                eprintln!("{kind}: {path}: {}", w.message);
+                ("warning", Level::Warning)
+            };
+            if w.line > 0 {
+                journal::say(level, &format!("{kind}: {path}:{}: {}", w.line, w.message));
+            } else {
+                journal::say(level, &format!("{kind}: {path}: {}", w.message));
             }
         }
     }
 
     pub fn warn(&self, msg: &str) {
         if !self.quiet {
-            eprintln!("warning: {msg}");
+            journal::say(Level::Warning, &format!("warning: {msg}"));
         }
     }
 
     /// An error: stderr in text mode; a JSON object on stdout in JSON mode.
     pub fn error(&self, msg: &str) {
         match self.format {
-            Format::Text => eprintln!("error: {msg}"),
+            Format::Text => journal::say(Level::Err, &format!("error: {msg}")),
             Format::Json => print_json(&serde_json::json!({ "error": msg })),
         }
     }
@@ -86,9 +93,12 @@ impl Out {
     pub fn config_error(&self, e: &ConfigError) {
         match self.format {
             Format::Text => {
-                eprintln!("error: invalid configuration {}", e.path);
+                journal::say(
+                    Level::Err,
+                    &format!("error: invalid configuration {}", e.path),
+                );
                 for line in e.to_string().lines() {
-                    eprintln!("  {line}");
+                    journal::say(Level::Err, &format!("  {line}"));
                 }
             }
             Format::Json => print_json(&serde_json::json!({
@@ -107,11 +117,14 @@ pub fn config_unreadable(out: &Out, e: &crate::config::LoadError) {
     let missing = matches!(e, crate::config::LoadError::Read { source, .. }
         if source.kind() == std::io::ErrorKind::NotFound);
     if missing && !out.quiet && out.format == Format::Text {
-        eprintln!(
+        journal::say(
+            Level::Err,
+            &format!(
             "hint: write the config there (annotated examples: /usr/share/doc/eniroute/examples/), \
              name another with -c FILE, or generate it on the instance: \
              eniroute discover --output {}",
             crate::config::DEFAULT_PATH
+        ),
         );
     }
 }
@@ -147,7 +160,7 @@ pub fn render_unresolved(
 pub fn print_json<T: Serialize>(v: &T) {
     match serde_json::to_string_pretty(v) {
         Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+        Err(e) => journal::say(Level::Err, &format!("error: cannot encode JSON: {e}")),
     }
 }
 
@@ -258,9 +271,9 @@ pub fn rolled_back(out: &Out, f: &Failure) {
         })),
         Format::Text => {
             for v in r.verification.iter().filter(|v| !v.ok) {
-                eprintln!("{}", verdict_line(v));
+                journal::say(Level::Err, &verdict_line(v));
             }
-            eprintln!("error: {message}");
+            journal::say(Level::Err, &format!("error: {message}"));
         }
     }
 }
@@ -271,8 +284,8 @@ pub fn lock_waiting(out: &Out, holder: Option<&Holder>) {
         return;
     }
     match holder {
-        Some(h) => eprintln!("waiting for the lock held by {h}"),
-        None => eprintln!("waiting for the lock held by another eniroute"),
+        Some(h) => journal::say(Level::Info, &format!("waiting for the lock held by {h}")),
+        None => journal::say(Level::Info, "waiting for the lock held by another eniroute"),
     }
 }
 
@@ -380,7 +393,7 @@ pub fn flushed(out: &Out, r: &FlushReport) {
         out.info(&sysctl_line(s));
     }
     for e in &r.errors {
-        eprintln!("error: {e}");
+        journal::say(Level::Err, &format!("error: {e}"));
     }
     out.info(&format!(
         "Flushed: {} object(s) removed, {} sysctl(s) restored.",

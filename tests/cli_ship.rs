@@ -244,3 +244,52 @@ fn render_names_mac_only_enis_by_the_host_interface_or_says_it_cannot() {
     );
     assert!(err.contains("ip -batch"), "{err}");
 }
+
+/// Under systemd, stderr is the journal and JOURNAL_STREAM names it: lines carry their
+/// syslog priority (sd-daemon(3) prefixes). Here a file plays the journal's stream.
+#[test]
+fn messages_carry_journal_priorities_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let run = |args: &[&str], stream: &dyn Fn(&std::fs::Metadata) -> String| {
+        let log = tempfile::NamedTempFile::new().expect("temp file");
+        let meta = log.as_file().metadata().expect("stat");
+        let status = Command::new(env!("CARGO_BIN_EXE_eniroute"))
+            .args(args)
+            .env_remove("ENIROUTE_CONFIG")
+            .env("JOURNAL_STREAM", stream(&meta))
+            .stderr(log.reopen().expect("reopen"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run eniroute");
+        (
+            status.code(),
+            std::fs::read_to_string(log.path()).expect("read log"),
+        )
+    };
+    let this = |m: &std::fs::Metadata| format!("{}:{}", m.dev(), m.ino());
+    let other = |m: &std::fs::Metadata| format!("{}:{}", m.dev(), m.ino() + 1);
+
+    let (code, log) = run(&["-c", "/nonexistent/eniroute.toml", "validate"], &this);
+    assert_eq!(code, Some(66));
+    assert!(
+        log.starts_with("<3>error: cannot read /nonexistent/eniroute.toml"),
+        "{log}"
+    );
+    assert!(
+        log.lines().all(|l| l.starts_with('<')),
+        "every line has a priority: {log}"
+    );
+
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), ENI.replace("primary = true\n", "")).expect("write");
+    let (code, log) = run(
+        &["-c", file.path().to_str().expect("UTF-8"), "validate"],
+        &this,
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.starts_with("<4>warning: "), "{log}");
+
+    // Inherited by a process whose stderr is elsewhere: no prefixes.
+    let (_, log) = run(&["-c", "/nonexistent/eniroute.toml", "validate"], &other);
+    assert!(log.starts_with("error: cannot read"), "{log}");
+}
