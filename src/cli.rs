@@ -223,8 +223,24 @@ fn refused_flag(cli: &Cli) -> Option<String> {
     None
 }
 
+/// The verb's name, as JSON's `command`.
+fn verb(c: &Command) -> &'static str {
+    match c {
+        Command::Validate => "validate",
+        Command::Plan { .. } => "plan",
+        Command::Apply { .. } => "apply",
+        Command::Status => "status",
+        Command::Flush { .. } => "flush",
+        Command::Discover { .. } => "discover",
+        Command::Sandbox { .. } => "sandbox",
+        Command::Render { .. } => "render",
+        Command::Completions { .. } => "completions",
+    }
+}
+
 /// Run a parsed command line.
 fn run(cli: &Cli) -> i32 {
+    output::set_command(verb(&cli.command));
     let out = output::Out::new(cli.output, cli.verbose, cli.quiet);
     if let Some(msg) = refused_flag(cli) {
         out.error(&msg);
@@ -318,7 +334,7 @@ fn render(cli: &Cli, out: &output::Out, format: RenderFormat) -> i32 {
     output::render_unresolved(out, &loaded.config, &desired, links.is_some());
     match format {
         RenderFormat::Ip => print!("{}", render::ip_script(&desired)),
-        RenderFormat::Json => println!("{}", render::json(&desired)),
+        RenderFormat::Json => output::print_json(&desired),
     }
     exit::OK
 }
@@ -404,7 +420,7 @@ fn sandbox(cli: &Cli, out: &output::Out, keep: bool) -> i32 {
         Ok(report) => {
             // -q: only a failed run's report (which names what failed).
             match out.format {
-                Format::Json => output::print_json(&report),
+                Format::Json => output::print_json_ok(report.passed(), &report),
                 Format::Text if out.quiet && report.passed() => {}
                 Format::Text => print!("{}", report.render_text()),
             }

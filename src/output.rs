@@ -102,6 +102,7 @@ impl Out {
                 }
             }
             Format::Json => print_json(&serde_json::json!({
+                "ok": false,
                 "valid": false,
                 "path": e.path,
                 "problems": e.problems,
@@ -156,9 +157,60 @@ pub fn render_unresolved(
     }
 }
 
-/// Print a value as pretty JSON on stdout.
+/// The version of eniroute's JSON output: raised when a field changes meaning or goes away
+/// (new fields do not raise it).
+pub const JSON_SCHEMA: u32 = 1;
+
+static COMMAND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The verb whose JSON this process prints (set once by the command line).
+pub fn set_command(verb: &'static str) {
+    let _ = COMMAND.set(verb);
+}
+
+/// Every JSON document eniroute prints: the envelope, then the verb's own fields.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    eniroute: &'static str,
+    schema: u32,
+    command: &'a str,
+    ok: bool,
+    #[serde(flatten)]
+    data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Print one JSON document on stdout; `ok` is the value's own `ok` field, else whether it has
+/// no `error`.
 pub fn print_json<T: Serialize>(v: &T) {
-    match serde_json::to_string_pretty(v) {
+    emit_json(None, v)
+}
+
+/// Print one JSON document whose `ok` the caller knows (status: healthy; sandbox: passed).
+pub fn print_json_ok<T: Serialize>(ok: bool, v: &T) {
+    emit_json(Some(ok), v)
+}
+
+/// The one function every JSON document goes through (README: "JSON output").
+fn emit_json<T: Serialize>(ok: Option<bool>, v: &T) {
+    let encoded = serde_json::to_value(v).and_then(|value| {
+        let mut data = match value {
+            serde_json::Value::Object(m) => m,
+            other => serde_json::Map::from_iter([("data".to_string(), other)]),
+        };
+        let own_ok = match data.remove("ok") {
+            Some(serde_json::Value::Bool(b)) => Some(b),
+            _ => None,
+        };
+        let ok = ok.or(own_ok).unwrap_or_else(|| !data.contains_key("error"));
+        serde_json::to_string_pretty(&Envelope {
+            eniroute: env!("CARGO_PKG_VERSION"),
+            schema: JSON_SCHEMA,
+            command: COMMAND.get().copied().unwrap_or("eniroute"),
+            ok,
+            data,
+        })
+    });
+    match encoded {
         Ok(s) => println!("{s}"),
         Err(e) => journal::say(Level::Err, &format!("error: cannot encode JSON: {e}")),
     }
@@ -384,7 +436,7 @@ fn failure_text(f: &Failure) -> String {
 /// `flush` output.
 pub fn flushed(out: &Out, r: &FlushReport) {
     if out.format == Format::Json {
-        return print_json(r);
+        return print_json_ok(r.errors.is_empty(), r);
     }
     for c in &r.removed {
         out.info(&change_line(c));
@@ -405,7 +457,8 @@ pub fn flushed(out: &Out, r: &FlushReport) {
 /// `status` output.
 pub fn status(out: &Out, r: &StatusReport) {
     if out.format == Format::Json {
-        return print_json(
+        return print_json_ok(
+            r.healthy(),
             &serde_json::json!({ "healthy": r.healthy(), "status": StatusJson::of(r) }),
         );
     }

@@ -293,3 +293,52 @@ fn messages_carry_journal_priorities_when_stderr_is_the_journal() {
     let (_, log) = run(&["-c", "/nonexistent/eniroute.toml", "validate"], &other);
     assert!(log.starts_with("error: cannot read"), "{log}");
 }
+
+/// Every verb's JSON is one object with the same envelope, failures included.
+#[test]
+fn json_documents_share_one_envelope() {
+    let doc = |args: &[&str], code: i32| -> serde_json::Value {
+        let o = eniroute(args);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        let text = stdout(&o);
+        let j: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document: {e}"));
+        assert_eq!(j["eniroute"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(j["schema"], 1);
+        assert_eq!(j["ok"], code == 0, "{args:?}");
+        // The envelope comes first, in this order (the parsed Value sorts keys: read the text).
+        let first: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .take(4)
+            .map(|l| l.trim().split('"').nth(1).unwrap_or(""))
+            .collect();
+        assert_eq!(first, ["eniroute", "schema", "command", "ok"], "{args:?}");
+        j
+    };
+    let v = doc(&["-o", "json", "-c", EXAMPLE, "validate"], 0);
+    assert_eq!(v["command"], "validate");
+    assert_eq!(v["valid"], true);
+    let r = doc(&["-o", "json", "-c", EXAMPLE, "render"], 0);
+    assert_eq!(r["command"], "render");
+    assert!(r["rules"].as_array().is_some_and(|a| !a.is_empty()));
+    let missing = doc(&["-o", "json", "-c", "/nonexistent.toml", "plan"], 66);
+    assert_eq!(missing["command"], "plan");
+    assert!(missing["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("/nonexistent.toml")));
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), "regoin = 1\n").expect("write");
+    let bad = doc(
+        &[
+            "-o",
+            "json",
+            "-c",
+            file.path().to_str().expect("UTF-8"),
+            "validate",
+        ],
+        65,
+    );
+    assert_eq!(bad["valid"], false);
+    assert_eq!(bad["problems"][0]["line"], 1);
+}

@@ -873,8 +873,14 @@ fn json_output_is_one_document() {
         let mut a = vec!["-o", "json"];
         a.extend_from_slice(args);
         let out = v.expect(&a, code);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document: {e}\n{out}"))
+        let j: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document: {e}\n{out}"));
+        // The envelope every verb's document starts with (README: JSON output).
+        assert_eq!(j["eniroute"], env!("CARGO_PKG_VERSION"), "{args:?}");
+        assert_eq!(j["schema"], 1, "{args:?}");
+        assert_eq!(j["command"], args[0], "{args:?}");
+        assert_eq!(j["ok"], code == 0 || code == 2, "{args:?}");
+        j
     };
     let plan = json(&["plan", "--detailed-exitcode"], 2);
     assert_eq!(plan["changes_pending"], true);
