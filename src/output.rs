@@ -487,21 +487,58 @@ pub fn status(out: &Out, r: &StatusReport) {
             out.info(&verdict_line(v));
         }
     }
-    for v in &r.egress {
-        out.info(&verdict_line(v));
+    if !r.egress.is_empty() {
+        out.info("egress (traffic not bound to a source):");
+        for v in &r.egress {
+            out.info(&verdict_line(v));
+        }
     }
     out.info(&format!(
-        "Owned (protocol {}): {} address(es), {} route(s), {} rule(s); {}",
-        r.protocol,
-        r.owned.addresses,
-        r.owned.routes,
-        r.owned.rules,
-        match (r.pending_changes, r.conflicts.len()) {
-            (0, 0) => "in sync with the config.".to_string(),
-            (_, 0) => format!("{} change(s) pending (see plan).", r.pending_changes),
-            (_, n) => format!("{n} conflict(s) with foreign objects (see plan)."),
-        }
+        "Owned (protocol {}): {} address(es), {} route(s), {} rule(s).",
+        r.protocol, r.owned.addresses, r.owned.routes, r.owned.rules,
     ));
+    out.info(&status_summary(r));
+}
+
+/// The one verdict line of `status`: healthy, or every reason it is not.
+fn status_summary(r: &StatusReport) -> String {
+    let missing: Vec<&str> = r
+        .enis
+        .iter()
+        .filter(|e| !e.found)
+        .map(|e| e.name.as_str())
+        .collect();
+    let wrong = r
+        .enis
+        .iter()
+        .flat_map(|e| &e.verification)
+        .chain(&r.egress)
+        .filter(|v| !v.ok)
+        .count();
+    let mut why = Vec::new();
+    if !missing.is_empty() {
+        why.push(format!("ENI(s) missing: {}", missing.join(", ")));
+    }
+    if wrong > 0 {
+        why.push(format!("{wrong} route lookup(s) not as planned"));
+    }
+    if r.pending_changes > 0 {
+        why.push(format!(
+            "{} change(s) pending (see plan)",
+            r.pending_changes
+        ));
+    }
+    if !r.conflicts.is_empty() {
+        why.push(format!(
+            "{} conflict(s) with foreign objects (see plan)",
+            r.conflicts.len()
+        ));
+    }
+    if why.is_empty() && r.healthy() {
+        "Healthy: in sync with the config; every source routes through its ENI.".to_string()
+    } else {
+        format!("Not healthy: {}.", why.join("; "))
+    }
 }
 
 /// An ENI's address as status shows it: `192.168.10.10/24`, marked when it is not eniroute's.

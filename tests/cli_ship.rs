@@ -342,3 +342,42 @@ fn json_documents_share_one_envelope() {
     assert_eq!(bad["valid"], false);
     assert_eq!(bad["problems"][0]["line"], 1);
 }
+
+/// Root: an ENI that is not there makes status say so in its one summary line, never "in sync".
+#[test]
+fn status_with_a_missing_eni_is_not_healthy_and_says_why() {
+    let ns = format!("ercm{}", std::process::id());
+    let o = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .output()
+        .expect("ip");
+    assert!(o.status.success(), "needs root: {}", stderr(&o));
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _gone = Gone(ns.clone());
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        file.path(),
+        ENI.replace("interface = \"eth1\"", "mac = \"00:16:3e:aa:bb:77\""),
+    )
+    .expect("write");
+    let o = eniroute(&[
+        "--netns",
+        &ns,
+        "-c",
+        file.path().to_str().expect("UTF-8"),
+        "status",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = stdout(&o);
+    let summary = text.lines().last().unwrap_or("");
+    assert!(
+        summary.starts_with("Not healthy: ENI(s) missing: eth1"),
+        "{text}"
+    );
+    assert!(!text.contains("in sync"), "{text}");
+}

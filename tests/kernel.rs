@@ -725,9 +725,19 @@ fn flush_restores_everything() {
 #[test]
 fn status_reports_per_eni() {
     let v = Vpc::new(&example("multi-eip.toml"));
-    v.expect(&["status"], 1);
+    let before = v.expect(&["status"], 1);
+    assert!(
+        before.contains("Not healthy: ") && before.contains("change(s) pending"),
+        "{before}"
+    );
+    assert!(!before.contains("Healthy: in sync"), "{before}");
     v.expect(&["apply"], 0);
     let out = v.expect(&["status"], 0);
+    assert_eq!(
+        out.lines().last(),
+        Some("Healthy: in sync with the config; every source routes through its ENI."),
+        "{out}"
+    );
     assert!(
         out.contains("eni eth1 (eth1, multi-eip): tables [20002, 20102]"),
         "{out}"
