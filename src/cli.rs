@@ -282,6 +282,7 @@ fn run(cli: &Cli) -> i32 {
             let opts = ops::ApplyOptions {
                 wait: *wait,
                 interrupted: Some(interrupted.clone()),
+                progress: Some(output::wait_progress(&out)),
             };
             let report = ops::apply(&l.config, t, &opts, lock.wait(out, Some(interrupted)))?;
             output::applied(&out, &report);

@@ -330,6 +330,44 @@ pub fn rolled_back(out: &Out, f: &Failure) {
     }
 }
 
+/// `apply --wait` progress on stderr: on a terminal one line rewritten in place each second
+/// ("waiting for ENI web (mac …): 3s of 30s"); otherwise (a log, the journal) one line when
+/// the wait starts and one when it ends. The failure itself is the error of the pass.
+pub fn wait_progress(out: &Out) -> crate::ops::WaitProgress {
+    use std::io::IsTerminal;
+    let out = *out;
+    let tty = std::io::stderr().is_terminal();
+    let started = std::sync::atomic::AtomicBool::new(false);
+    std::sync::Arc::new(move |missing, waited, total| {
+        if out.quiet {
+            return;
+        }
+        let secs = |d: std::time::Duration| d.as_secs();
+        let first = !started.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if missing.is_empty() {
+            journal::say(
+                Level::Info,
+                &format!("every ENI is there after {:.1}s", waited.as_secs_f64()),
+            );
+            return;
+        }
+        let names: Vec<String> = missing
+            .iter()
+            .map(|m| match (&m.mac, &m.interface) {
+                (Some(mac), _) => format!("{} (mac {mac})", m.eni),
+                (None, Some(i)) => format!("{} (interface {i})", m.eni),
+                (None, None) => m.eni.clone(),
+            })
+            .collect();
+        let what = format!("waiting for ENI {}", names.join(", "));
+        if tty {
+            journal::progress(&format!("{what}: {}s of {}s", secs(waited), secs(total)));
+        } else if first {
+            journal::say(Level::Info, &format!("{what}: up to {}s", secs(total)));
+        }
+    })
+}
+
 /// Said once when another eniroute holds the lock.
 pub fn lock_waiting(out: &Out, holder: Option<&Holder>) {
     if out.quiet {

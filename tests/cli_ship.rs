@@ -381,3 +381,81 @@ fn status_with_a_missing_eni_is_not_healthy_and_says_why() {
     );
     assert!(!text.contains("in sync"), "{text}");
 }
+
+/// Root: `apply --wait` says what it waits for: one line, and one when the ENIs came, when
+/// stderr is a log; a line rewritten each second on a terminal (util-linux `script` gives one).
+#[test]
+fn apply_wait_reports_progress() {
+    let ns = format!("ercw{}", std::process::id());
+    let o = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .output()
+        .expect("ip");
+    assert!(o.status.success(), "needs root: {}", stderr(&o));
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _gone = Gone(ns.clone());
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let config = ENI.replace("interface = \"eth1\"", "mac = \"00:16:3e:aa:bb:55\"");
+    std::fs::write(file.path(), config).expect("write");
+    let path = file.path().to_str().expect("UTF-8").to_string();
+
+    // Not a terminal, and the ENI never comes: one line, then the error (exit 69).
+    let o = eniroute(&["--netns", &ns, "-c", &path, "apply", "--wait", "2"]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("waiting for ENI eth1 (mac 00:16:3e:aa:bb:55): up to 2s")
+            .count(),
+        1,
+        "{err}"
+    );
+
+    // On a terminal: the line counts the seconds.
+    let cmd = format!(
+        "{} --netns {ns} -c {path} apply --wait 3",
+        env!("CARGO_BIN_EXE_eniroute")
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux)");
+    let tty = stdout(&o);
+    assert!(
+        tty.contains("waiting for ENI eth1 (mac 00:16:3e:aa:bb:55): 1s of 3s"),
+        "{tty}"
+    );
+    assert!(tty.contains("2s of 3s"), "{tty}");
+
+    // The ENI arrives during the wait: the pass goes on and says after how long.
+    let child = Command::new(env!("CARGO_BIN_EXE_eniroute"))
+        .args(["--netns", &ns, "-c", &path, "apply", "--wait", "10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("apply");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let o = Command::new("ip")
+        .args([
+            "-n",
+            &ns,
+            "link",
+            "add",
+            "eth1",
+            "address",
+            "00:16:3e:aa:bb:55",
+            "type",
+            "veth",
+        ])
+        .output()
+        .expect("ip");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = child.wait_with_output().expect("wait");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("every ENI is there after "), "{err}");
+}

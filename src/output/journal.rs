@@ -3,6 +3,7 @@
 //! so `journalctl -p warning -u eniroute` shows exactly the warnings and errors. Imports nothing.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 /// syslog(3) priorities.
@@ -13,8 +14,22 @@ pub(super) enum Level {
     Info = 6,
 }
 
+/// A progress line is on the terminal without its newline: the next message clears it first.
+pub(super) static LINE_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Rewrite the open progress line of a terminal.
+pub(super) fn progress(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[K{text}");
+    let _ = err.flush();
+    LINE_OPEN.store(true, Ordering::SeqCst);
+}
+
 /// Write `text` (each of its lines) to stderr at `level`.
 pub(super) fn say(level: Level, text: &str) {
+    if LINE_OPEN.swap(false, Ordering::SeqCst) {
+        eprint!("\r\x1b[K");
+    }
     let prefix = if to_journal() {
         format!("<{}>", level as u8)
     } else {
