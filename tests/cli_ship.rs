@@ -119,13 +119,23 @@ fn render_honours_dash_o_json() {
 
 /// Root: the sandbox builds namespaces. -q prints nothing when every check passed.
 #[test]
-fn sandbox_quiet_prints_nothing_when_it_passes() {
+fn sandbox_quiet_prints_nothing_when_it_passes_and_the_report_fits_100_columns() {
     let o = eniroute(&["-q", "sandbox"]);
     assert_eq!(o.status.code(), Some(0), "needs root: {}", stderr(&o));
     assert_eq!(stdout(&o), "", "-q sandbox printed its report");
     let loud = eniroute(&["sandbox"]);
     assert_eq!(loud.status.code(), Some(0), "{}", stderr(&loud));
-    assert!(!stdout(&loud).is_empty());
+    let report = stdout(&loud);
+    assert!(
+        report.contains("CHECK") && report.contains("AFTER APPLY"),
+        "{report}"
+    );
+    for line in report.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "wider than 100 columns: {line}"
+        );
+    }
 }
 
 /// validate on a config text: (exit code, stderr).
