@@ -283,6 +283,7 @@ fn run(cli: &Cli) -> i32 {
                 wait: *wait,
                 interrupted: Some(interrupted.clone()),
                 progress: Some(output::wait_progress(&out)),
+                trace: output::batch_trace(&out),
             };
             let report = ops::apply(&l.config, t, &opts, lock.wait(out, Some(interrupted)))?;
             output::applied(&out, &report);

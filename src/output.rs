@@ -368,6 +368,30 @@ pub fn wait_progress(out: &Out) -> crate::ops::WaitProgress {
     })
 }
 
+/// `-v`: each change on stderr as the kernel accepts it; `-vv`: also each netlink batch with
+/// its size and time. None without -v.
+pub fn batch_trace(out: &Out) -> Option<crate::ops::BatchTrace> {
+    if out.verbose == 0 || out.quiet {
+        return None;
+    }
+    let level = out.verbose;
+    Some(std::sync::Arc::new(move |done: &[Change], sent, took| {
+        if level > 1 {
+            journal::say(
+                Level::Info,
+                &format!(
+                    "netlink batch: {sent} request(s), {} accepted, {:.2} ms",
+                    done.len(),
+                    took.as_secs_f64() * 1000.0
+                ),
+            );
+        }
+        for c in done {
+            journal::say(Level::Info, &format!("applied {}", change_line(c)));
+        }
+    }))
+}
+
 /// Said once when another eniroute holds the lock.
 pub fn lock_waiting(out: &Out, holder: Option<&Holder>) {
     if out.quiet {

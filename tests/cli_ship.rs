@@ -19,6 +19,37 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A network namespace for one test, deleted on drop (root).
+struct Ns(String);
+
+impl Ns {
+    fn new(tag: &str) -> Ns {
+        let name = format!("erc{tag}{}", std::process::id());
+        let o = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("ip");
+        assert!(o.status.success(), "needs root: {}", stderr(&o));
+        Ns(name)
+    }
+
+    /// `ip -n NS ARGS`, which must succeed.
+    fn ip(&self, args: &[&str]) {
+        let o = Command::new("ip")
+            .args(["-n", &self.0])
+            .args(args)
+            .output()
+            .expect("ip");
+        assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
 #[test]
 fn version_shows_the_commit_and_the_build_date() {
     let o = eniroute(&["--version"]);
@@ -189,26 +220,8 @@ fn config_errors_that_help() {
 /// Root: a namespace holding an interface with a known MAC under a name the config never says.
 #[test]
 fn render_names_mac_only_enis_by_the_host_interface_or_says_it_cannot() {
-    let ns = format!("ercs{}", std::process::id());
-    let ip = |args: &[&str]| {
-        let o = Command::new("ip").args(args).output().expect("run ip");
-        assert!(
-            o.status.success(),
-            "ip {args:?}: {} (needs root)",
-            stderr(&o)
-        );
-    };
-    ip(&["netns", "add", &ns]);
-    struct Gone(String);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _gone = Gone(ns.clone());
-    ip(&[
-        "-n",
-        &ns,
+    let ns = Ns::new("s");
+    ns.ip(&[
         "link",
         "add",
         "ens5",
@@ -222,6 +235,7 @@ fn render_names_mac_only_enis_by_the_host_interface_or_says_it_cannot() {
         "address",
         "00:16:3e:aa:bb:02",
     ]);
+    let ns = ns.0.clone();
     let config = |mac: &str| {
         format!(
             "[[eni]]\nname = \"web\"\nmac = \"{mac}\"\nprimary = true\ncidr = \"192.168.10.0/24\"\n\
@@ -356,19 +370,8 @@ fn json_documents_share_one_envelope() {
 /// Root: an ENI that is not there makes status say so in its one summary line, never "in sync".
 #[test]
 fn status_with_a_missing_eni_is_not_healthy_and_says_why() {
-    let ns = format!("ercm{}", std::process::id());
-    let o = Command::new("ip")
-        .args(["netns", "add", &ns])
-        .output()
-        .expect("ip");
-    assert!(o.status.success(), "needs root: {}", stderr(&o));
-    struct Gone(String);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _gone = Gone(ns.clone());
+    let guard = Ns::new("m");
+    let ns = guard.0.clone();
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(
         file.path(),
@@ -396,19 +399,8 @@ fn status_with_a_missing_eni_is_not_healthy_and_says_why() {
 /// stderr is a log; a line rewritten each second on a terminal (util-linux `script` gives one).
 #[test]
 fn apply_wait_reports_progress() {
-    let ns = format!("ercw{}", std::process::id());
-    let o = Command::new("ip")
-        .args(["netns", "add", &ns])
-        .output()
-        .expect("ip");
-    assert!(o.status.success(), "needs root: {}", stderr(&o));
-    struct Gone(String);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _gone = Gone(ns.clone());
+    let guard = Ns::new("w");
+    let ns = guard.0.clone();
     let file = tempfile::NamedTempFile::new().expect("temp file");
     let config = ENI.replace("interface = \"eth1\"", "mac = \"00:16:3e:aa:bb:55\"");
     std::fs::write(file.path(), config).expect("write");
@@ -468,4 +460,36 @@ fn apply_wait_reports_progress() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("every ENI is there after "), "{err}");
+}
+
+/// Root: -v shows each change as the kernel accepts it, -vv also each netlink batch.
+#[test]
+fn verbose_levels_of_apply() {
+    let ns = Ns::new("v");
+    ns.ip(&[
+        "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+    ]);
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), ENI).expect("write");
+    let path = file.path().to_str().expect("UTF-8");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--netns", ns.0.as_str(), "-c", path];
+        all.extend_from_slice(args);
+        let o = eniroute(&all);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        stderr(&o)
+    };
+    let quiet = run(&["apply"]);
+    assert!(!quiet.contains("applied +"), "{quiet}");
+    run(&["flush"]);
+    let v = run(&["-v", "apply"]);
+    assert!(
+        v.contains("applied + rule 20200 from 192.168.10.21 lookup"),
+        "{v}"
+    );
+    assert!(!v.contains("netlink batch"), "{v}");
+    run(&["flush"]);
+    let vv = run(&["-vv", "apply"]);
+    assert!(vv.contains("netlink batch: ") && vv.contains(" ms"), "{vv}");
+    assert!(vv.contains("applied + "), "{vv}");
 }

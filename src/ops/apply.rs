@@ -21,6 +21,10 @@ use crate::model::{Change, Config};
 /// long it has waited, the limit; and once more with nothing missing when they all came.
 pub type WaitProgress = Arc<dyn Fn(&[crate::plan::Missing], Duration, Duration) + Send + Sync>;
 
+/// Told after each netlink batch of apply: the changes the kernel accepted, how many requests
+/// the batch sent, and how long it took (`-v`, `-vv`).
+pub type BatchTrace = Arc<dyn Fn(&[Change], usize, Duration) + Send + Sync>;
+
 /// Options of apply.
 #[derive(Clone, Default)]
 pub struct ApplyOptions {
@@ -30,6 +34,8 @@ pub struct ApplyOptions {
     pub interrupted: Option<Arc<AtomicBool>>,
     /// Progress of the wait (`--wait`).
     pub progress: Option<WaitProgress>,
+    /// Each batch as it is made.
+    pub trace: Option<BatchTrace>,
 }
 
 impl std::fmt::Debug for ApplyOptions {
@@ -38,6 +44,7 @@ impl std::fmt::Debug for ApplyOptions {
             .field("wait", &self.wait)
             .field("interrupted", &self.interrupted)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
+            .field("trace", &self.trace.as_ref().map(|_| "callback"))
             .finish()
     }
 }
@@ -111,7 +118,12 @@ pub async fn apply_once(
         written: Vec::new(),
         stored: false,
     };
-    let (applied, err) = converge(k, &c.changes, &|| opts.interrupted()).await;
+    let traced = |done: &[Change], sent: usize, took: Duration| {
+        if let Some(t) = &opts.trace {
+            t(done, sent, took);
+        }
+    };
+    let (applied, err) = converge(k, &c.changes, &|| opts.interrupted(), &traced).await;
     pass.report.applied = applied;
     if let Some(e) = err {
         return Err(pass.fail(Cause::Kernel(e)).await);

@@ -135,13 +135,16 @@ pub(super) async fn converge(
     k: &impl Kernel,
     changes: &[Change],
     stop: &dyn Fn() -> bool,
+    traced: &dyn Fn(&[Change], usize, std::time::Duration),
 ) -> (Vec<Change>, Option<KernelError>) {
     let mut applied = Vec::new();
     for phase in phases(changes) {
         if stop() {
             break;
         }
+        let started = Instant::now();
         let (done, err) = k.apply_batch(phase).await;
+        let before = applied.len();
         applied.extend(
             phase
                 .iter()
@@ -149,6 +152,7 @@ pub(super) async fn converge(
                 .filter(|(_, ok)| *ok)
                 .map(|(c, _)| c.clone()),
         );
+        traced(&applied[before..], phase.len(), started.elapsed());
         if err.is_some() {
             return (applied, err);
         }
