@@ -454,6 +454,48 @@ fn conflict_text(c: &[Conflict]) -> String {
 }
 
 /// Why apply failed, and what its rollback did.
+/// A verification failure as a few lines: per wrong lookup the source, what the kernel chose
+/// and in which table; then, once per kind of winner, where to look.
+fn verification_failure(verdicts: &[Verdict]) -> String {
+    let bad: Vec<&Verdict> = verdicts.iter().filter(|v| !v.ok).collect();
+    let mut text = format!(
+        "verification failed: {} of {} route lookups disagree with the plan:",
+        bad.len(),
+        verdicts.len()
+    );
+    let mut hints: Vec<&str> = Vec::new();
+    for v in bad {
+        let from = match v.source {
+            Some(s) => format!("eni {:?}: from {s}", v.eni),
+            None => "unbound traffic".to_string(),
+        };
+        let table = match v.table {
+            Some(254) => " (table main)".to_string(),
+            Some(t) => format!(" (table {t})"),
+            None => String::new(),
+        };
+        text.push_str(&format!(
+            "\n  {from}: expected {}, kernel says {}{table}",
+            v.expected, v.seen
+        ));
+        let hint = match v.table {
+            Some(254) => {
+                "hint: a route in table main more specific than default won (a VPN's \
+                 0.0.0.0/1?): see `ip route show table main`"
+            }
+            Some(_) => "hint: a rule before eniroute's chose that table: see `ip rule show`",
+            None => "hint: see `ip rule show` and `ip route get 8.8.8.8 from <source>`",
+        };
+        if !hints.contains(&hint) {
+            hints.push(hint);
+        }
+    }
+    for h in hints {
+        text.push_str(&format!("\n  {h}"));
+    }
+    text
+}
+
 fn failure_text(f: &Failure) -> String {
     let cause = match &f.cause {
         Cause::Interrupted if f.undo_errors.is_empty() => {
@@ -463,31 +505,18 @@ fn failure_text(f: &Failure) -> String {
         Cause::Kernel(e) => e.to_string(),
         Cause::Sysctl(e) => e.to_string(),
         Cause::State(e) => e.to_string(),
-        Cause::Verification => {
-            let bad: Vec<String> = (f.report.verification.iter())
-                .filter(|v| !v.ok)
-                .map(|v| match v.source {
-                    Some(s) => format!(
-                        "eni {:?}: from {s}: expected {}, kernel says {}",
-                        v.eni, v.expected, v.seen
-                    ),
-                    None => format!(
-                        "unbound traffic: expected {}, kernel says {}",
-                        v.expected, v.seen
-                    ),
-                })
-                .collect();
-            format!("verification failed: {}", bad.join("; "))
-        }
+        Cause::Verification => verification_failure(&f.report.verification),
     };
+    // A cause of several lines gets the outcome on a line of its own.
+    let sep = if cause.contains('\n') { "\n" } else { "; " };
     if f.undo_errors.is_empty() {
         format!(
-            "{cause}; rolled back {} change(s): the host is as before",
+            "{cause}{sep}rolled back {} change(s): the host is as before",
             f.undone
         )
     } else {
         format!(
-            "{cause}; rollback of {} change(s) met {} error(s): {}",
+            "{cause}{sep}rollback of {} change(s) met {} error(s): {}",
             f.undone,
             f.undo_errors.len(),
             f.undo_errors.join("; ")

@@ -547,6 +547,13 @@ fn verification_failure_rolls_back() {
         err.contains("verification failed") && err.contains("from 192.168.10.21"),
         "{err}"
     );
+    // A few readable lines: the lookup that won names its table, with where to look.
+    assert!(
+        err.contains("(table main)") && err.contains("ip route show table main"),
+        "{err}"
+    );
+    assert_eq!(err.matches("hint: ").count(), 1, "{err}");
+    assert!(err.lines().all(|l| l.chars().count() <= 140), "{err}");
     assert_eq!(v.guest.dump(), before);
     assert_eq!(v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"), rp);
 }
