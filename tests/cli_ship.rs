@@ -484,7 +484,7 @@ fn verbose_levels_of_apply() {
     run(&["flush"]);
     let v = run(&["-v", "apply"]);
     assert!(
-        v.contains("applied + rule 20200 from 192.168.10.21 lookup"),
+        v.contains("applied + rule add priority 20200 from 192.168.10.21 lookup"),
         "{v}"
     );
     assert!(!v.contains("netlink batch"), "{v}");
@@ -492,4 +492,67 @@ fn verbose_levels_of_apply() {
     let vv = run(&["-vv", "apply"]);
     assert!(vv.contains("netlink batch: ") && vv.contains(" ms"), "{vv}");
     assert!(vv.contains("applied + "), "{vv}");
+}
+
+/// Root: every `+` line of plan, without its sign, is accepted by `ip -batch` (iproute2's
+/// own syntax, the independent witness).
+#[test]
+fn plan_lines_paste_after_ip() {
+    let ns = Ns::new("p");
+    ns.ip(&[
+        "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+    ]);
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), ENI).expect("write");
+    let o = eniroute(&[
+        "--netns",
+        &ns.0,
+        "-c",
+        file.path().to_str().expect("UTF-8"),
+        "plan",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let plan = stdout(&o);
+    let lines: Vec<&str> = plan.lines().filter_map(|l| l.strip_prefix("+ ")).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("rule add priority 20000 from")),
+        "{plan}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("route add default via")),
+        "{plan}"
+    );
+    let ip = Command::new("ip")
+        .args(["-n", &ns.0, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(&lines.join("\n"));
+    assert!(
+        ip.status.success(),
+        "ip -batch refused the plan: {}\n{plan}",
+        stderr(&ip)
+    );
+}
+
+trait WithStdin {
+    fn output_with_stdin(&mut self, input: &str) -> Output;
+}
+
+impl WithStdin for Command {
+    fn output_with_stdin(&mut self, input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait")
+    }
 }

@@ -829,15 +829,15 @@ fn config_change_converges() {
     std::fs::write(&path, &changed).unwrap();
     let plan = v.expect(&["plan"], 0);
     assert!(
-        plan.contains("- address 192.168.10.22/24 dev eth1"),
+        plan.contains("- address del 192.168.10.22/24 dev eth1"),
         "{plan}"
     );
     assert!(
-        plan.contains("+ rule 21200 from 192.168.10.21 lookup 20002"),
+        plan.contains("+ rule add priority 21200 from 192.168.10.21 lookup 20002"),
         "{plan}"
     );
     assert!(
-        plan.contains("- rule 20200 from 192.168.10.21 lookup 20002"),
+        plan.contains("- rule del priority 20200 from 192.168.10.21 lookup 20002"),
         "{plan}"
     );
     v.expect(&["apply"], 0);
