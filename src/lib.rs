@@ -30,8 +30,13 @@
 //!   cloud's documented formats).
 //! - **a verb**: a variant of `cli::Command`; the work as an `ops::*_once` core written against
 //!   `kernel::Kernel` (tested with the fake in ops/fake.rs) and a thin wrapper in `ops/mod.rs`
-//!   that enters the namespace; its report's wording in `output`; its errors carry their exit
-//!   code (`exit::ExitCode`).
+//!   that enters the namespace; its report's wording in `output` (JSON through
+//!   `output::print_json`, which adds the envelope; its `command` name in `cli::verb`); its
+//!   errors carry their exit code (`exit::ExitCode`). The man page and completions follow
+//!   from the clap definition by themselves.
+//! - **a config key**: its field in `config/raw.rs`, its entry in `config/reference.rs` (the
+//!   source of eniroute.toml(5) and of "did you mean") and a line in README's Configuration
+//!   section; `config::reference`'s tests fail until all three agree.
 //! - **a kernel object kind**: its value in `model`, its messages in the kernel codec, its
 //!   ownership in `Kernel::observe`, its changes in `model::Change` and `reconcile`.
 pub mod cli;
