@@ -571,8 +571,9 @@ pub fn status(out: &Out, r: &StatusReport) {
             let addrs: Vec<String> = e.addresses.iter().map(address_text).collect();
             out.info(&format!("  addresses: {}", addrs.join(", ")));
         }
+        // iproute2's syntax, as in plan: the line pastes after `ip`.
         for rule in &e.rules {
-            out.info(&format!("  rule {rule}"));
+            out.info(&format!("  {}", Change::AddRule(rule.clone())));
         }
         for v in &e.verification {
             out.info(&verdict_line(v));
@@ -660,10 +661,19 @@ struct EniStatusJson<'a> {
     interface: Option<&'a str>,
     found: bool,
     reason: Option<&'a str>,
-    addresses: Vec<String>,
+    addresses: Vec<StatusAddressJson<'a>>,
     tables: &'a [u32],
-    rules: Vec<String>,
+    rules: &'a [Rule],
     verification: &'a [Verdict],
+}
+
+/// An address of an ENI: its fields, and whether eniroute added it (structured, not a
+/// preformatted "192.168.10.10/24 (not eniroute's)").
+#[derive(Serialize)]
+struct StatusAddressJson<'a> {
+    #[serde(flatten)]
+    address: &'a crate::model::Address,
+    owned: bool,
 }
 
 #[derive(Serialize)]
@@ -703,9 +713,14 @@ impl<'a> EniStatusJson<'a> {
             interface: e.interface.as_deref(),
             found: e.found,
             reason: e.reason.as_deref(),
-            addresses: e.addresses.iter().map(address_text).collect(),
+            addresses: (e.addresses.iter())
+                .map(|a| StatusAddressJson {
+                    address: &a.address,
+                    owned: a.owned,
+                })
+                .collect(),
             tables: &e.tables,
-            rules: e.rules.iter().map(Rule::to_string).collect(),
+            rules: &e.rules,
             verification: &e.verification,
         }
     }

@@ -740,6 +740,7 @@ fn status_reports_per_eni() {
     assert!(!before.contains("Healthy: in sync"), "{before}");
     v.expect(&["apply"], 0);
     let out = v.expect(&["status"], 0);
+    assert!(out.contains("\n  rule add priority 20200 from "), "{out}");
     assert_eq!(
         out.lines().last(),
         Some("Healthy: in sync with the config; every source routes through its ENI."),
@@ -756,6 +757,11 @@ fn status_reports_per_eni() {
     let j: serde_json::Value =
         serde_json::from_str(&v.expect(&["-o", "json", "status"], 0)).unwrap();
     assert_eq!(j["healthy"], true);
+    // Objects are structured, never preformatted strings.
+    let eni = &j["status"]["enis"][1];
+    assert!(eni["addresses"][0]["owned"].is_boolean(), "{eni}");
+    assert!(eni["rules"][0]["priority"].is_u64(), "{eni}");
+    assert!(eni["rules"][0]["table"].is_u64(), "{eni}");
     assert_eq!(
         j["status"]["enis"][1]["verification"]
             .as_array()
