@@ -92,11 +92,15 @@ enum Command {
         #[command(flatten)]
         lock: LockArgs,
     },
-    /// Write a config from the ECS instance metadata service
+    /// Write a config from the instance metadata service (Alibaba Cloud ECS, AWS EC2)
     Discover {
-        /// Metadata service base URL
-        #[arg(long, value_name = "URL", default_value = crate::discover::DEFAULT_ENDPOINT)]
-        endpoint: String,
+        /// Which metadata service: auto (from DMI, then by probing), aliyun or aws
+        #[arg(long, value_name = "PROVIDER", default_value = "auto",
+              value_parser = ["auto", "aliyun", "aws"])]
+        provider: String,
+        /// Metadata service base URL (default: the provider's well-known address)
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
         /// Lifetime of the metadata token (security-hardening mode)
         #[arg(long, value_name = "SECONDS", default_value_t = crate::discover::DEFAULT_TOKEN_TTL)]
         token_ttl: u32,
@@ -109,6 +113,12 @@ enum Command {
         /// Keep the namespaces afterwards (prints how to enter them)
         #[arg(long)]
         keep: bool,
+    },
+    /// What on this host would fight eniroute, each with the fix; exit 1 when something would
+    Doctor {
+        /// Read the host's files below this directory instead of / (tests)
+        #[arg(long, hide = true, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
     },
     /// The whole desired state (an `ip -batch` script, or JSON)
     Render {
@@ -235,6 +245,7 @@ fn verb(c: &Command) -> &'static str {
         Command::Sandbox { .. } => "sandbox",
         Command::Render { .. } => "render",
         Command::Completions { .. } => "completions",
+        Command::Doctor { .. } => "doctor",
     }
 }
 
@@ -261,10 +272,16 @@ fn run(cli: &Cli) -> i32 {
             )
         }
         Command::Discover {
+            provider,
             endpoint,
             token_ttl,
             output_file,
-        } => discover(&out, endpoint, *token_ttl, output_file.as_deref()),
+        } => discover(
+            &out,
+            (provider, endpoint.as_deref()),
+            *token_ttl,
+            output_file.as_deref(),
+        ),
         Command::Sandbox { keep } => sandbox(cli, &out, *keep),
         Command::Plan { detailed_exitcode } => with_config(cli, &out, |l, t| {
             let report = ops::plan(&l.config, t)?;
@@ -275,7 +292,17 @@ fn run(cli: &Cli) -> i32 {
                 exit::OK
             })
         }),
+        Command::Doctor { root } => doctor(cli, &out, root),
         Command::Apply { wait, lock } => with_config(cli, &out, |l, t| {
+            // Once per apply: what on the host will undo what it is about to do (-q silences
+            // the warnings, so the checks are skipped too).
+            if !out.quiet {
+                let root = std::path::Path::new("/");
+                // (a missing namespace is apply's own error, reported next)
+                if let Ok(found) = crate::doctor::inspect(Some(&l.config), &l.path, root, t) {
+                    output::doctor_warnings(&out, &found);
+                }
+            }
             // SIGTERM, SIGINT and SIGHUP stop the pass, which then rolls back (a second signal
             // changes nothing until the rollback ends).
             let interrupted = stop_on_signals();
@@ -341,12 +368,39 @@ fn render(cli: &Cli, out: &output::Out, format: RenderFormat) -> i32 {
     exit::OK
 }
 
+fn doctor(cli: &Cli, out: &output::Out, root: &std::path::Path) -> i32 {
+    // Without a config file the host-wide checks still run (the report says so).
+    let loaded = if cli.config_path().exists() {
+        match load(cli, out) {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    let target = Target {
+        netns: cli.netns.clone(),
+    };
+    let path = cli.config_path().display().to_string();
+    let report =
+        match crate::doctor::inspect(loaded.as_ref().map(|l| &l.config), &path, root, &target) {
+            Ok(r) => r,
+            Err(e) => return fail(out, &e),
+        };
+    output::doctor(out, &report);
+    if report.clean() {
+        exit::OK
+    } else {
+        exit::FAILED
+    }
+}
+
 fn flush(cli: &Cli, out: &output::Out, lock: LockArgs) -> i32 {
     // flush needs only the protocol tag: without a config file it uses the default.
     let default = crate::model::Routing::default().protocol;
     let proto = if cli.config_path().exists() {
-        match load(cli, out) {
-            Ok(l) => l.config.routing.protocol,
+        match flush_protocol(cli, out) {
+            Ok(p) => p,
             Err(code) => return code,
         }
     } else {
@@ -372,15 +426,40 @@ fn flush(cli: &Cli, out: &output::Out, lock: LockArgs) -> i32 {
     }
 }
 
+/// The protocol tag flush removes: from the whole file, or — with `[discover]` — from its
+/// `[routing]` alone (flush never needs the metadata).
+fn flush_protocol(cli: &Cli, out: &output::Out) -> Result<u8, i32> {
+    let path = cli.config_path();
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    match config::discover_section(&text, &shown) {
+        Ok(Some(_)) => config::routing_section(&text, &shown)
+            .map(|r| r.protocol)
+            .map_err(|e| {
+                out.config_error(&e);
+                exit::CONFIG
+            }),
+        _ => load(cli, out).map(|l| l.config.routing.protocol),
+    }
+}
+
 fn discover(
     out: &output::Out,
-    endpoint: &str,
+    (provider, endpoint): (&str, Option<&str>),
     token_ttl: u32,
     file: Option<&std::path::Path>,
 ) -> i32 {
     use crate::discover::{self, DiscoverOptions};
+    let provider = match provider.parse::<discover::ProviderChoice>() {
+        Ok(p) => p,
+        Err(e) => {
+            out.error(&e);
+            return exit::USAGE;
+        }
+    };
     let opts = DiscoverOptions {
-        endpoint: endpoint.to_string(),
+        provider,
+        endpoint: endpoint.map(str::to_string),
         token_ttl,
         ..DiscoverOptions::default()
     };
@@ -391,7 +470,7 @@ fn discover(
             return e.exit_code();
         }
     };
-    let text = discover::to_toml(&found, &opts.endpoint);
+    let text = discover::to_toml(&found);
     // The safety net of a boot step: never print or write a config that does not validate.
     if let Err(e) = config::load_str(&text, "the discovered config") {
         out.error(&format!("discover produced an invalid config (a bug): {e}"));
@@ -483,7 +562,7 @@ fn fail(out: &output::Out, e: &OpError) -> i32 {
 
 /// Load and validate the config, reporting problems and warnings. Err = the exit code.
 fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
-    match config::load_file(&cli.config_path()) {
+    match load_maybe_discovered(cli, out)? {
         Ok(l) => {
             // Notes (a mode's known limits) belong to validate; warnings to all.
             let notes = matches!(cli.command, Command::Validate);
@@ -502,6 +581,44 @@ fn load(cli: &Cli, out: &output::Out) -> Result<Loaded, i32> {
                 _ => output::config_unreadable(out, &e),
             }
             Err(e.exit_code())
+        }
+    }
+}
+
+/// The file, or — with a `[discover]` section — the file merged with the instance metadata read
+/// now (DESIGN §3). A metadata failure is exit 1 and changes nothing. `Err` = the exit code.
+fn load_maybe_discovered(cli: &Cli, out: &output::Out) -> Result<Result<Loaded, LoadError>, i32> {
+    use crate::discover::{MetadataSource, SourceError};
+    let path = cli.config_path();
+    let shown = path.display().to_string();
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(config::load_file(&path));
+    };
+    let mut source = match MetadataSource::from_file(&text, &shown) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(config::load_str(&text, &shown).map_err(LoadError::Invalid)),
+        Err(e) => return Ok(Err(LoadError::Invalid(e))),
+    };
+    let target = Target {
+        netns: cli.netns.clone(),
+    };
+    let links = ops::host_links(&target).unwrap_or_else(|e| {
+        out.warn(&format!(
+            "cannot list the host's links ({e}): exclude matches MACs and labels only"
+        ));
+        Vec::new()
+    });
+    match source.load_now(&text, &shown, &links) {
+        Ok((loaded, excluded)) => {
+            for x in &excluded {
+                out.info(&format!("[discover]: not managing {x} (excluded)"));
+            }
+            Ok(Ok(loaded))
+        }
+        Err(SourceError::Config(e)) => Ok(Err(LoadError::Invalid(e))),
+        Err(e @ SourceError::Metadata(_)) => {
+            out.error(&format!("{shown}: {e}"));
+            Err(exit::FAILED)
         }
     }
 }

@@ -13,6 +13,7 @@
 //! | `kernel` | the only module that talks to the kernel: the `Kernel` trait and its `Netlink` client (rtnetlink dumps, batches, lookups, events), procfs sysctls, namespaces, the sandbox's link building | model |
 //! | `host` | eniroute's files under /run/eniroute: per-namespace state dir, saved sysctls, lock | exit |
 //! | `ops` | the shell: `apply_once`, `flush_once`, `status_once`, `plan_once` against any `Kernel` | all of the above |
+//! | `doctor` | what on the host would fight eniroute (network managers, foreign rules, sysctls), as data; reads files below a root | model, plan, kernel, ops |
 //! | `output` | every word printed: text, JSON, the wording of the shell's errors | all of the above |
 //! | `cli` | clap definitions and the wiring of each verb | everything |
 //! | `manual` | man pages and shell completions generated from the clap definitions and the config reference | config |
@@ -42,6 +43,7 @@
 pub mod cli;
 pub mod config;
 pub mod discover;
+pub mod doctor;
 pub mod exit;
 pub mod host;
 pub mod kernel;

@@ -17,6 +17,9 @@ use crate::ops::{Cause, EniStatus, Failure, OpError, Owned, StatusAddress};
 use crate::plan::Missing;
 use crate::reconcile::Conflict;
 
+mod doctor_text;
+pub use doctor_text::{doctor, doctor_warnings};
+
 /// `-o text|json`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -421,6 +424,16 @@ impl fmt::Display for OpError {
             OpError::Kernel(e) => write!(f, "{e}"),
             OpError::Sysctl(e) => write!(f, "{e}"),
             OpError::RolledBack(failure) => f.write_str(&failure_text(failure)),
+            OpError::NetnsGone { name } => {
+                write!(
+                    f,
+                    "network namespace {name:?} was deleted during the run (namespace gone)"
+                )
+            }
+            OpError::NotPermitted { verb } => write!(
+                f,
+                "{verb} changes the kernel's routing and needs root or CAP_NET_ADMIN (try sudo)"
+            ),
         }
     }
 }
@@ -535,6 +548,14 @@ pub fn flushed(out: &Out, r: &FlushReport) {
     for s in &r.restored {
         out.info(&sysctl_line(s));
     }
+    for route in &r.restored_routes {
+        out.info(&format!(
+            "+ route {route} (put back: the kernel dropped it with eniroute's addresses)"
+        ));
+    }
+    for w in &r.warnings {
+        out.warn(w);
+    }
     for e in &r.errors {
         journal::say(Level::Err, &format!("error: {e}"));
     }
@@ -584,6 +605,9 @@ pub fn status(out: &Out, r: &StatusReport) {
         for v in &r.egress {
             out.info(&verdict_line(v));
         }
+    }
+    for s in &r.sysctl_drift {
+        out.info(&sysctl_line(s));
     }
     out.info(&format!(
         "Owned (protocol {}): {} address(es), {} route(s), {} rule(s).",
@@ -651,6 +675,7 @@ struct StatusJson<'a> {
     egress: &'a [Verdict],
     owned: OwnedJson,
     pending_changes: usize,
+    sysctl_drift: &'a [SysctlChange],
     conflicts: &'a [Conflict],
 }
 
@@ -700,6 +725,7 @@ impl<'a> StatusJson<'a> {
                 rules,
             },
             pending_changes: r.pending_changes,
+            sysctl_drift: &r.sysctl_drift,
             conflicts: &r.conflicts,
         }
     }

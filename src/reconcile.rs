@@ -72,7 +72,9 @@ fn addresses(d: &Desired, o: &Observed, changes: &mut Vec<Change>, conflicts: &m
 /// foreign route holding a desired route's key is a conflict.
 fn routes(d: &Desired, o: &Observed, changes: &mut Vec<Change>, conflicts: &mut Vec<Conflict>) {
     let owned: HashMap<_, &Route> = o.routes.iter().map(|r| (r.key(), r)).collect();
-    let foreign: HashMap<_, &Route> = o.foreign_routes.iter().map(|r| (r.key(), r)).collect();
+    let foreign: HashMap<_, &Route> = (o.foreign_routes.iter())
+        .map(|f| (f.route.key(), &f.route))
+        .collect();
     let mut wanted = HashSet::new();
     for r in &d.routes {
         wanted.insert(r.key());
@@ -242,7 +244,10 @@ private_ips = ["192.168.10.21", "192.168.10.22"]
             .iter()
             .all(|c| !matches!(c, Change::DelRule(_) | Change::DelAddress(_))));
         assert!(c.iter().all(|c| !matches!(c, Change::AddAddress(_))));
-        o.foreign_routes = vec![d.routes[1].clone()];
+        o.foreign_routes = vec![crate::model::ForeignRoute {
+            route: d.routes[1].clone(),
+            protocol: 4,
+        }];
         let err = reconcile(&d, &o).unwrap_err();
         assert_eq!(err.len(), 1);
         assert!(

@@ -875,6 +875,42 @@ fn cidr_must_be_a_network() {
     rejects_only(&text, "has host bits set", line_of(&text, "192.168.2.7/24"));
 }
 
+/// Configs the kernel could never take (issue #10): a /0 vSwitch (its on-link route collides
+/// with the uplink's default route), and an IPv6 gateway that is the ENI's own address.
+#[test]
+fn kernel_impossible_subnets_and_gateways_are_config_errors() {
+    let text = edit(&[
+        ("cidr = \"192.168.2.0/24\"", "cidr = \"0.0.0.0/0\""),
+        (
+            "gateway = \"192.168.2.253\"",
+            "gateway = \"192.168.2.253\" # zero",
+        ),
+    ]);
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|p| p
+            .message
+            .contains("cidr 0.0.0.0/0: a subnet of the whole address space")
+            && p.line == line_of(&text, "0.0.0.0/0")),
+        "{p:?}"
+    );
+    let text = edit(&[("ipv6_cidr = \"2001:db8:1::/64\"", "ipv6_cidr = \"::/0\"")]);
+    rejects(
+        &text,
+        "ipv6_cidr ::/0: a subnet of the whole address space",
+        line_of(&text, "::/0"),
+    );
+    let text = edit(&[(
+        "ipv6_gateway = \"fe80::1\"",
+        "ipv6_gateway = \"2001:db8:1::20\"",
+    )]);
+    rejects_only(
+        &text,
+        "ipv6_gateway 2001:db8:1::20 is one of this ENI's own IPv6 addresses",
+        line_of(&text, "ipv6_gateway = \"2001:db8:1::20\""),
+    );
+}
+
 #[test]
 fn addresses_must_parse() {
     let text = edit(&[(
@@ -1972,5 +2008,104 @@ fn messages_built_from_mode_capabilities_are_exact() {
                 may break (use cut-through or multi-eip for them)"),
         "{:?}",
         l.warnings
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// IPv6 prefixes (issue 14): `prefixes` takes IPv6 entries inside `ipv6_cidr`, routed as sources
+// ---------------------------------------------------------------------------------------------
+
+const V4_PREFIX: &str = r#"prefixes = ["192.168.0.48/28"]"#;
+
+#[test]
+fn ipv6_prefix_is_accepted_and_routed_as_a_source() {
+    let text = edit(&[(
+        V4_PREFIX,
+        r#"prefixes = ["192.168.0.48/28", "2001:db8:1:0:8::/80"]"#,
+    )]);
+    let l = accepts(&text);
+    let eth1 = l.config.enis.iter().find(|e| e.name == "eth1").unwrap();
+    assert_eq!(eth1.prefixes.len(), 1);
+    assert_eq!(
+        eth1.ipv6_prefixes,
+        vec!["2001:db8:1:0:8::/80".parse().unwrap()]
+    );
+    let desired = eniroute::plan::desired(&l.config, None);
+    let script = eniroute::render::ip_script(&desired);
+    assert!(
+        script.contains("from 2001:db8:1:0:8::/80"),
+        "the IPv6 prefix is a source:\n{script}"
+    );
+    assert!(script.contains("from 192.168.0.48/28"), "{script}");
+}
+
+#[test]
+fn ipv6_prefix_outside_ipv6_cidr() {
+    let text = edit(&[(V4_PREFIX, r#"prefixes = ["2001:db8:2::/80"]"#)]);
+    rejects_only(
+        &text,
+        "prefix 2001:db8:2::/80 is not inside ipv6_cidr 2001:db8:1::/64",
+        line_of(&text, "2001:db8:2::/80"),
+    );
+}
+
+#[test]
+fn ipv6_prefix_overlapping_an_ipv6_address() {
+    let text = edit(&[(V4_PREFIX, r#"prefixes = ["2001:db8:1::/80"]"#)]);
+    rejects_only(
+        &text,
+        "prefix 2001:db8:1::/80 overlaps IPv6 address 2001:db8:1::20",
+        line_of(&text, "2001:db8:1::/80"),
+    );
+}
+
+#[test]
+fn ipv6_prefix_with_host_bits_and_without_ipv6_cidr() {
+    let text = edit(&[(V4_PREFIX, r#"prefixes = ["2001:db8:1:0:8::1/80"]"#)]);
+    rejects(
+        &text,
+        "has host bits set",
+        line_of(&text, "2001:db8:1:0:8::1/80"),
+    );
+    // eth0 has no IPv6 at all: an IPv6 prefix there needs ipv6_cidr and ipv6_gateway.
+    let text = edit(&[(
+        "private_ips = [\"192.168.0.10\"]",
+        "private_ips = [\"192.168.0.10\"]\nprefixes = [\"2001:db8:9::/80\"]",
+    )]);
+    rejects(&text, "`ipv6_cidr` is required", eni_header(&text, "eth0"));
+}
+
+/// A file that is not UTF-8 is a config error (65) at the line and column of the bad byte.
+#[test]
+fn invalid_utf8_names_its_line_and_column() {
+    let dir = scratch_dir("utf8");
+    let file = dir.join("eniroute.toml");
+    let mut bytes = b"region = \"cn-beijing\"\n# caf\xc3\xa9 ok\nname = \"ab".to_vec();
+    bytes.extend_from_slice(b"\xff\"\n");
+    std::fs::write(&file, &bytes).unwrap();
+    let path = file.to_str().unwrap().to_string();
+    let out = eniroute(&["-c", &path, "validate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:3:11: the file is not UTF-8 text")),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ipv6_prefix_holding_another_enis_address_or_prefix() {
+    // eth2 gets the IPv6 subnet of eth1 and a prefix holding eth1's address.
+    let text = edit(&[(
+        "name = \"eth2\"\nmac = \"00:16:3e:00:00:03\"",
+        "name = \"eth2\"\nmac = \"00:16:3e:00:00:03\"\nprefixes = [\"2001:db8:1::/112\"]\n\
+         ipv6 = [\"2001:db8:1::9:1\"]\nipv6_cidr = \"2001:db8:1::/64\"\nipv6_gateway = \"fe80::1\"",
+    )]);
+    let ps = problems(&text);
+    assert!(
+        ps.iter()
+            .any(|p| p.message.contains("prefix 2001:db8:1::/112")),
+        "{ps:#?}"
     );
 }

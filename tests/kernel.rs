@@ -558,6 +558,108 @@ fn verification_failure_rolls_back() {
     assert_eq!(v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"), rp);
 }
 
+/// Rollback and flush put back the foreign routes the kernel drops when eniroute's addresses
+/// were a link's only IPv4 addresses (no RTM_DELROUTE tells of it): the full dump is the same.
+#[test]
+fn foreign_routes_dropped_with_eniroutes_addresses_come_back() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    let has_v4 = |v: &Vpc| {
+        v.guest.ip_json(&["-4", "addr", "show", "dev", "eth1"])[0]["addr_info"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    };
+    assert!(
+        !has_v4(&v),
+        "the test needs eth1 without an IPv4 address of its own"
+    );
+    v.guest.ip(&["link", "set", "eth1", "up"]);
+    v.guest.ip(&[
+        "route",
+        "add",
+        "5.6.7.0/24",
+        "dev",
+        "eth1",
+        "table",
+        "100",
+        "proto",
+        "static",
+    ]);
+    v.guest.ip(&[
+        "route",
+        "add",
+        "5.6.8.0/24",
+        "via",
+        "5.6.7.1",
+        "dev",
+        "eth1",
+        "table",
+        "100",
+    ]);
+    // A VPN-style split default makes verification fail: apply rolls back.
+    for half in ["0.0.0.0/1", "128.0.0.0/1"] {
+        v.guest
+            .ip(&["route", "add", half, "via", "192.168.10.253", "dev", "eth0"]);
+    }
+    let before = v.guest.dump();
+    let o = v.run(&["apply"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(v.guest.dump(), before, "{}", text(&o));
+    // Without the split default apply works; flush then leaves the host as it was.
+    for half in ["0.0.0.0/1", "128.0.0.0/1"] {
+        v.guest.ip(&["route", "del", half]);
+    }
+    let before = v.guest.dump();
+    v.expect(&["apply"], 0);
+    let out = v.expect(&["flush"], 0);
+    assert!(
+        out.contains("+ route 5.6.7.0/24 dev eth1 table 100"),
+        "{out}"
+    );
+    assert_eq!(v.guest.dump(), before);
+}
+
+/// The originals are saved by MAC: after eth1 is renamed ens6, flush puts back ens6's.
+#[test]
+fn a_renamed_interface_keeps_its_saved_originals() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    v.guest.set_sysctl("net/ipv4/conf/eth1/rp_filter", "1");
+    v.guest.set_sysctl("net/ipv4/conf/eth1/arp_announce", "1");
+    v.expect(&["apply"], 0);
+    assert_eq!(v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"), "2");
+    v.guest.ip(&["link", "set", "eth1", "down"]);
+    v.guest.ip(&["link", "set", "eth1", "name", "ens6"]);
+    v.expect(&["flush"], 0);
+    assert_eq!(v.guest.sysctl("net/ipv4/conf/ens6/rp_filter"), "1");
+    assert_eq!(v.guest.sysctl("net/ipv4/conf/ens6/arp_announce"), "1");
+}
+
+/// A corrupt saved-state file stops flush (exit 1) with what to do, and is kept.
+#[test]
+fn a_corrupt_saved_state_is_refused_loudly_and_kept() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    v.expect(&["apply"], 0);
+    let dir = eniroute::kernel::netns::run_in_netns(Some(&v.guest.name), || async {
+        eniroute::host::State::current()
+            .unwrap()
+            .dir()
+            .to_path_buf()
+    })
+    .unwrap();
+    let file = dir.join("sysctl.json");
+    std::fs::write(&file, "{ this is not json").unwrap();
+    let o = v.run(&["flush"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot be used") && err.contains("rm "),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "{ this is not json"
+    );
+}
+
 /// Two applies at once: both succeed in turn or one exits 75; the end state is right.
 #[test]
 fn concurrent_applies() {
@@ -771,6 +873,30 @@ fn status_reports_per_eni() {
     );
 }
 
+/// status sees sysctl drift (no netlink event tells of it) exactly as plan would fix it.
+#[test]
+fn status_reports_sysctl_drift() {
+    let v = Vpc::new(&example("nat-secondary.toml"));
+    v.expect(&["apply"], 0);
+    v.expect(&["status"], 0);
+    v.guest.set_sysctl("net/ipv4/conf/eth1/rp_filter", "1");
+    v.expect(&["plan", "--detailed-exitcode"], 2);
+    let out = v.expect(&["status"], 1);
+    assert!(
+        out.contains("~ sysctl net.ipv4.conf.eth1.rp_filter 1 -> 2"),
+        "{out}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&v.expect(&["-o", "json", "status"], 1)).unwrap();
+    assert_eq!(j["healthy"], false);
+    assert_eq!(
+        j["status"]["sysctl_drift"][0]["name"],
+        "net.ipv4.conf.eth1.rp_filter"
+    );
+    v.expect(&["apply"], 0);
+    v.expect(&["status"], 0);
+}
+
 /// A missing ENI: exit 69 naming it by name and MAC, nothing changed; --wait picks up a
 /// hot-plugged ENI (the veth appears 2 s after apply starts).
 #[test]
@@ -817,6 +943,89 @@ fn exit_codes() {
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
 }
 
+/// Without CAP_NET_ADMIN, apply and flush say what they need before touching anything (the
+/// lock included).
+#[test]
+fn unprivileged_apply_and_flush_say_they_need_root() {
+    let ex = example("nat-secondary.toml");
+    for verb in ["apply", "flush"] {
+        let o = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .args([BIN, "-c", ex.to_str().unwrap(), verb])
+            .output()
+            .expect("setpriv (util-linux)");
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "{verb} changes the kernel's routing and needs root or CAP_NET_ADMIN"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("lock"), "{err}");
+    }
+}
+
+/// A namespace deleted while apply runs (here: while it waits for the lock) is exit 69,
+/// "namespace gone", not whatever error that caused.
+#[test]
+fn namespace_deleted_during_a_run_is_69() {
+    let ns = Netns::new("vanish");
+    let held = eniroute::kernel::netns::run_in_netns(Some(&ns.name), || async {
+        let st = eniroute::host::State::current().unwrap();
+        st.lock("eniroute test", Duration::ZERO, &mut |_| {}, &|| false)
+            .unwrap()
+    })
+    .unwrap();
+    let ex = example("nat-secondary.toml");
+    let child = Command::new(BIN)
+        .args(["--netns", &ns.name, "-c", ex.to_str().unwrap()])
+        .args(["apply", "--lock-timeout", "2s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&["ip", "netns", "del", &ns.name]);
+    let o = child.wait_with_output().unwrap();
+    drop(held);
+    assert_eq!(o.status.code(), Some(69), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("namespace gone"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// The state directory of a namespace that is gone is removed by the next run elsewhere.
+#[test]
+fn state_of_a_deleted_namespace_is_swept() {
+    let gone = Netns::new("gone");
+    let o = eniroute(&["--netns", &gone.name, "flush"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let dir = eniroute::kernel::netns::run_in_netns(Some(&gone.name), || async {
+        eniroute::host::State::current()
+            .unwrap()
+            .dir()
+            .to_path_buf()
+    })
+    .unwrap();
+    assert!(
+        dir.join("netns").exists(),
+        "the directory records its namespace"
+    );
+    sh(&["ip", "netns", "del", &gone.name]);
+    let other = Netns::new("other");
+    let o = eniroute(&["--netns", &other.name, "flush"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!dir.exists(), "{} outlived its namespace", dir.display());
+}
+
 /// A changed config converges: stale owned objects go, new ones come, in place.
 #[test]
 fn config_change_converges() {
@@ -855,17 +1064,6 @@ fn config_change_converges() {
     );
     let _ = std::fs::remove_dir_all(dir);
     let _: Option<IpAddr> = None;
-}
-
-fn tempdir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "eniroute-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// ENIs are found by MAC whatever the OS calls them: render --netns and apply use the real

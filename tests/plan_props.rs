@@ -17,6 +17,8 @@
 //! Addresses: vSwitches in 192.168.0.0/16 and 10.0.0.0/8, loose private IPs in 172.16.0.0/12,
 //! IPv6 in 2001:db8::/32; EIPs from public ranges.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -1125,6 +1127,70 @@ fn config() -> ProptestConfig {
             .unwrap_or(128),
         failure_persistence: None,
         ..ProptestConfig::default()
+    }
+}
+
+/// Build the config's ENIs as veth links in a fresh namespace, apply with the real client,
+/// and check that a second pass plans nothing.
+fn apply_in_namespace(cfg: &Config) -> Result<(), String> {
+    let ns = common::Netns::new("prop");
+    for (k, e) in cfg.enis.iter().enumerate() {
+        let name = e.interface.clone().unwrap_or(format!("e{k}"));
+        let peer = format!("peer{k}");
+        ns.ip(&["link", "add", &name, "type", "veth", "peer", "name", &peer]);
+        if let Some(m) = e.mac {
+            ns.ip(&[
+                "link",
+                "set",
+                &name,
+                "address",
+                &eniroute::model::mac_text(m),
+            ]);
+        }
+        ns.ip(&["link", "set", &peer, "up"]);
+    }
+    let (cfg, dir) = (cfg.clone(), common::tempdir());
+    eniroute::kernel::netns::run_in_netns(Some(&ns.name), move || async move {
+        use eniroute::ops::{apply_once, plan_once, ApplyOptions};
+        let k =
+            eniroute::kernel::Netlink::connect(cfg.routing.protocol).map_err(|e| e.to_string())?;
+        let st = eniroute::host::State::at(dir);
+        apply_once(&k, &st, &cfg, &ApplyOptions::default())
+            .await
+            .map_err(|e| format!("apply: {e}"))?;
+        let again = plan_once(&k, &st, &cfg).await.map_err(|e| e.to_string())?;
+        if !again.is_empty() {
+            return Err(format!("a second pass still plans {:?}", again.changes));
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?
+}
+
+fn kernel_config() -> ProptestConfig {
+    ProptestConfig {
+        // Each case builds a namespace: fewer cases than the pure properties.
+        cases: std::env::var("PROPTEST_KERNEL_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(24),
+        ..config()
+    }
+}
+
+proptest! {
+    #![proptest_config(kernel_config())]
+
+    /// Every config that validates, the kernel accepts: applied in a namespace (root), it
+    /// converges and verifies, and a second pass changes nothing.
+    #[test]
+    fn every_valid_config_applies(spec in spec(), n in 1usize..=6) {
+        let base = n.min(spec.enis.len() - 1);
+        let (model, _) = build(&spec, base);
+        let cfg = load(&model.first(base));
+        if let Err(e) = apply_in_namespace(&cfg) {
+            prop_assert!(false, "{e}\n---\n{}", model.first(base).toml());
+        }
     }
 }
 

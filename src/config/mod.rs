@@ -6,6 +6,7 @@
 //! first one. The address rules that discover shares live in `rules`.
 //! May import `crate::model` and `crate::exit`; nothing else of the crate.
 
+mod blocks;
 mod keys;
 mod raw;
 pub mod reference;
@@ -19,9 +20,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::exit::{self, ExitCode};
-use crate::model::Config;
-use raw::RawConfig;
+use crate::model::{Config, Routing};
+use raw::{RawConfig, RawDiscoverOnly, RawRoutingOnly};
 use validate::Validator;
+
+pub use validate::{DiscoverSettings, Excluded, DEFAULT_REFRESH};
 
 /// Default path of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/eniroute/eniroute.toml";
@@ -112,13 +115,33 @@ impl ExitCode for LoadError {
 /// Read and validate the file at `path`.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let shown = path.display().to_string();
-    let text = read_bounded(path, &shown)?;
-    Ok(load_str(&text, &shown)?)
+    let bytes = read_bounded(path, &shown)?;
+    let text = decode(&bytes, &shown)?;
+    Ok(load_str(text, &shown)?)
+}
+
+/// The file as UTF-8 text; else a config error at the line and column of the first bad byte.
+fn decode<'a>(bytes: &'a [u8], path: &str) -> Result<&'a str, ConfigError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // Columns count characters, as in every other message.
+        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        ConfigError {
+            path: path.to_string(),
+            problems: vec![Problem {
+                line,
+                column,
+                message: "the file is not UTF-8 text (an invalid byte here)".into(),
+            }],
+        }
+    })
 }
 
 /// The text of a regular file of at most `MAX_FILE_BYTES`. Opened non-blocking, so a FIFO is
 /// refused at once instead of waiting for a writer; the type is checked on the open file.
-fn read_bounded(path: &Path, shown: &str) -> Result<String, LoadError> {
+fn read_bounded(path: &Path, shown: &str) -> Result<Vec<u8>, LoadError> {
     use std::io::Read;
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let read_err = |source| LoadError::Read {
@@ -164,20 +187,7 @@ fn read_bounded(path: &Path, shown: &str) -> Result<String, LoadError> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(too_large(bytes.len() as u64));
     }
-    // Not UTF-8 is a mistake in the file's content (exit 65), not an unreadable file.
-    String::from_utf8(bytes).map_err(|e| {
-        LoadError::Invalid(ConfigError {
-            path: shown.to_string(),
-            problems: vec![Problem {
-                line: 0,
-                column: 0,
-                message: format!(
-                    "not UTF-8 text (byte {}): a TOML file is UTF-8",
-                    e.utf8_error().valid_up_to()
-                ),
-            }],
-        })
-    })
+    Ok(bytes)
 }
 
 /// Validate configuration text; `path` is only used in messages.
@@ -231,6 +241,46 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
             problems,
         }),
     }
+}
+
+/// The file's `[discover]` section, validated (`None`: the file has none, or does not parse —
+/// `load_str` then says why). Read on its own, before the merge with the metadata: the
+/// `[[eni]]` entries may still be partial then.
+pub fn discover_section(text: &str, path: &str) -> Result<Option<DiscoverSettings>, ConfigError> {
+    // A file that does not parse is reported by `load_str`, with its line quoted.
+    let Ok(raw) = toml::from_str::<RawDiscoverOnly>(text) else {
+        return Ok(None);
+    };
+    let Some(d) = raw.discover else {
+        return Ok(None);
+    };
+    let mut v = Validator::new(LineIndex::new(text));
+    let settings = v.discover(&d);
+    v.finish_part(settings)
+        .map(Some)
+        .map_err(|problems| ConfigError {
+            path: path.to_string(),
+            problems,
+        })
+}
+
+/// Only the file's `[routing]` section, validated: what `flush` needs, also from a file whose
+/// `[[eni]]` entries are completed by the metadata (`[discover]`). A file that does not parse
+/// is reported by `load_str`.
+pub fn routing_section(text: &str, path: &str) -> Result<Routing, ConfigError> {
+    let raw: RawRoutingOnly = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(_) => return load_str(text, path).map(|l| l.config.routing),
+    };
+    let Some(r) = raw.routing else {
+        return Ok(Routing::default());
+    };
+    let mut v = Validator::new(LineIndex::new(text));
+    let routing = v.routing(r.get_ref());
+    v.finish_part(routing).map_err(|problems| ConfigError {
+        path: path.to_string(),
+        problems,
+    })
 }
 
 /// `cidr = 192.168.10.0/24`: an address or CIDR written without quotes (TOML reads it as a

@@ -15,6 +15,31 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) eni: Vec<S<RawEni>>,
     pub(super) egress: Option<S<RawEgress>>,
+    pub(super) discover: Option<S<RawDiscover>>,
+}
+
+/// Only the `[discover]` table of a file (every other key ignored): read before the merge with
+/// the metadata, when the `[[eni]]` entries may still be partial.
+#[derive(Deserialize)]
+pub(super) struct RawDiscoverOnly {
+    pub(super) discover: Option<S<RawDiscover>>,
+}
+
+/// Only the `[routing]` table (for `flush`, which needs nothing else of a file).
+#[derive(Deserialize)]
+pub(super) struct RawRoutingOnly {
+    pub(super) routing: Option<S<RawRouting>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiscover {
+    pub(super) provider: Option<S<String>>,
+    pub(super) refresh: Option<S<String>>,
+    #[serde(default)]
+    pub(super) exclude: Vec<S<String>>,
+    /// Beyond DESIGN §3: the metadata service's base URL (default: the provider's own).
+    pub(super) endpoint: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -35,6 +35,10 @@ pub const TABLES: &[(&str, &str)] = &[
         "egress.via",
         "The uplinks of [egress], in order (array of tables).",
     ),
+    (
+        "discover",
+        "Optional: take the ENIs from the instance metadata at apply/watch time.",
+    ),
 ];
 
 const fn key(
@@ -86,6 +90,10 @@ pub const KEYS: &[Key] = &[
     key("egress.via", "eni", "string", "required", "The name of a declared ENI."),
     key("egress.via", "source", "IPv4 address", "none", "failover only: originate from this EIP or private IP of that ENI (a nat EIP becomes its private IP)."),
     key("egress.via", "weight", "integer 1-256", "1", "balance only: the via's share of the ECMP route."),
+    key("discover", "provider", "auto | aliyun | aws", "auto", "The metadata service: auto tells from the firmware's DMI strings, then by probing."),
+    key("discover", "refresh", "duration", "60s", "watch: read the metadata again this often (jittered); a partial answer is never acted on."),
+    key("discover", "exclude", "array of MACs, interface names or labels", "none", "ENIs eniroute must never manage."),
+    key("discover", "endpoint", "http://IP[:port]", "the provider's", "Another metadata service address (an IP address: no name resolution)."),
 ];
 
 #[cfg(test)]

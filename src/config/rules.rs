@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use macaddr::MacAddr6;
 
+use super::blocks::Blocks;
+
 /// Whether a MAC can identify an interface (not all-zero, not multicast).
 pub(crate) fn unicast_mac(mac: MacAddr6) -> bool {
     !(mac.is_nil() || mac.is_multicast())
@@ -67,21 +69,52 @@ pub(crate) struct PrefixSite<'a> {
 
 /// Every reason `n` cannot be a prefix of the ENI, in the order they are reported.
 pub(crate) fn prefix_faults(n: Ipv4Network, site: &PrefixSite<'_>) -> Vec<PrefixFault> {
+    let ip = site.private_ips.iter().find(|ip| n.contains(**ip)).copied();
+    let earlier = site.earlier.iter().find(|o| o.overlaps(n)).copied();
+    faults(n, site.cidr, site.gateway, ip, earlier)
+}
+
+/// [`prefix_faults`] of every prefix of an ENI in declaration order (each against the ones
+/// before it), in n·log n: for configs with many prefixes.
+pub(crate) fn all_prefix_faults(
+    prefixes: &[Ipv4Network],
+    cidr: Option<Ipv4Network>,
+    gateway: Option<Ipv4Addr>,
+    private_ips: &[Ipv4Addr],
+) -> Vec<Vec<PrefixFault>> {
+    let mut ips = Blocks::new();
+    for ip in private_ips {
+        ips.insert(Ipv4Network::from(*ip), ());
+    }
+    let mut earlier = Blocks::new();
+    let mut out = Vec::with_capacity(prefixes.len());
+    for n in prefixes {
+        let ip = ips.overlapping(*n, |_| true).map(|(b, _)| b.ip());
+        let before = earlier.overlapping(*n, |_| true).map(|(b, _)| b);
+        out.push(faults(*n, cidr, gateway, ip, before));
+        earlier.insert(*n, ());
+    }
+    out
+}
+
+fn faults(
+    n: Ipv4Network,
+    cidr: Option<Ipv4Network>,
+    gateway: Option<Ipv4Addr>,
+    private_ip: Option<Ipv4Addr>,
+    earlier: Option<Ipv4Network>,
+) -> Vec<PrefixFault> {
     let mut out = Vec::new();
-    if let Some(net) = site.cidr {
+    if let Some(net) = cidr {
         if !(net.contains(n.network()) && net.contains(n.broadcast())) {
             out.push(PrefixFault::OutsideCidr);
         }
     }
-    if let Some(ip) = site.private_ips.iter().find(|ip| n.contains(**ip)) {
-        out.push(PrefixFault::OverlapsPrivateIp(*ip));
-    }
-    if let Some(gw) = site.gateway.filter(|gw| n.contains(*gw)) {
+    out.extend(private_ip.map(PrefixFault::OverlapsPrivateIp));
+    if let Some(gw) = gateway.filter(|gw| n.contains(*gw)) {
         out.push(PrefixFault::ContainsGateway(gw));
     }
-    if let Some(o) = site.earlier.iter().find(|o| o.overlaps(n)) {
-        out.push(PrefixFault::OverlapsPrefix(*o));
-    }
+    out.extend(earlier.map(PrefixFault::OverlapsPrefix));
     out
 }
 

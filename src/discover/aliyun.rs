@@ -7,19 +7,19 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use macaddr::MacAddr6;
 
-use super::http::{Session, TokenScheme};
+use super::http::{Dir, Session, TokenScheme};
 use super::parse::{
-    parse_eni_id, parse_json_list, parse_mac, parse_mac_listing, parse_netmask, parse_public_v4,
-    parse_region, parse_v4, parse_v4_net, parse_v6, parse_v6_net,
+    parse_eni_id, parse_list, parse_mac, parse_netmask, parse_public_v4, parse_v4, parse_v4_net,
+    parse_v6, parse_v6_net,
 };
-use super::{DiscoverError, Instance, Listed, MetadataEni, Provider};
-use crate::config::rules::{self, PrefixFault, PrefixSite, PrivateIpFault};
+use super::{
+    checks, mac_listing, region, DiscoverError, Instance, Listed, MetadataEni, NatEip, Provider,
+    MACS_PATH,
+};
 use crate::model::mac_text;
 
 /// The ECS instance metadata service.
-pub const DEFAULT_ENDPOINT: &str = "http://100.100.100.200";
-/// Default lifetime requested for the metadata session token, in seconds (6 hours).
-pub const DEFAULT_TOKEN_TTL: u32 = 21600;
+pub(crate) const DEFAULT_ENDPOINT: &str = "http://100.100.100.200";
 /// The largest token lifetime the metadata service accepts, in seconds.
 const MAX_TOKEN_TTL: u32 = 21600;
 
@@ -29,10 +29,11 @@ const TOKEN: TokenScheme = TokenScheme {
     header: "X-aliyun-ecs-metadata-token",
     max_ttl: MAX_TOKEN_TTL,
 };
-const MACS_PATH: &str = "/latest/meta-data/network/interfaces/macs/";
 const MAC_PATH: &str = "/latest/meta-data/mac";
 const EIPV4_PATH: &str = "/latest/meta-data/eipv4";
 const REGION_PATH: &str = "/latest/meta-data/region-id";
+/// ECS only (EC2 has `placement/region`).
+pub(crate) const PROBE_PATH: &str = REGION_PATH;
 
 /// Alibaba Cloud ECS.
 pub(crate) struct Aliyun;
@@ -43,13 +44,7 @@ impl Provider for Aliyun {
     }
 
     fn read(&self, session: &mut Session) -> Result<Instance, DiscoverError> {
-        let listing = session.get_required(MACS_PATH)?;
-        let macs = parse_mac_listing(&listing, MACS_PATH)?;
-        if macs.is_empty() {
-            return Err(DiscoverError::NoEnis {
-                path: MACS_PATH.to_string(),
-            });
-        }
+        let macs = mac_listing(session)?;
 
         let primary_mac = parse_mac(session.get_required(MAC_PATH)?.trim(), MAC_PATH)?;
         let primary = macs
@@ -69,29 +64,26 @@ impl Provider for Aliyun {
             }
             _ => None,
         };
-        let region = match session.get(REGION_PATH)? {
-            Some(text) => Some(parse_region(text.trim(), REGION_PATH)?),
-            None => None,
-        };
+        let region = region(session, REGION_PATH)?;
 
         let mut enis = Vec::with_capacity(macs.len());
         for (text, mac) in &macs {
             enis.push(read_eni(session, text, *mac)?);
         }
+        // The EIP of the primary ENI maps to its primary private IP (NAT mode).
+        if let (Some(address), Some(eni)) = (eip, enis.get_mut(primary)) {
+            if let Some(private_ip) = eni.private_ips.first().copied() {
+                eni.eips.push(NatEip {
+                    address,
+                    private_ip,
+                });
+            }
+        }
         Ok(Instance {
             region,
             enis,
             primary,
-            eip,
         })
-    }
-
-    fn eni_name(&self, primary: bool, n: usize) -> String {
-        if primary {
-            "eth0".to_string()
-        } else {
-            format!("eth{n}")
-        }
     }
 
     fn address_path(&self, mac: MacAddr6, what: Listed) -> String {
@@ -104,32 +96,6 @@ impl Provider for Aliyun {
     }
 }
 
-/// One ENI's directory, `macs/<mac as listed>/`.
-struct EniDir<'a> {
-    session: &'a mut Session,
-    dir: String,
-}
-
-impl EniDir<'_> {
-    fn path(&self, key: &str) -> String {
-        format!("{}{key}", self.dir)
-    }
-
-    /// A key that must exist, with its path.
-    fn required(&mut self, key: &str) -> Result<(String, String), DiscoverError> {
-        let path = self.path(key);
-        let text = self.session.get_required(&path)?;
-        Ok((text, path))
-    }
-
-    /// A key that may be absent (404), with its path.
-    fn optional(&mut self, key: &str) -> Result<(Option<String>, String), DiscoverError> {
-        let path = self.path(key);
-        let text = self.session.get(&path)?;
-        Ok((text, path))
-    }
-}
-
 fn inconsistent(path: String, reason: String) -> DiscoverError {
     DiscoverError::Inconsistent { path, reason }
 }
@@ -139,15 +105,14 @@ fn read_eni(
     listed: &str,
     mac: MacAddr6,
 ) -> Result<MetadataEni, DiscoverError> {
-    let mut d = EniDir {
-        session,
-        dir: format!("{MACS_PATH}{listed}/"),
-    };
+    let mut d = Dir::new(session, format!("{MACS_PATH}{listed}/"));
     let (text, path) = d.required("network-interface-id")?;
     let id = parse_eni_id(text.trim(), &path)?;
     let (cidr, gateway) = read_subnet(&mut d)?;
     let private_ips = read_private_ips(&mut d, cidr, gateway)?;
-    let prefixes = read_prefixes(&mut d, cidr, gateway, &private_ips)?;
+    let (text, path) = d.optional("ipv4-prefixes")?;
+    let prefixes = parse_list(&text, &path, parse_v4_net)?;
+    checks::prefixes(&path, &prefixes, cidr, gateway, &private_ips)?;
     let (ipv6, ipv6_cidr, ipv6_gateway) = read_ipv6(&mut d)?;
     Ok(MetadataEni {
         mac,
@@ -156,14 +121,16 @@ fn read_eni(
         gateway,
         private_ips,
         prefixes,
+        ipv6_prefixes: Vec::new(),
         ipv6,
         ipv6_cidr,
         ipv6_gateway,
+        eips: Vec::new(),
     })
 }
 
 /// `vswitch-cidr-block`, `netmask` (which must agree) and `gateway`.
-fn read_subnet(d: &mut EniDir<'_>) -> Result<(Ipv4Network, Ipv4Addr), DiscoverError> {
+fn read_subnet(d: &mut Dir<'_>) -> Result<(Ipv4Network, Ipv4Addr), DiscoverError> {
     let (text, path) = d.required("vswitch-cidr-block")?;
     let cidr = parse_v4_net(text.trim(), &path)?;
 
@@ -178,18 +145,13 @@ fn read_subnet(d: &mut EniDir<'_>) -> Result<(Ipv4Network, Ipv4Addr), DiscoverEr
 
     let (text, path) = d.required("gateway")?;
     let gateway = parse_v4(text.trim(), &path)?;
-    if !rules::gateway_inside(cidr, gateway) {
-        return Err(inconsistent(
-            path,
-            format!("gateway {gateway} is outside vswitch-cidr-block {cidr}"),
-        ));
-    }
+    checks::gateway(&path, cidr, gateway)?;
     Ok((cidr, gateway))
 }
 
 /// `primary-ip-address` first, then the rest of `private-ipv4s`.
 fn read_private_ips(
-    d: &mut EniDir<'_>,
+    d: &mut Dir<'_>,
     cidr: Ipv4Network,
     gateway: Ipv4Addr,
 ) -> Result<Vec<Ipv4Addr>, DiscoverError> {
@@ -197,7 +159,7 @@ fn read_private_ips(
     let primary_ip = parse_v4(text.trim(), &path)?;
 
     let (text, path) = d.required("private-ipv4s")?;
-    let listed: Vec<Ipv4Addr> = parse_json_list(&text, &path, parse_v4)?;
+    let listed: Vec<Ipv4Addr> = parse_list(&text, &path, parse_v4)?;
     if !listed.contains(&primary_ip) {
         return Err(inconsistent(
             path,
@@ -206,101 +168,26 @@ fn read_private_ips(
     }
     let mut private_ips = vec![primary_ip];
     private_ips.extend(listed.into_iter().filter(|ip| *ip != primary_ip));
-    for ip in &private_ips {
-        let Some(fault) = rules::private_ip_faults(*ip, Some(cidr), Some(gateway))
-            .first()
-            .copied()
-        else {
-            continue;
-        };
-        let reason = match fault {
-            PrivateIpFault::OutsideCidr => {
-                format!("private IP {ip} is outside vswitch-cidr-block {cidr}")
-            }
-            PrivateIpFault::NetworkOrBroadcast => {
-                format!("private IP {ip} is the network or broadcast address of {cidr}")
-            }
-            PrivateIpFault::IsGateway => format!("private IP {ip} is the gateway"),
-        };
-        return Err(inconsistent(path, reason));
-    }
+    checks::private_ips(&path, &private_ips, cidr, gateway)?;
     Ok(private_ips)
-}
-
-/// `ipv4-prefixes` (absent: none).
-fn read_prefixes(
-    d: &mut EniDir<'_>,
-    cidr: Ipv4Network,
-    gateway: Ipv4Addr,
-    private_ips: &[Ipv4Addr],
-) -> Result<Vec<Ipv4Network>, DiscoverError> {
-    let (text, path) = d.optional("ipv4-prefixes")?;
-    let prefixes: Vec<Ipv4Network> = match text {
-        Some(text) => parse_json_list(&text, &path, parse_v4_net)?,
-        None => Vec::new(),
-    };
-    for (i, n) in prefixes.iter().enumerate() {
-        let site = PrefixSite {
-            cidr: Some(cidr),
-            gateway: Some(gateway),
-            private_ips,
-            earlier: prefixes.get(..i).unwrap_or_default(),
-        };
-        let Some(fault) = rules::prefix_faults(*n, &site).first().copied() else {
-            continue;
-        };
-        let reason = match fault {
-            PrefixFault::OutsideCidr => {
-                format!("prefix {n} is not inside vswitch-cidr-block {cidr}")
-            }
-            PrefixFault::OverlapsPrivateIp(ip) => format!("prefix {n} overlaps private IP {ip}"),
-            PrefixFault::ContainsGateway(gw) => format!("prefix {n} contains the gateway {gw}"),
-            PrefixFault::OverlapsPrefix(o) => format!("prefix {n} overlaps prefix {o}"),
-        };
-        return Err(inconsistent(path, reason));
-    }
-    Ok(prefixes)
 }
 
 type V6 = (Vec<Ipv6Addr>, Option<Ipv6Network>, Option<Ipv6Addr>);
 
-/// `ipv6s` (absent: none); with addresses, `vswitch-ipv6-cidr-block` and `ipv6-gateway`.
-fn read_ipv6(d: &mut EniDir<'_>) -> Result<V6, DiscoverError> {
+/// `ipv6s` (absent or empty: none); with addresses, `vswitch-ipv6-cidr-block` and
+/// `ipv6-gateway`.
+fn read_ipv6(d: &mut Dir<'_>) -> Result<V6, DiscoverError> {
     let (text, path) = d.optional("ipv6s")?;
-    let ipv6: Vec<Ipv6Addr> = match text {
-        Some(text) => parse_json_list(&text, &path, parse_v6)?,
-        None => Vec::new(),
-    };
-    // Stricter than the config: the metadata never lists `::`.
-    if let Some(ip) = ipv6
-        .iter()
-        .find(|ip| !rules::ipv6_global(**ip) || ip.is_unspecified())
-    {
-        return Err(inconsistent(
-            path,
-            format!("IPv6 address {ip} is not a global unicast address"),
-        ));
-    }
+    let ipv6: Vec<Ipv6Addr> = parse_list(&text, &path, parse_v6)?;
+    checks::ipv6(&path, &ipv6, None)?;
     if ipv6.is_empty() {
         return Ok((ipv6, None, None));
     }
     let (text, cidr_path) = d.required("vswitch-ipv6-cidr-block")?;
     let net = parse_v6_net(text.trim(), &cidr_path)?;
-    if let Some(ip) = ipv6.iter().find(|ip| !net.contains(**ip)) {
-        return Err(inconsistent(
-            path,
-            format!("IPv6 address {ip} is outside vswitch-ipv6-cidr-block {net}"),
-        ));
-    }
+    checks::ipv6(&path, &ipv6, Some(net))?;
     let (text, path) = d.required("ipv6-gateway")?;
     let gw = parse_v6(text.trim(), &path)?;
-    if !rules::ipv6_gateway_usable(gw, Some(net)) {
-        return Err(inconsistent(
-            path,
-            format!(
-                "ipv6-gateway {gw} is neither link-local nor inside vswitch-ipv6-cidr-block {net}"
-            ),
-        ));
-    }
+    checks::ipv6_gateway(&path, gw, net)?;
     Ok((ipv6, Some(net), Some(gw)))
 }

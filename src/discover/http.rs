@@ -1,9 +1,11 @@
 //! The one HTTP session with a metadata service, shared by every provider: connect and read
-//! timeouts, bounded retries with exponential backoff (transport errors, timeouts, 5xx), a size
-//! cap on every answer, no proxy, no redirects, and session tokens renewed once on a 401.
+//! timeouts, bounded retries with exponential backoff (transport errors, timeouts, 5xx; 429 and
+//! 503 wait what Retry-After says, up to a cap, then give up as `Throttled`), a request budget,
+//! a size cap on every answer, no proxy, no redirects, and session tokens renewed once on a 401.
 //! May import the discover module's error and option types and its parse helpers.
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 use super::parse::invalid;
 use super::{DiscoverError, DiscoverOptions};
@@ -14,6 +16,9 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 /// First backoff pause between tries; doubled after every failed try, capped at `MAX_BACKOFF`.
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// The longest Retry-After waited out inside one request; a longer one ends the request as
+/// `Throttled` (the refresher then waits it out between refreshes).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Longest token accepted from the metadata service.
 const MAX_TOKEN_LEN: usize = 4096;
 
@@ -39,6 +44,38 @@ pub(crate) struct Session {
     scheme: TokenScheme,
     /// `None` = plain mode (the token endpoint does not exist).
     token: Option<String>,
+    /// Requests sent so far, and the most allowed.
+    sent: Cell<u32>,
+    budget: u32,
+    /// When the last request was sent, and the least gap before the next.
+    last_sent: Cell<Option<Instant>>,
+    gap: Duration,
+}
+
+/// One ENI's directory of metadata keys (`.../macs/<mac>/`), each read with its path.
+pub(crate) struct Dir<'a> {
+    session: &'a mut Session,
+    dir: String,
+}
+
+impl<'a> Dir<'a> {
+    pub(crate) fn new(session: &'a mut Session, dir: String) -> Self {
+        Dir { session, dir }
+    }
+
+    /// A key that must exist: (body, path).
+    pub(crate) fn required(&mut self, key: &str) -> Result<(String, String), DiscoverError> {
+        let path = format!("{}{key}", self.dir);
+        let text = self.session.get_required(&path)?;
+        Ok((text, path))
+    }
+
+    /// A key that may be absent: a 404 reads as an empty body. (body, path).
+    pub(crate) fn optional(&mut self, key: &str) -> Result<(String, String), DiscoverError> {
+        let path = format!("{}{key}", self.dir);
+        let text = self.session.get(&path)?.unwrap_or_default();
+        Ok((text, path))
+    }
 }
 
 /// The outcome of one request after retries: a status, and the body when the status is 200.
@@ -55,8 +92,12 @@ enum Method {
 
 impl Session {
     /// Check the options, then start the session: a token first, plain reads on a 404.
-    pub(crate) fn open(opts: &DiscoverOptions, scheme: TokenScheme) -> Result<Self, DiscoverError> {
-        let base = normalize_endpoint(&opts.endpoint)?;
+    pub(crate) fn open(
+        opts: &DiscoverOptions,
+        endpoint: &str,
+        scheme: TokenScheme,
+    ) -> Result<Self, DiscoverError> {
+        let base = normalize_endpoint(endpoint)?;
         if opts.token_ttl == 0 || opts.token_ttl > scheme.max_ttl {
             return Err(DiscoverError::Option(format!(
                 "token TTL {} is out of range 1..={} seconds",
@@ -88,6 +129,10 @@ impl Session {
             tries: opts.retries.saturating_add(1),
             scheme,
             token: None,
+            sent: Cell::new(0),
+            budget: opts.max_requests,
+            last_sent: Cell::new(None),
+            gap: opts.request_gap,
         };
         session.token = session.fetch_token()?;
         Ok(session)
@@ -178,10 +223,19 @@ impl Session {
     ) -> Result<Reply, DiscoverError> {
         let url = format!("{}{}", self.base, path);
         let mut last: Option<DiscoverError> = None;
+        let mut pause = Duration::ZERO;
         for attempt in 0..self.tries {
             if attempt > 0 {
-                std::thread::sleep(backoff(attempt));
+                std::thread::sleep(pause.max(backoff(attempt)));
             }
+            if self.sent.get() >= self.budget {
+                return Err(DiscoverError::Budget {
+                    path: path.to_string(),
+                    budget: self.budget,
+                });
+            }
+            self.sent.set(self.sent.get().saturating_add(1));
+            self.pace();
             let response = match self.send(method, &url, header) {
                 Ok(r) => r,
                 Err(e) => {
@@ -190,6 +244,18 @@ impl Session {
                 }
             };
             let status = response.status().as_u16();
+            if status == 429 || status == 503 {
+                let wait = retry_after(&response);
+                if wait.is_some_and(|w| w > MAX_RETRY_AFTER) || attempt + 1 == self.tries {
+                    return Err(DiscoverError::Throttled {
+                        path: path.to_string(),
+                        status,
+                        retry_after: wait.unwrap_or(MAX_BACKOFF),
+                    });
+                }
+                pause = wait.unwrap_or(Duration::ZERO);
+                continue;
+            }
             if status >= 500 {
                 last = Some(status_error(path, status));
                 continue;
@@ -211,6 +277,17 @@ impl Session {
             tries: self.tries,
             detail: "no try was made".to_string(),
         }))
+    }
+
+    /// Wait until `gap` has passed since the last request.
+    fn pace(&self) {
+        if let Some(last) = self.last_sent.get() {
+            let since = last.elapsed();
+            if since < self.gap {
+                std::thread::sleep(self.gap - since);
+            }
+        }
+        self.last_sent.set(Some(Instant::now()));
     }
 
     /// Send one request (no retry).
@@ -312,6 +389,15 @@ impl Session {
     }
 }
 
+/// `Retry-After` in seconds (the HTTP-date form is not used by metadata services: ignored).
+fn retry_after(response: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
+    let value = response.headers().get("retry-after")?.to_str().ok()?.trim();
+    if value.is_empty() || value.len() > 6 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse::<u64>().ok().map(Duration::from_secs)
+}
+
 fn backoff(attempt: u32) -> Duration {
     let factor = 1u32
         .checked_shl(attempt.saturating_sub(1))
@@ -331,7 +417,8 @@ fn status_error(path: &str, status: u16) -> DiscoverError {
     }
 }
 
-fn normalize_endpoint(endpoint: &str) -> Result<String, DiscoverError> {
+/// The endpoint as a base URL (`http://host[:port][/path]`, no trailing `/`), or why not.
+pub(crate) fn normalize_endpoint(endpoint: &str) -> Result<String, DiscoverError> {
     let err = |reason: &str| DiscoverError::Endpoint {
         endpoint: endpoint.to_string(),
         reason: reason.to_string(),

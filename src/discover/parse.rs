@@ -146,26 +146,78 @@ pub(crate) fn parse_public_v4(text: &str, path: &str) -> Result<Ipv4Addr, Discov
     Ok(ip)
 }
 
-/// A JSON array of strings, each parsed strictly; duplicates are an error.
-pub(crate) fn parse_json_list<T: PartialEq>(
+/// A list value in any form a metadata service documents, each item parsed strictly;
+/// duplicates are an error. Accepted: an empty body, `[]`, a JSON array of strings
+/// (`["a","b"]`), a bracketed comma list without quotes (`[a,b]`, Alibaba's `ipv6s`), a bare
+/// value (`a`) and one value per line (AWS, and Alibaba's `ipv4-prefixes`). Anything else
+/// (half a bracket, empty items, stray quotes, several values on one line) is an error that
+/// names `path` and quotes the raw value.
+pub(crate) fn parse_list<T: PartialEq>(
     text: &str,
     path: &str,
     parse: fn(&str, &str) -> Result<T, DiscoverError>,
 ) -> Result<Vec<T>, DiscoverError> {
-    let items: Vec<String> = serde_json::from_str(text.trim()).map_err(|e| {
-        invalid(
-            path,
-            &format!("malformed JSON array of strings ({e})"),
-            text,
-        )
-    })?;
+    let items = split_list(text.trim(), path, text)?;
     let mut out = Vec::with_capacity(items.len());
     for item in &items {
-        let value = parse(item.trim(), path)?;
+        let value = parse(item, path)?;
         if out.contains(&value) {
             return Err(invalid(path, "value listed twice", item));
         }
         out.push(value);
+    }
+    Ok(out)
+}
+
+/// The items of a list value (see [`parse_list`]), trimmed, none empty.
+fn split_list(body: &str, path: &str, raw: &str) -> Result<Vec<String>, DiscoverError> {
+    if body.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(open) = body.strip_prefix('[') else {
+        if body.starts_with(']') || body.ends_with(']') {
+            return Err(invalid(path, "malformed list (unbalanced brackets)", raw));
+        }
+        return bare_items(body.lines(), path, raw);
+    };
+    let inner = open
+        .strip_suffix(']')
+        .ok_or_else(|| invalid(path, "malformed list (no closing bracket)", raw))?
+        .trim();
+    if inner.is_empty() {
+        return Ok(Vec::new());
+    }
+    if inner.contains('"') {
+        let items: Vec<String> = serde_json::from_str(body)
+            .map_err(|e| invalid(path, &format!("malformed JSON array of strings ({e})"), raw))?;
+        return items
+            .iter()
+            .map(|i| match i.trim() {
+                "" => Err(invalid(path, "empty item in the list", raw)),
+                t => Ok(t.to_string()),
+            })
+            .collect();
+    }
+    bare_items(inner.split(','), path, raw)
+}
+
+/// Unquoted items: each one token (no blanks, brackets, quotes or commas inside).
+fn bare_items<'a>(
+    parts: impl Iterator<Item = &'a str>,
+    path: &str,
+    raw: &str,
+) -> Result<Vec<String>, DiscoverError> {
+    let mut out = Vec::new();
+    for part in parts {
+        let item = part.trim();
+        if item.is_empty() {
+            return Err(invalid(path, "empty item in the list", raw));
+        }
+        let odd = |c: char| c.is_whitespace() || c.is_control() || "[]\",".contains(c);
+        if item.chars().any(odd) {
+            return Err(invalid(path, "malformed list item", raw));
+        }
+        out.push(item.to_string());
     }
     Ok(out)
 }
@@ -234,5 +286,70 @@ mod tests {
         assert!(parse_public_v4("192.168.0.1", "p").is_err());
         assert!(parse_region("cn-hangzhou", "p").is_ok());
         assert!(parse_region("cn hangzhou", "p").is_err());
+    }
+
+    fn v6s(text: &str) -> Result<Vec<Ipv6Addr>, DiscoverError> {
+        parse_list(text, "macs/x/ipv6s", parse_v6)
+    }
+
+    /// Every list form the services document: Alibaba's instance-metadata table
+    /// (`private-ipv4s` = `["192.168.XX.XX"]`), cloud-init's Alibaba fixture
+    /// (tests/unittests/sources/test_aliyun.py: `"ipv6s": "[2408:xxxxxx]"`, bracketed, no
+    /// quotes), issue 14's table (`[2408:4321:180:1701:94c7:bc38:3bfa:e4e]`, a bare
+    /// `192.168.4.48/28`), cloud-init's EC2 fixture (test_ec2.py: lists joined by newlines,
+    /// `"ipv6s": ""` for none).
+    #[test]
+    fn every_documented_list_form() {
+        let one = vec!["2408:4321:180:1701:94c7:bc38:3bfa:e4e"
+            .parse::<Ipv6Addr>()
+            .unwrap()];
+        assert_eq!(v6s("[2408:4321:180:1701:94c7:bc38:3bfa:e4e]").unwrap(), one);
+        assert_eq!(v6s("2408:4321:180:1701:94c7:bc38:3bfa:e4e\n").unwrap(), one);
+        assert_eq!(
+            v6s(r#"["2408:4321:180:1701:94c7:bc38:3bfa:e4e"]"#).unwrap(),
+            one
+        );
+        let two = "[2408:4321:180:1701::1, 2408:4321:180:1701::2]";
+        assert_eq!(v6s(two).unwrap().len(), 2);
+        let lines = "2600:1f16:292:100:c187:593c:4349:136\n2600:1f16:292:100:f153:12a3:c37c:11f9\n";
+        assert_eq!(v6s(lines).unwrap().len(), 2);
+        for empty in ["", "\n", "[]", "[ ]", " [] \n"] {
+            assert!(v6s(empty).unwrap().is_empty(), "{empty:?}");
+        }
+        let nets = parse_list("192.168.4.48/28", "p", parse_v4_net).unwrap();
+        assert_eq!(
+            nets,
+            vec!["192.168.4.48/28".parse::<Ipv4Network>().unwrap()]
+        );
+        let ips = parse_list(r#"["192.168.0.1","192.168.0.2"]"#, "p", parse_v4).unwrap();
+        assert_eq!(ips.len(), 2);
+        assert_eq!(parse_list("192.168.0.1", "p", parse_v4).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn garbage_lists_name_the_path_and_quote_the_value() {
+        for bad in [
+            "[2408::1",
+            "2408::1]",
+            "[2408::1,]",
+            "[,2408::1]",
+            "[2408::1 2408::2]",
+            "2408::1 2408::2",
+            "2408::1,2408::2",
+            "2408::1\n\n2408::2",
+            r#"["2408::1",]"#,
+            r#"[""]"#,
+            r#"{"a":1}"#,
+            "<html><body>404 Not Found</body></html>",
+            "[2408::1, 2408::1]",
+            "[2408::zz]",
+        ] {
+            let e = v6s(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("metadata macs/x/ipv6s: "), "{bad:?}: {e}");
+            assert!(e.contains('"'), "{bad:?} quotes the value: {e}");
+        }
+        let long = format!("[{}]", "x".repeat(500));
+        let e = v6s(&long).expect_err("long").to_string();
+        assert!(e.len() < 300 && e.ends_with("...\""), "{e}");
     }
 }

@@ -14,8 +14,8 @@ use super::{DiscoverError, Discovered, DiscoveredEni};
 use crate::model::{mac_text, Mode};
 
 /// Render the discovered instance as a commented eniroute config.
-pub fn to_toml(d: &Discovered, endpoint: &str) -> String {
-    let mut out = header(d, endpoint);
+pub fn to_toml(d: &Discovered) -> String {
+    let mut out = header(d);
     if let Some(region) = &d.region {
         let _ = writeln!(out, "region = {}", quote(region));
         out.push('\n');
@@ -35,7 +35,7 @@ pub fn to_toml(d: &Discovered, endpoint: &str) -> String {
 }
 
 /// Where the config came from, and what to fill in.
-fn header(d: &Discovered, endpoint: &str) -> String {
+fn header(d: &Discovered) -> String {
     let mut out = String::new();
     let mode = if d.hardened {
         "security-hardening mode, session token"
@@ -44,10 +44,12 @@ fn header(d: &Discovered, endpoint: &str) -> String {
     };
     let _ = writeln!(
         out,
-        "# eniroute configuration, generated from the ECS instance metadata service."
+        "# eniroute configuration, generated from the {}.",
+        d.provider.service()
     );
+    let _ = writeln!(out, "#   provider:  {}", d.provider.name());
     let _ = writeln!(out, "#   generated: {}", format_utc(d.generated_at));
-    let _ = writeln!(out, "#   endpoint:  {} ({mode})", comment_safe(endpoint));
+    let _ = writeln!(out, "#   endpoint:  {} ({mode})", comment_safe(&d.endpoint));
     let _ = writeln!(
         out,
         "#   by:        eniroute {} `eniroute discover`",
@@ -56,10 +58,10 @@ fn header(d: &Discovered, endpoint: &str) -> String {
     out.push_str(concat!(
         "#\n",
         "# ENIs are found by `mac`; `name` is only the label used in eniroute's output and in\n",
-        "# [egress]. The metadata shows each ENI's addresses and the Elastic IP of the primary\n",
-        "# ENI (NAT mode) only. Elastic IPs associated with secondary ENIs, and the cut-through\n",
-        "# and multi-eip modes, are not visible in the metadata: fill in the commented\n",
-        "# [[eni.eip]] blocks below. Then run `eniroute validate` and `eniroute plan`.\n",
+        "# [egress]. The metadata shows each ENI's addresses and the public IPv4 addresses it\n",
+        "# maps 1:1 to private IPs (NAT mode); the cut-through and multi-eip modes, and EIPs the\n",
+        "# metadata does not show, are not visible: fill in the commented [[eni.eip]] blocks\n",
+        "# below. Then run `eniroute validate` and `eniroute plan`.\n",
         "\n",
     ));
     out
@@ -87,45 +89,54 @@ fn eni_table(eni: &DiscoveredEni) -> String {
     let _ = writeln!(out, "cidr = {}", quote(&eni.cidr.to_string()));
     let _ = writeln!(out, "gateway = {}", quote(&eni.gateway.to_string()));
     let _ = writeln!(out, "private_ips = {}", quote_list(&eni.private_ips));
-    if !eni.prefixes.is_empty() {
-        let _ = writeln!(out, "prefixes = {}", quote_list(&eni.prefixes));
+    let mut prefixes: Vec<String> = eni.prefixes.iter().map(|p| p.to_string()).collect();
+    prefixes.extend(eni.ipv6_prefixes.iter().map(|p| p.to_string()));
+    if !prefixes.is_empty() {
+        let _ = writeln!(out, "prefixes = {}", quote_list(&prefixes));
     }
     if !eni.ipv6.is_empty() {
         let _ = writeln!(out, "ipv6 = {}", quote_list(&eni.ipv6));
-        if let Some(cidr) = &eni.ipv6_cidr {
-            let _ = writeln!(out, "ipv6_cidr = {}", quote(&cidr.to_string()));
-        }
-        if let Some(gw) = &eni.ipv6_gateway {
-            let _ = writeln!(out, "ipv6_gateway = {}", quote(&gw.to_string()));
-        }
+    }
+    if let Some(cidr) = &eni.ipv6_cidr {
+        let _ = writeln!(out, "ipv6_cidr = {}", quote(&cidr.to_string()));
+    }
+    if let Some(gw) = &eni.ipv6_gateway {
+        let _ = writeln!(out, "ipv6_gateway = {}", quote(&gw.to_string()));
     }
     out.push('\n');
     out
 }
 
-/// The primary ENI's EIP, or a commented example for a secondary ENI.
+/// The ENI's nat-mode EIPs, or a commented example when the metadata shows none. The config
+/// allows one EIP on the primary ENI (DESIGN §2): further ones are listed as comments.
 fn eip_tables(eni: &DiscoveredEni) -> String {
     let mut out = String::new();
-    match (eni.primary, eni.eip) {
-        (true, Some(eip)) => {
-            out.push_str(
-                "# The primary ENI's Elastic IP (NAT mode: the VPC maps it to the primary\n\
-                 # private IP; it is not configured in the guest OS).\n",
-            );
-            out.push_str("[[eni.eip]]\n");
-            let _ = writeln!(out, "address = {}", quote(&eip.to_string()));
-            if let Some(first) = eni.private_ips.first() {
-                let _ = writeln!(out, "private_ip = {}", quote(&first.to_string()));
-            }
-            out.push('\n');
-        }
-        (true, None) => {
+    if eni.eips.is_empty() {
+        if eni.primary {
             out.push_str("# The metadata shows no Elastic IP on the primary ENI.\n\n");
-        }
-        (false, _) => {
+        } else {
             out.push_str(&secondary_eip_example(eni));
         }
+        return out;
     }
+    out.push_str(
+        "# Public IPv4 addresses the metadata maps to this ENI (NAT mode: the VPC maps each to\n\
+         # one private IP; they are not configured in the guest OS).\n",
+    );
+    for (i, eip) in eni.eips.iter().enumerate() {
+        if eni.primary && i > 0 {
+            let _ = writeln!(
+                out,
+                "# Also mapped, to {}: {} (the config allows one EIP on the primary ENI).",
+                eip.private_ip, eip.address
+            );
+            continue;
+        }
+        out.push_str("[[eni.eip]]\n");
+        let _ = writeln!(out, "address = {}", quote(&eip.address.to_string()));
+        let _ = writeln!(out, "private_ip = {}", quote(&eip.private_ip.to_string()));
+    }
+    out.push('\n');
     out
 }
 

@@ -4,6 +4,7 @@
 
 mod lock;
 mod saved;
+mod sweep;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ impl ExitCode for HostError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     dir: PathBuf,
+    /// The namespace's inode, recorded in the directory for [`State::sweep`].
+    netns_ino: Option<u64>,
 }
 
 impl State {
@@ -65,12 +68,27 @@ impl State {
             path: "the network namespace's cookie".into(),
             source,
         })?;
-        Ok(State::at(Path::new(RUN_DIR).join(format!("netns-{id}"))))
+        use std::os::unix::fs::MetadataExt;
+        let ino = fs::metadata("/proc/thread-self/ns/net")
+            .map(|m| m.ino())
+            .ok();
+        Ok(State {
+            dir: Path::new(RUN_DIR).join(format!("netns-{id}")),
+            netns_ino: ino,
+        })
+    }
+
+    /// Remove the state of namespaces that are gone (best effort); what was removed.
+    pub fn sweep(&self) -> Vec<String> {
+        sweep::sweep(Path::new(RUN_DIR), self.netns_ino)
     }
 
     /// A state directory at `dir` (tests).
     pub fn at(dir: impl Into<PathBuf>) -> State {
-        State { dir: dir.into() }
+        State {
+            dir: dir.into(),
+            netns_ino: None,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -88,7 +106,12 @@ impl State {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&self.dir)
+            .create(&self.dir)?;
+        let identity = self.dir.join(sweep::IDENTITY);
+        match self.netns_ino {
+            Some(ino) if !identity.exists() => fs::write(identity, format!("{ino}\n")),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -18,13 +18,13 @@ use rtnetlink::proto::ConnectionHandle;
 use tokio::sync::Mutex;
 
 use super::codec::{
-    change_message, host_link, lookup_answer, lookup_message, parse_address, parse_route,
-    parse_rule,
+    change_message, fwmark_rule, host_link, lookup_answer, lookup_message, parse_address,
+    parse_route, parse_rule, restore_message,
 };
 use super::events::{Burst, Events, Group};
 use super::sysctl::{self, SysctlError};
 use super::{lookup_what, Kernel, KernelError, Lookup};
-use crate::model::{Change, HostLink, Iface, Observed};
+use crate::model::{Change, ForeignRoute, HostLink, Iface, Observed, Rule};
 
 /// How many requests go to the kernel in one `sendmsg`.
 const BATCH: usize = 128;
@@ -40,6 +40,14 @@ pub struct Netlink {
     proto: u8,
     /// The link-event subscription of [`Kernel::link_event`], made on its first call.
     link_events: Mutex<Option<Events>>,
+}
+
+/// What [`Netlink::foreign_rules`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForeignRules {
+    pub rules: Vec<Rule>,
+    /// Rules with an fwmark selector: (rule, mark, mask).
+    pub fwmark: Vec<(Rule, u32, u32)>,
 }
 
 /// What the kernel answered to one message of a batch.
@@ -145,16 +153,49 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         what: &str,
         parse: impl Fn(&RouteNetlinkMessage) -> Option<(T, u8)>,
-    ) -> Result<(Vec<T>, Vec<T>), KernelError> {
+    ) -> Result<(Vec<T>, Vec<(T, u8)>), KernelError> {
         let msgs = self.dump(msg, what).await?;
         let (mine, theirs): (Vec<_>, Vec<_>) = msgs
             .iter()
             .filter_map(parse)
             .partition(|(_, p)| *p == self.proto);
-        Ok((
-            mine.into_iter().map(|(o, _)| o).collect(),
-            theirs.into_iter().map(|(o, _)| o).collect(),
-        ))
+        Ok((mine.into_iter().map(|(o, _)| o).collect(), theirs))
+    }
+
+    /// The rules that are not eniroute's, and among all rules those with an fwmark selector
+    /// (with mark and mask; `Kernel::observe` folds such selectors away): one rule dump, for
+    /// doctor, which needs neither addresses nor routes.
+    pub async fn foreign_rules(&self) -> Result<ForeignRules, KernelError> {
+        let msgs = self
+            .dump(
+                RouteNetlinkMessage::GetRule(RuleMessage::default()),
+                "rules",
+            )
+            .await?;
+        let mut out = ForeignRules::default();
+        for m in &msgs {
+            let RouteNetlinkMessage::NewRule(r) = m else {
+                continue;
+            };
+            if let Some((rule, proto)) = parse_rule(r) {
+                if proto != self.proto {
+                    out.rules.push(rule);
+                }
+            }
+            out.fwmark.extend(fwmark_rule(r));
+        }
+        Ok(out)
+    }
+
+    /// [`Netlink::dump_split`] where the foreign objects' tags do not matter.
+    async fn dump_owned<T>(
+        &self,
+        msg: RouteNetlinkMessage,
+        what: &str,
+        parse: impl Fn(&RouteNetlinkMessage) -> Option<(T, u8)>,
+    ) -> Result<(Vec<T>, Vec<T>), KernelError> {
+        let (mine, theirs) = self.dump_split(msg, what, parse).await?;
+        Ok((mine, theirs.into_iter().map(|(o, _)| o).collect()))
     }
 }
 
@@ -188,7 +229,7 @@ impl Kernel for Netlink {
             index,
         };
         let (addresses, foreign_addresses) = self
-            .dump_split(
+            .dump_owned(
                 RouteNetlinkMessage::GetAddress(AddressMessage::default()),
                 "addresses",
                 |m| match m {
@@ -197,7 +238,8 @@ impl Kernel for Netlink {
                 },
             )
             .await?;
-        // Family unspecified: the kernel dumps IPv4 and IPv6 in one go.
+        // Family unspecified: the kernel dumps IPv4 and IPv6 in one go. Foreign routes keep
+        // their protocol (to be put back as they were).
         let (routes, foreign_routes) = self
             .dump_split(
                 RouteNetlinkMessage::GetRoute(RouteMessage::default()),
@@ -208,8 +250,12 @@ impl Kernel for Netlink {
                 },
             )
             .await?;
+        let foreign_routes = foreign_routes
+            .into_iter()
+            .map(|(route, protocol)| ForeignRoute { route, protocol })
+            .collect();
         let (rules, foreign_rules) = self
-            .dump_split(
+            .dump_owned(
                 RouteNetlinkMessage::GetRule(RuleMessage::default()),
                 "rules",
                 |m| match m {
@@ -227,6 +273,13 @@ impl Kernel for Netlink {
             rules,
             foreign_rules,
         })
+    }
+
+    async fn restore_route(&self, r: &ForeignRoute) -> Result<(), KernelError> {
+        let (msg, flags) = restore_message(r);
+        self.request(msg, flags, || format!("restoring route {}", r.route))
+            .await
+            .map(|_| ())
     }
 
     /// Make one change.
@@ -253,6 +306,7 @@ impl Kernel for Netlink {
                 let what = chunk.first().map(|c| c.to_string()).unwrap_or_default();
                 return (done, first.or(Some(KernelError::Connection { what })));
             };
+            super::failpoint::hit("batch");
             for (c, a) in chunk.iter().zip(answers) {
                 done.push(a.is_ok());
                 if let (Err(source), None) = (a, &first) {

@@ -20,7 +20,9 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::Lookup;
-use crate::model::{Address, Change, Family, HostLink, Iface, NextHop, Route, Rule, Scope};
+use crate::model::{
+    Address, Change, Family, ForeignRoute, HostLink, Iface, NextHop, Route, Rule, Scope,
+};
 
 /// The request that makes one change, with its flags; `proto` tags what eniroute adds.
 pub(super) fn change_message(change: &Change, proto: u8) -> (RouteNetlinkMessage, u16) {
@@ -51,6 +53,15 @@ pub(super) fn change_message(change: &Change, proto: u8) -> (RouteNetlinkMessage
         Change::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_message(r, p)), create),
         Change::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_message(r, p)), ack),
     }
+}
+
+/// The request that puts a foreign route back with its own protocol.
+pub(super) fn restore_message(r: &ForeignRoute) -> (RouteNetlinkMessage, u16) {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    (
+        RouteNetlinkMessage::NewRoute(route_message(&r.route, r.protocol)),
+        flags,
+    )
 }
 
 pub(super) fn lookup_message(src: Option<IpAddr>, dst: IpAddr) -> RouteMessage {
@@ -368,6 +379,24 @@ pub(super) fn parse_rule(r: &RuleMessage) -> Option<(Rule, u8)> {
     Some((rule, if extra { 0 } else { proto }))
 }
 
+/// A rule with an fwmark selector: the rule as [`parse_rule`] sees it, the mark and the mask
+/// (all ones when the rule has none). None for rules without a mark.
+pub(super) fn fwmark_rule(r: &RuleMessage) -> Option<(Rule, u32, u32)> {
+    let mark = r.attributes.iter().find_map(|a| match a {
+        RuleAttribute::FwMark(m) => Some(*m),
+        _ => None,
+    })?;
+    let mask = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RuleAttribute::FwMask(m) => Some(*m),
+            _ => None,
+        })
+        .unwrap_or(u32::MAX);
+    Some((parse_rule(r)?.0, mark, mask))
+}
+
 fn rule_message(r: &Rule, proto: u8) -> RuleMessage {
     let mut m = RuleMessage::default();
     m.header.family = match r.family {
@@ -464,6 +493,31 @@ mod tests {
         let m = rule_message(&r, 225);
         assert_eq!(m.header.action, RuleAction::ToTable);
         assert_eq!(parse_rule(&m), Some((r, 225)));
+    }
+
+    #[test]
+    fn fwmark_rules_give_their_mark_and_mask() {
+        let mut m = rule_message(
+            &Rule {
+                family: Family::V4,
+                priority: 100,
+                from: None,
+                table: 7,
+                suppress_prefixlength: None,
+            },
+            0,
+        );
+        assert_eq!(fwmark_rule(&m), None);
+        m.attributes.push(RuleAttribute::FwMark(0x4000));
+        assert_eq!(
+            fwmark_rule(&m).map(|(r, k, v)| (r.table, k, v)),
+            Some((7, 0x4000, u32::MAX))
+        );
+        m.attributes.push(RuleAttribute::FwMask(0xc000));
+        assert_eq!(
+            fwmark_rule(&m).map(|(_, k, v)| (k, v)),
+            Some((0x4000, 0xc000))
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod client;
 mod codec;
 pub mod events;
+pub mod failpoint;
 pub mod netns;
 pub mod sim;
 pub mod sysctl;
@@ -19,9 +20,9 @@ use std::time::Duration;
 
 use sysctl::SysctlError;
 
-use crate::model::{Change, HostLink, Observed};
+use crate::model::{Change, ForeignRoute, HostLink, Observed};
 
-pub use client::Netlink;
+pub use client::{ForeignRules, Netlink};
 
 /// Errors of the kernel layer: each names the object and the errno.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,8 @@ pub trait Kernel {
     async fn observe(&self, links: Vec<HostLink>) -> Result<Observed, KernelError>;
     /// Make one change.
     async fn apply(&self, change: &Change) -> Result<(), KernelError>;
+    /// Put back a foreign route as it was (its own protocol) after the kernel dropped it.
+    async fn restore_route(&self, route: &ForeignRoute) -> Result<(), KernelError>;
     /// Make independent changes; which succeeded (in input order) and the first error.
     async fn apply_batch(&self, changes: &[Change]) -> (Vec<bool>, Option<KernelError>);
     /// Route lookups (`ip route get`), one answer per lookup, in order.

@@ -79,6 +79,9 @@ pub struct Eni {
     pub gateway: Option<Ipv4Addr>,
     pub private_ips: Vec<Ipv4Addr>,
     pub prefixes: Vec<Ipv4Network>,
+    /// The IPv6 entries of `prefixes` (inside `ipv6_cidr`): routed as sources, not addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ipv6_prefixes: Vec<Ipv6Network>,
     pub ipv6: Vec<Ipv6Addr>,
     pub ipv6_cidr: Option<Ipv6Network>,
     pub ipv6_gateway: Option<Ipv6Addr>,

@@ -247,9 +247,30 @@ pub struct Observed {
     /// Every other address (DHCP, static...): never changed.
     pub foreign_addresses: Vec<Address>,
     pub routes: Vec<Route>,
-    pub foreign_routes: Vec<Route>,
+    pub foreign_routes: Vec<ForeignRoute>,
     pub rules: Vec<Rule>,
     pub foreign_rules: Vec<Rule>,
+}
+
+/// A route that is not eniroute's, with its protocol (to put it back as it was when the kernel
+/// drops it with eniroute's addresses).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ForeignRoute {
+    pub route: Route,
+    pub protocol: u8,
+}
+
+/// The routes the kernel maintains itself (RTPROT_KERNEL: prefix routes of addresses).
+pub const KERNEL_PROTOCOL: u8 = 2;
+/// The local table (routes to the host's own addresses), the kernel's too.
+pub const LOCAL_TABLE: u32 = 255;
+
+impl ForeignRoute {
+    /// Whether putting the route back is eniroute's business: the kernel re-creates its own
+    /// routes with their addresses.
+    pub fn restorable(&self) -> bool {
+        self.protocol != KERNEL_PROTOCOL && self.route.table != LOCAL_TABLE
+    }
 }
 
 /// A MAC as iproute2 prints it (lower case): the one MAC formatter of the crate.

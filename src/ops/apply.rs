@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::converge::{compute, converge, links_when_ready, undo, Computed};
+use super::converge::{compute, converge, links_when_ready, restore_foreign, undo, Computed};
 use super::sysctls::{self, SysctlChange};
 use super::verify::verify;
 use super::{OpError, PlanReport, Verdict};
 use crate::host::{HostError, Saved, State};
 use crate::kernel::sysctl::SysctlError;
-use crate::kernel::{Kernel, KernelError};
+use crate::kernel::{failpoint, Kernel, KernelError};
 use crate::model::{Change, Config};
 
 /// Told while apply waits for ENIs (at least once a second): the ENIs still missing, how
@@ -105,6 +105,7 @@ pub async fn apply_once(
 ) -> Result<ApplyReport, OpError> {
     let links = links_when_ready(k, cfg, opts.wait, opts.progress.as_ref()).await?;
     let c = compute(k, state, cfg, links).await?;
+    failpoint::hit("computed");
     let mut pass = Pass {
         k,
         state,
@@ -131,23 +132,28 @@ pub async fn apply_once(
     if opts.interrupted() || pass.report.applied.len() < c.changes.len() {
         return Err(pass.fail(Cause::Interrupted).await);
     }
+    failpoint::hit("converged");
     // Write-ahead: every original is durable before its sysctl changes.
     let ahead = sysctls::ahead(&c.saved, &c.sysctls, &c.links);
     if let Err(e) = pass.store(&ahead) {
         return Err(pass.fail(Cause::State(e)).await);
     }
+    failpoint::hit("saved-ahead");
     if let Err(e) = pass.write_sysctls(opts) {
         return Err(pass.fail(e).await);
     }
+    failpoint::hit("written");
     if cfg.routing.verify {
         pass.report.verification = verify(k, &c.desired, &c.links).await;
         if pass.report.verification.iter().any(|v| !v.ok) {
             return Err(pass.fail(Cause::Verification).await);
         }
     }
+    failpoint::hit("verified");
     if let Err(e) = pass.store(&sysctls::after(&ahead, &c.restores, &c.links)) {
         return Err(pass.fail(Cause::State(e)).await);
     }
+    failpoint::hit("stored");
     Ok(pass.report)
 }
 
@@ -171,6 +177,7 @@ impl<K: Kernel> Pass<'_, K> {
                 .sysctl_write(&s.path, &s.new)
                 .map_err(Cause::Sysctl)?;
             self.written.push(s.clone());
+            failpoint::hit("sysctl");
         }
         Ok(())
     }
@@ -178,6 +185,15 @@ impl<K: Kernel> Pass<'_, K> {
     /// Undo everything, put the saved originals back as they were, and say why.
     async fn fail(mut self, cause: Cause) -> OpError {
         let mut undo_errors = undo(self.k, &self.report.applied, &self.written).await;
+        // Undoing eniroute's addresses may have made the kernel drop other programs' routes.
+        if (self.report.applied.iter()).any(|c| matches!(c, Change::AddAddress(_))) {
+            match restore_foreign(self.k, &self.c.foreign_routes).await {
+                Ok((_, failed)) => undo_errors.extend(
+                    (failed.iter()).map(|(r, e)| format!("cannot put back route {r}: {e}")),
+                ),
+                Err(e) => undo_errors.push(e.to_string()),
+            }
+        }
         if self.stored {
             if let Err(e) = self.state.store(&self.c.saved) {
                 undo_errors.push(e.to_string());

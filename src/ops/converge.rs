@@ -9,7 +9,7 @@ use super::sysctls::{self, SysctlChange};
 use super::OpError;
 use crate::host::{Saved, State};
 use crate::kernel::{Kernel, KernelError};
-use crate::model::{phases, Change, Config, HostLink};
+use crate::model::{phases, Change, Config, ForeignRoute, HostLink, Route};
 use crate::plan::{self, Desired};
 use crate::reconcile;
 
@@ -77,6 +77,8 @@ pub(super) async fn links_when_ready(
 pub(super) struct Computed {
     pub desired: Desired,
     pub links: Vec<HostLink>,
+    /// Other programs' routes before the pass (to put back any the kernel drops with it).
+    pub foreign_routes: Vec<ForeignRoute>,
     pub changes: Vec<Change>,
     pub sysctls: Vec<SysctlChange>,
     pub restores: Vec<SysctlChange>,
@@ -111,6 +113,7 @@ pub(super) async fn compute(
     let restores = sysctls::restores(k, &observed.links, &desired.sysctls, &saved);
     Ok(Computed {
         desired,
+        foreign_routes: observed.foreign_routes,
         links: observed.links,
         changes,
         sysctls,
@@ -179,4 +182,29 @@ pub(super) async fn undo(
         }
     }
     errors
+}
+
+/// Put back the foreign routes of `before` that are gone now. Removing a link's last IPv4
+/// address makes the kernel drop every route through the link, in every table, without an
+/// RTM_DELROUTE: eniroute removing its own addresses must not take other programs' routes with
+/// it. Returns the routes put back and those that could not be (a gateway reachable only
+/// through eniroute's addresses), with why.
+pub(super) async fn restore_foreign(
+    k: &impl Kernel,
+    before: &[ForeignRoute],
+) -> Result<(Vec<Route>, Vec<(Route, KernelError)>), KernelError> {
+    let now = k.observe(k.links().await?).await?;
+    let mut gone: Vec<&ForeignRoute> = (before.iter())
+        .filter(|f| f.restorable() && !now.foreign_routes.contains(f))
+        .collect();
+    // Link routes first: a gateway route may need one to reach its gateway.
+    gone.sort_by_key(|f| f.route.nexthops.iter().any(|n| n.gateway.is_some()));
+    let (mut restored, mut failed) = (Vec::new(), Vec::new());
+    for f in gone {
+        match k.restore_route(f).await {
+            Ok(()) => restored.push(f.route.clone()),
+            Err(e) => failed.push((f.route.clone(), e)),
+        }
+    }
+    Ok((restored, failed))
 }

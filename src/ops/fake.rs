@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::kernel::sysctl::SysctlError;
 use crate::kernel::{Kernel, KernelError, Lookup};
-use crate::model::{Change, HostLink, Observed, Route, Rule};
+use crate::model::{Change, Family, ForeignRoute, HostLink, Observed, Route, Rule};
 
 /// A failure to inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,10 @@ impl Fake {
                 l.up = matches!(c, Change::LinkUp(_));
             }
             Change::AddAddress(a) => s.addresses.push(a.clone()),
-            Change::DelAddress(a) => remove(&mut s.addresses, a).then_some(()).ok_or_else(gone)?,
+            Change::DelAddress(a) => {
+                remove(&mut s.addresses, a).then_some(()).ok_or_else(gone)?;
+                drop_routes_without_ipv4(&mut s, a.iface.index);
+            }
             Change::AddRoute(r) => s.routes.push(r.clone()),
             Change::DelRoute(r) => remove(&mut s.routes, r).then_some(()).ok_or_else(gone)?,
             Change::ReplaceRoute { old, new } => {
@@ -121,7 +124,8 @@ impl Fake {
         let s = self.state.borrow();
         let mut rules: Vec<&Rule> = s.rules.iter().chain(&s.foreign_rules).collect();
         rules.sort_by_key(|r| r.priority);
-        let routes: Vec<&Route> = s.routes.iter().chain(&s.foreign_routes).collect();
+        let foreign = s.foreign_routes.iter().map(|f| &f.route);
+        let routes: Vec<&Route> = s.routes.iter().chain(foreign).collect();
         rules.into_iter().find_map(|rule| {
             if let Some(from) = rule.from {
                 src.filter(|s| from.contains(*s))?;
@@ -145,6 +149,20 @@ impl Fake {
     }
 }
 
+/// The kernel's way: once a link has no IPv4 address, every route through it goes, in every
+/// table, silently.
+fn drop_routes_without_ipv4(s: &mut Observed, index: u32) {
+    let has_v4 = (s.addresses.iter().chain(&s.foreign_addresses))
+        .any(|a| a.iface.index == index && a.addr.is_ipv4());
+    if has_v4 {
+        return;
+    }
+    let through =
+        |r: &Route| r.family() == Family::V4 && r.nexthops.iter().any(|n| n.iface.index == index);
+    s.routes.retain(|r| !through(r));
+    s.foreign_routes.retain(|f| !through(&f.route));
+}
+
 impl Kernel for Fake {
     async fn links(&self) -> Result<Vec<HostLink>, KernelError> {
         Ok(self.state.borrow().links.clone())
@@ -158,6 +176,14 @@ impl Kernel for Fake {
 
     async fn apply(&self, change: &Change) -> Result<(), KernelError> {
         self.make(change)
+    }
+
+    async fn restore_route(&self, r: &ForeignRoute) -> Result<(), KernelError> {
+        self.log
+            .borrow_mut()
+            .push(format!("restore {} proto {}", r.route, r.protocol));
+        self.state.borrow_mut().foreign_routes.push(r.clone());
+        Ok(())
     }
 
     async fn apply_batch(&self, changes: &[Change]) -> (Vec<bool>, Option<KernelError>) {

@@ -3,11 +3,12 @@
 
 use serde::Serialize;
 
+use super::converge::restore_foreign;
 use super::sysctls::{self, SysctlChange};
 use super::OpError;
 use crate::host::State;
 use crate::kernel::Kernel;
-use crate::model::{phases, Change};
+use crate::model::{phases, Change, Route};
 use crate::reconcile;
 
 /// What `flush` removed.
@@ -15,6 +16,11 @@ use crate::reconcile;
 pub struct FlushReport {
     pub removed: Vec<Change>,
     pub restored: Vec<SysctlChange>,
+    /// Other programs' routes the kernel dropped with eniroute's addresses, put back.
+    pub restored_routes: Vec<Route>,
+    /// Those that could not be put back (their gateway was reachable only through eniroute's
+    /// addresses), with why.
+    pub warnings: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -29,6 +35,8 @@ pub async fn flush_once(k: &impl Kernel, state: &State) -> Result<FlushReport, O
     let mut report = FlushReport {
         removed: Vec::new(),
         restored: Vec::new(),
+        restored_routes: Vec::new(),
+        warnings: Vec::new(),
         errors: Vec::new(),
     };
     for phase in phases(&reconcile::flush(&observed)) {
@@ -45,6 +53,15 @@ pub async fn flush_once(k: &impl Kernel, state: &State) -> Result<FlushReport, O
                 Err(e) => report.errors.push(e.to_string()),
             }
         }
+    }
+    if (report.removed.iter()).any(|c| matches!(c, Change::DelAddress(_))) {
+        let (restored, failed) = restore_foreign(k, &observed.foreign_routes).await?;
+        report.restored_routes = restored;
+        report.warnings = (failed.iter())
+            .map(|(r, e)| {
+                format!("cannot put back route {r} (dropped by the kernel with eniroute's addresses): {e}")
+            })
+            .collect();
     }
     let (restored, kept) = sysctls::restore_all(k, &observed.links, &saved, &mut report.errors);
     report.restored = restored;

@@ -32,7 +32,7 @@ pub use verify::Verdict;
 
 use crate::exit::{self, ExitCode};
 use crate::host::{Holder, HostError, Lock, State};
-use crate::kernel::netns::{run_in_netns, NetnsError};
+use crate::kernel::netns::{netns_path, run_in_netns, NetnsError};
 use crate::kernel::sysctl::SysctlError;
 use crate::kernel::{Kernel, KernelError, Netlink};
 use crate::model::{Config, HostLink};
@@ -50,12 +50,22 @@ pub enum OpError {
     Sysctl(#[from] SysctlError),
     /// apply failed and was rolled back (the report says what happened).
     RolledBack(Box<Failure>),
+    /// The verb changes the kernel and the process may not.
+    NotPermitted {
+        verb: &'static str,
+    },
+    /// The target namespace was deleted while the verb ran (whatever error that caused).
+    NetnsGone {
+        name: String,
+    },
 }
 
 impl ExitCode for OpError {
     fn exit_code(&self) -> i32 {
         match self {
-            OpError::Netns(NetnsError::NotFound { .. }) | OpError::Missing(_) => exit::NOT_FOUND,
+            OpError::Netns(NetnsError::NotFound { .. })
+            | OpError::Missing(_)
+            | OpError::NetnsGone { .. } => exit::NOT_FOUND,
             OpError::Host(e) => e.exit_code(),
             _ => exit::FAILED,
         }
@@ -101,12 +111,21 @@ type Core<R> = Box<
 
 /// Run `core` inside the target namespace with a client tagged `proto` and its state.
 fn run<R: Send + 'static>(target: &Target, proto: u8, core: Core<R>) -> Result<R, OpError> {
-    run_in_netns(target.netns.as_deref(), move || async move {
+    let result = run_in_netns(target.netns.as_deref(), move || async move {
         let k = Netlink::connect(proto)?;
         let state = State::current()?;
+        // Directories of namespaces that are gone would stay for ever (cookies are not reused).
+        state.sweep();
         core(&k, &state).await
     })
-    .map_err(OpError::Netns)?
+    .map_err(OpError::Netns)?;
+    match (&result, &target.netns) {
+        // Whatever failed, a namespace deleted under the run is the cause to report.
+        (Err(e), Some(name)) if !matches!(e, OpError::Netns(_)) && !netns_path(name).exists() => {
+            Err(OpError::NetnsGone { name: name.clone() })
+        }
+        _ => result,
+    }
 }
 
 /// The links of the target namespace (for `render --netns`).
@@ -128,6 +147,23 @@ pub fn plan(cfg: &Config, target: &Target) -> Result<PlanReport, OpError> {
     )
 }
 
+/// CAP_NET_ADMIN, the capability every change to routing needs.
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Refuse, before touching anything (the lock included), a verb that changes the kernel when
+/// the process lacks CAP_NET_ADMIN.
+fn require_net_admin(verb: &'static str) -> Result<(), OpError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = (status.lines())
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    match eff {
+        Some(caps) if caps & (1 << CAP_NET_ADMIN) == 0 => Err(OpError::NotPermitted { verb }),
+        // Unknown (no procfs): let the kernel decide.
+        _ => Ok(()),
+    }
+}
+
 /// `apply`: converge, verify, and roll back everything on failure.
 pub fn apply(
     cfg: &Config,
@@ -135,6 +171,7 @@ pub fn apply(
     opts: &ApplyOptions,
     lock: LockWait,
 ) -> Result<ApplyReport, OpError> {
+    require_net_admin("apply")?;
     let (cfg, opts) = (cfg.clone(), opts.clone());
     run(
         target,
@@ -150,6 +187,7 @@ pub fn apply(
 
 /// `flush`: remove every object tagged `proto` and restore the saved sysctls.
 pub fn flush(proto: u8, target: &Target, lock: LockWait) -> Result<FlushReport, OpError> {
+    require_net_admin("flush")?;
     run(
         target,
         proto,
@@ -168,6 +206,6 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
     run(
         target,
         cfg.routing.protocol,
-        Box::new(move |k, _| Box::pin(async move { status_once(k, &cfg).await })),
+        Box::new(move |k, st| Box::pin(async move { status_once(k, st, &cfg).await })),
     )
 }

@@ -1,8 +1,10 @@
 //! `status` as data: what eniroute owns now, per ENI, whether each source routes right, and
 //! what a plan would still change. Its wording (text and JSON) is in `output`.
 
+use super::sysctls::{self, SysctlChange};
 use super::verify::{verify, Verdict};
 use super::OpError;
+use crate::host::State;
 use crate::kernel::Kernel;
 use crate::model::{Address, Config, Mode, Observed, Rule};
 use crate::plan::{self, Desired, EniPlan};
@@ -44,7 +46,11 @@ pub struct StatusReport {
     pub enis: Vec<EniStatus>,
     pub egress: Vec<Verdict>,
     pub owned: Owned,
+    /// Kernel changes and sysctl writes a plan would make.
     pub pending_changes: usize,
+    /// Sysctls that differ from the plan (no netlink event tells of these), and saved
+    /// originals the plan no longer wants that are not back yet.
+    pub sysctl_drift: Vec<SysctlChange>,
     /// Foreign objects in the way of the plan (apply would refuse).
     pub conflicts: Vec<Conflict>,
 }
@@ -61,9 +67,25 @@ impl StatusReport {
 }
 
 /// One status pass against `k`.
-pub async fn status_once(k: &impl Kernel, cfg: &Config) -> Result<StatusReport, OpError> {
+pub async fn status_once(
+    k: &impl Kernel,
+    state: &State,
+    cfg: &Config,
+) -> Result<StatusReport, OpError> {
     let observed = k.observe(k.links().await?).await?;
     let d = plan::desired(cfg, Some(&observed.links));
+    let sysctl_drift = if d.missing.is_empty() {
+        let mut drift = sysctls::diff(k, &d.sysctls)?;
+        drift.extend(sysctls::restores(
+            k,
+            &observed.links,
+            &d.sysctls,
+            &state.saved()?,
+        ));
+        drift
+    } else {
+        Vec::new()
+    };
     let (pending_changes, conflicts) = if d.missing.is_empty() {
         match reconcile::reconcile(&d, &observed) {
             Ok(c) => (c.len(), Vec::new()),
@@ -88,7 +110,8 @@ pub async fn status_once(k: &impl Kernel, cfg: &Config) -> Result<StatusReport, 
             routes: observed.routes.len(),
             rules: observed.rules.len(),
         },
-        pending_changes,
+        pending_changes: pending_changes + sysctl_drift.len(),
+        sysctl_drift,
         conflicts,
     })
 }

@@ -73,6 +73,10 @@ fn state() -> State {
     State::at(dir)
 }
 
+fn foreign(route: crate::model::Route) -> crate::model::ForeignRoute {
+    crate::model::ForeignRoute { route, protocol: 4 }
+}
+
 fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -163,7 +167,7 @@ fn a_verification_failure_rolls_back() {
     k.state
         .borrow_mut()
         .foreign_routes
-        .push(crate::model::Route {
+        .push(foreign(crate::model::Route {
             table: 77,
             dst: "0.0.0.0/1".parse().unwrap(),
             metric: 0,
@@ -178,7 +182,7 @@ fn a_verification_failure_rolls_back() {
                 weight: 1,
                 onlink: false,
             }],
-        });
+        }));
     let before = k.snapshot();
     let Err(OpError::RolledBack(f)) = apply(&k, &st, &c) else {
         panic!("verification should fail");
@@ -356,5 +360,62 @@ fn a_corrupt_saved_state_stops_apply_and_flush() {
     assert!(block(flush_once(&k, &st)).is_err());
     assert!(st.dir().join("sysctl.json").exists());
     assert!(k.log.borrow().is_empty(), "nothing was changed");
+    st.remove();
+}
+
+#[test]
+fn status_reports_sysctl_drift_as_plan_would_fix_it() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    apply(&k, &st, &c).unwrap();
+    let ok = block(status_once(&k, &st, &c)).unwrap();
+    assert!(ok.healthy() && ok.sysctl_drift.is_empty());
+    k.sysctls
+        .borrow_mut()
+        .insert("net/ipv4/conf/eth1/rp_filter".into(), "1".into());
+    let r = block(status_once(&k, &st, &c)).unwrap();
+    assert!(!r.healthy());
+    assert_eq!(r.pending_changes, 1);
+    assert_eq!(r.sysctl_drift[0].path, "net/ipv4/conf/eth1/rp_filter");
+    assert_eq!(
+        (
+            r.sysctl_drift[0].old.as_str(),
+            r.sysctl_drift[0].new.as_str()
+        ),
+        ("1", "2")
+    );
+    st.remove();
+}
+
+#[test]
+fn flush_puts_back_foreign_routes_the_kernel_drops_with_eniroutes_addresses() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    apply(&k, &st, &c).unwrap();
+    // Another program's route through eth1, whose only IPv4 addresses are eniroute's.
+    let theirs = foreign(crate::model::Route {
+        table: 100,
+        dst: "5.6.7.0/24".parse().unwrap(),
+        metric: 0,
+        scope: crate::model::Scope::Link,
+        src: None,
+        nexthops: vec![crate::model::NextHop {
+            gateway: None,
+            iface: crate::model::Iface {
+                name: "eth1".into(),
+                index: 2,
+            },
+            weight: 1,
+            onlink: false,
+        }],
+    });
+    k.state.borrow_mut().foreign_routes.push(theirs.clone());
+    let r = block(flush_once(&k, &st)).unwrap();
+    assert_eq!(r.restored_routes, vec![theirs.route.clone()]);
+    assert!(r.warnings.is_empty() && r.errors.is_empty());
+    assert_eq!(k.state.borrow().foreign_routes, vec![theirs]);
+    assert!(k
+        .log
+        .borrow()
+        .iter()
+        .any(|l| l.starts_with("restore 5.6.7.0/24") && l.ends_with("proto 4")));
     st.remove();
 }

@@ -46,7 +46,9 @@ pub(super) fn plan_egress(d: &mut Desired, cfg: &Config, eg: &Egress, ifaces: &[
                     .map(|h| NextHop {
                         gateway: Some(h.gateway),
                         iface: h.iface.clone(),
-                        weight: h.weight,
+                        // A weight means something only between hops: the kernel keeps none
+                        // for a single one (and a plan with one would never converge).
+                        weight: if hops.len() > 1 { h.weight } else { 1 },
                         onlink: family == Family::V4,
                     })
                     .collect();

@@ -107,11 +107,13 @@ fn uplinks(e: &Eni, iface: &Iface) -> (Vec<Uplink>, Vec<Route>) {
         });
     }
     // IPv6 shares the ENI's first table number (IPv6 tables are a separate namespace).
-    if let (Some(cidr), Some(gw), false) = (e.ipv6_cidr, e.ipv6_gateway, e.ipv6.is_empty()) {
+    let v6_sources = !(e.ipv6.is_empty() && e.ipv6_prefixes.is_empty());
+    if let (Some(cidr), Some(gw), true) = (e.ipv6_cidr, e.ipv6_gateway, v6_sources) {
         let table = e.first_table;
         routes.push(link_route(table, IpNetwork::V6(cidr), iface));
         routes.push(default_route(table, IpAddr::V6(gw), iface, 0, None));
-        let sources: Vec<IpNetwork> = e.ipv6.iter().map(|a| host(IpAddr::V6(*a))).collect();
+        let mut sources: Vec<IpNetwork> = e.ipv6.iter().map(|a| host(IpAddr::V6(*a))).collect();
+        sources.extend(e.ipv6_prefixes.iter().map(|p| IpNetwork::V6(*p)));
         uplinks.push(Uplink {
             eni: e.name.clone(),
             family: Family::V6,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
 use nix::sys::signal::Signal;
@@ -27,6 +27,16 @@ pub struct Entry {
 static REGISTRY: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
 static INSTALL: Once = Once::new();
+/// Set once a signal started the teardown: the process then ends with 128 + signal.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// After a signal, the watcher tears down and exits the process: a run that returns meanwhile
+/// (its child was stopped, its namespaces vanished) must not exit first with its own code.
+pub fn wait_if_interrupted() {
+    while INTERRUPTED.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
 
 /// A registration; removes itself from the registry when dropped (the caller tears down).
 pub struct Guard {
@@ -78,6 +88,7 @@ fn install() {
 }
 
 fn watch(sig: i32) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
     let entries: Vec<Entry> = {
         let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *reg).into_values().collect()

@@ -8,8 +8,9 @@ mod report;
 mod topology;
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -167,6 +168,7 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
         created: Vec::new(),
     };
     let result = ctx.go(shown, started);
+    cleanup::wait_if_interrupted();
 
     // Teardown (servers were stopped when `go` returned).
     let t = Instant::now();
@@ -208,14 +210,29 @@ fn child_config(
     if let Some(p) = &opts.config {
         return Ok((p.clone(), Vec::new()));
     }
-    let dir = std::env::temp_dir().join(format!("eniroute-sandbox-{prefix}"));
-    let file = dir.join("demo.toml");
-    let io = |source| SandboxError::Io {
-        path: file.display().to_string(),
-        source,
+    // A private directory of a random name (mkdtemp: mode 0700, never an existing path), and
+    // the file created new in it without following symlinks: nothing another user planted in
+    // /tmp can redirect root's write.
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| SandboxError::Io { path, source }
     };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    std::fs::write(&file, DEMO_CONFIG).map_err(io)?;
+    let tmp = std::env::temp_dir();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("eniroute-sandbox-{prefix}-"))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(&tmp)
+        .map_err(io(&tmp))?
+        .keep();
+    let file = dir.join("demo.toml");
+    let mut f = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&file)
+        .map_err(io(&file))?;
+    f.write_all(DEMO_CONFIG.as_bytes()).map_err(io(&file))?;
     Ok((file.clone(), vec![file]))
 }
 
@@ -885,5 +902,35 @@ impl EgressTally {
                 n > 0 && failed_n == 0 && other_n == 0 && in_via == n && spread
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    /// The demo config goes into a fresh private directory of a random name: a directory or a
+    /// symlink planted at any predictable path cannot redirect the write (issue #10, item 15).
+    #[test]
+    fn the_demo_config_is_written_into_a_fresh_private_directory() {
+        let opts = SandboxOptions::new(None, false);
+        let planted = std::env::temp_dir().join("eniroute-sandbox-t1");
+        let _ = std::fs::remove_dir_all(&planted);
+        std::fs::create_dir_all(&planted).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", planted.join("demo.toml")).unwrap();
+        let (a, _) = child_config(&opts, "t1").unwrap();
+        let (b, _) = child_config(&opts, "t1").unwrap();
+        assert_ne!(a.parent(), b.parent());
+        assert_ne!(a.parent(), Some(planted.as_path()));
+        let dir = std::fs::metadata(a.parent().unwrap()).unwrap();
+        assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+        let file = std::fs::symlink_metadata(&a).unwrap();
+        assert!(file.is_file() && file.mode() & 0o077 == 0);
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), DEMO_CONFIG);
+        let errors = teardown(&[], &[a.clone(), b.clone()]);
+        assert!(errors.is_empty() && !a.exists() && !b.exists());
+        std::fs::remove_dir_all(&planted).unwrap();
     }
 }

@@ -349,3 +349,15 @@ pub fn send_udp(ns: &str, src: Option<IpAddr>, dst: IpAddr, n: usize) {
     // Let the first datagrams leave once ARP/ND resolves.
     std::thread::sleep(std::time::Duration::from_millis(300));
 }
+
+/// A fresh directory under the system temp dir (unique per process and call).
+pub fn tempdir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "eniroute-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

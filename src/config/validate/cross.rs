@@ -10,6 +10,7 @@ use ipnetwork::Ipv4Network;
 use macaddr::MacAddr6;
 
 use super::Validator;
+use crate::config::blocks::Blocks;
 use crate::config::raw::{RawEni, S};
 use crate::config::rules::AddressBook;
 use crate::model::{mac_text, Eni};
@@ -31,6 +32,7 @@ impl Validator {
         }
         let book = self.unique_addresses(raw, enis);
         self.prefixes_apart(raw, enis, &book);
+        self.ipv6_prefixes_apart(raw, enis, &book);
     }
 
     fn one_primary(&mut self, raw: &[S<RawEni>]) {
@@ -134,19 +136,25 @@ impl Validator {
 
     /// No prefix holds another ENI's address or overlaps another ENI's prefix.
     fn prefixes_apart(&mut self, raw: &[S<RawEni>], enis: &[Eni], book: &AddressBook<Seen>) {
-        let owners: Vec<(Ipv4Network, &str)> = enis
-            .iter()
-            .flat_map(|e| e.prefixes.iter().map(move |p| (*p, e.name.as_str())))
-            .collect();
+        let mut addresses = Blocks::new();
+        for (ip, seen) in book.iter() {
+            if let IpAddr::V4(v4) = ip {
+                addresses.insert(Ipv4Network::from(*v4), seen.eni.as_str());
+            }
+        }
+        let mut prefixes = Blocks::new();
+        for e in enis {
+            for p in &e.prefixes {
+                prefixes.insert(*p, e.name.as_str());
+            }
+        }
         for (e, re) in enis.iter().zip(raw) {
-            for (p, s) in e.prefixes.iter().zip(&re.get_ref().prefixes) {
-                let held = book.iter().find_map(|(ip, seen)| match ip {
-                    IpAddr::V4(v4) if p.contains(*v4) && seen.eni != e.name => {
-                        Some((*v4, seen.eni.as_str()))
-                    }
-                    _ => None,
-                });
-                if let Some((ip, owner)) = held {
+            let other = |owner: &&str| *owner != e.name;
+            let v4_raw = re.get_ref().prefixes.iter();
+            let v4_raw = v4_raw.filter(|s| !super::eni::is_v6_text(s.get_ref()));
+            for (p, s) in e.prefixes.iter().zip(v4_raw) {
+                if let Some((ip, owner)) = addresses.overlapping(*p, other) {
+                    let ip = ip.ip();
                     self.err(
                         &s.span(),
                         format!(
@@ -155,10 +163,7 @@ impl Validator {
                         ),
                     );
                 }
-                if let Some((o, owner)) = owners
-                    .iter()
-                    .find(|(o, owner)| *owner != e.name && o.overlaps(*p))
-                {
+                if let Some((o, owner)) = prefixes.overlapping(*p, other) {
                     self.err(
                         &s.span(),
                         format!(
@@ -166,6 +171,40 @@ impl Validator {
                             e.name
                         ),
                     );
+                }
+            }
+        }
+    }
+
+    /// The same for IPv6 prefixes (few per ENI: compared pairwise).
+    fn ipv6_prefixes_apart(&mut self, raw: &[S<RawEni>], enis: &[Eni], book: &AddressBook<Seen>) {
+        for (e, re) in enis.iter().zip(raw) {
+            let v6_raw = re.get_ref().prefixes.iter();
+            let v6_raw = v6_raw.filter(|s| super::eni::is_v6_text(s.get_ref()));
+            for (p, s) in e.ipv6_prefixes.iter().zip(v6_raw) {
+                let held = book.iter().find_map(|(ip, seen)| match ip {
+                    IpAddr::V6(v6) if p.contains(*v6) && seen.eni != e.name => {
+                        Some((*v6, seen.eni.clone()))
+                    }
+                    _ => None,
+                });
+                if let Some((ip, owner)) = held {
+                    let msg = format!(
+                        "eni {:?}: prefix {p} contains {ip} of eni {owner:?}",
+                        e.name
+                    );
+                    self.err(&s.span(), msg);
+                }
+                let others = enis.iter().filter(|o| o.name != e.name);
+                let clash = others
+                    .flat_map(|o| o.ipv6_prefixes.iter().map(move |q| (q, &o.name)))
+                    .find(|(q, _)| q.overlaps(*p));
+                if let Some((q, owner)) = clash {
+                    let msg = format!(
+                        "eni {:?}: prefix {p} overlaps prefix {q} of eni {owner:?}",
+                        e.name
+                    );
+                    self.err(&s.span(), msg);
                 }
             }
         }

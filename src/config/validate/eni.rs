@@ -10,9 +10,13 @@ use macaddr::MacAddr6;
 
 use super::{count_word, modes_where, Validator};
 use crate::config::raw::{RawEni, S};
-use crate::config::rules::{self, PrefixFault, PrefixSite, PrivateIpFault};
+use crate::config::rules::{self, PrefixFault, PrivateIpFault};
 use crate::model::valid_ifname;
 use crate::model::{mac_text, Eni, Mode};
+
+/// Why a /0 subnet cannot be an ENI's: its on-link route is the uplink table's default route.
+const WHOLE_SPACE: &str = "a subnet of the whole address space would put the on-link route where \
+    the uplink's default route goes (the kernel refuses the second); give the vSwitch's prefix";
 
 /// The ENI being validated: what every part of its validation needs to word a message.
 pub(super) struct EniCtx<'a> {
@@ -61,6 +65,7 @@ impl Validator {
         let private_ips = self.private_ips(&x, subnet);
         let prefixes = self.prefixes(&x, subnet, &private_ips);
         let v6 = self.ipv6(&x);
+        let ipv6_prefixes = self.ipv6_prefixes(&x, &v6);
         let eips = self.eips(&x, subnet, &private_ips, &prefixes, region);
         if self.problem_count() > before {
             return None;
@@ -76,6 +81,7 @@ impl Validator {
             gateway: subnet.gateway,
             private_ips,
             prefixes: prefixes.into_iter().map(|(n, _)| n).collect(),
+            ipv6_prefixes,
             ipv6: v6.addresses,
             ipv6_cidr: v6.cidr,
             ipv6_gateway: v6.gateway,
@@ -181,6 +187,9 @@ impl Validator {
         let (e, ctx) = (x.raw, x.ctx.as_str());
         let cidr = e.cidr.as_ref().and_then(|c| {
             let n = self.parse(ctx, "cidr", c, parse_v4_net, "an IPv4 CIDR (a.b.c.d/len)")?;
+            if n.prefix() == 0 {
+                self.err(&c.span(), format!("{ctx}cidr {n}: {WHOLE_SPACE}"));
+            }
             if n.network() != n.ip() {
                 self.err(
                     &c.span(),
@@ -276,7 +285,7 @@ impl Validator {
         let ctx = x.ctx.as_str();
         let mut nets: Vec<Ipv4Network> = Vec::new();
         let mut spans = Vec::new();
-        for p in &x.raw.prefixes {
+        for p in x.raw.prefixes.iter().filter(|p| !is_v6_text(p.get_ref())) {
             let Some(n) = self.parse(
                 ctx,
                 "prefixes",
@@ -298,13 +307,12 @@ impl Validator {
                     ),
                 );
             }
-            let site = PrefixSite {
-                cidr: subnet.cidr,
-                gateway: subnet.gateway,
-                private_ips,
-                earlier: &nets,
-            };
-            for fault in rules::prefix_faults(n, &site) {
+            nets.push(n);
+            spans.push(p.span());
+        }
+        let faults = rules::all_prefix_faults(&nets, subnet.cidr, subnet.gateway, private_ips);
+        for ((n, span), faults) in nets.iter().zip(&spans).zip(faults) {
+            for fault in faults {
                 let why = match fault {
                     PrefixFault::OutsideCidr => format!(
                         "is not inside cidr {}",
@@ -314,12 +322,51 @@ impl Validator {
                     PrefixFault::ContainsGateway(gw) => format!("contains the gateway {gw}"),
                     PrefixFault::OverlapsPrefix(o) => format!("overlaps prefix {o}"),
                 };
+                self.err(span, format!("{ctx}prefix {n} {why}"));
+            }
+        }
+        nets.into_iter().zip(spans).collect()
+    }
+
+    /// The IPv6 entries of `prefixes`: inside `ipv6_cidr`, clear of the ENI's IPv6 addresses,
+    /// its IPv6 gateway and each other.
+    fn ipv6_prefixes(&mut self, x: &EniCtx<'_>, v6: &V6) -> Vec<Ipv6Network> {
+        let ctx = x.ctx.as_str();
+        let mut nets: Vec<Ipv6Network> = Vec::new();
+        for p in x.raw.prefixes.iter().filter(|p| is_v6_text(p.get_ref())) {
+            let what = "an IPv6 prefix (x:y::/len)";
+            let Some(n) = self.parse(ctx, "prefixes", p, parse_v6_net, what) else {
+                continue;
+            };
+            let fault = if n.network() != n.ip() {
+                Some("has host bits set".to_string())
+            } else if !x.mode.uses_private_ips() {
+                Some(format!(
+                    "is not allowed: a {} ENI has no usable private addresses",
+                    x.mode
+                ))
+            } else if let Some(cidr) = v6
+                .cidr
+                .filter(|c| !c.contains(n.network()) || c.prefix() > n.prefix())
+            {
+                Some(format!("is not inside ipv6_cidr {cidr}"))
+            } else if v6.cidr.is_none() {
+                Some("needs `ipv6_cidr` and `ipv6_gateway`".to_string())
+            } else if let Some(ip) = v6.addresses.iter().find(|ip| n.contains(**ip)) {
+                Some(format!("overlaps IPv6 address {ip}"))
+            } else if let Some(gw) = v6.gateway.filter(|gw| n.contains(*gw)) {
+                Some(format!("contains the IPv6 gateway {gw}"))
+            } else {
+                nets.iter()
+                    .find(|o| o.overlaps(n))
+                    .map(|o| format!("overlaps prefix {o}"))
+            };
+            if let Some(why) = fault {
                 self.err(&p.span(), format!("{ctx}prefix {n} {why}"));
             }
             nets.push(n);
-            spans.push(p.span());
         }
-        nets.into_iter().zip(spans).collect()
+        nets
     }
 
     /// `ipv6`, `ipv6_cidr` and `ipv6_gateway`: all three or none.
@@ -329,6 +376,9 @@ impl Validator {
             .ipv6_cidr
             .as_ref()
             .and_then(|c| self.parse(ctx, "ipv6_cidr", c, parse_v6_net, "an IPv6 CIDR"));
+        if let (Some(c), Some(n)) = (&e.ipv6_cidr, cidr.filter(|n| n.prefix() == 0)) {
+            self.err(&c.span(), format!("{ctx}ipv6_cidr {n}: {WHOLE_SPACE}"));
+        }
         let gateway = e
             .ipv6_gateway
             .as_ref()
@@ -354,7 +404,12 @@ impl Validator {
         }
         self.ipv6_keys(x);
         if let (Some(g), Some(gw)) = (&e.ipv6_gateway, gateway) {
-            if !rules::ipv6_gateway_usable(gw, cidr) {
+            if addresses.contains(&gw) {
+                self.err(
+                    &g.span(),
+                    format!("{ctx}ipv6_gateway {gw} is one of this ENI's own IPv6 addresses"),
+                );
+            } else if !rules::ipv6_gateway_usable(gw, cidr) {
                 self.err(
                     &g.span(),
                     format!("{ctx}ipv6_gateway {gw} is neither link-local nor inside ipv6_cidr"),
@@ -371,7 +426,8 @@ impl Validator {
     /// `ipv6_cidr` and `ipv6_gateway` are required with `ipv6`, and meaningless without it.
     fn ipv6_keys(&mut self, x: &EniCtx<'_>) {
         let (e, ctx) = (x.raw, x.ctx.as_str());
-        if !e.ipv6.is_empty() {
+        let v6_prefixes = e.prefixes.iter().any(|p| is_v6_text(p.get_ref()));
+        if !e.ipv6.is_empty() || v6_prefixes {
             if e.ipv6_cidr.is_none() {
                 self.err(
                     &x.span,
@@ -387,10 +443,19 @@ impl Validator {
         } else if let Some(k) = e.ipv6_cidr.as_ref().or(e.ipv6_gateway.as_ref()) {
             self.err(
                 &k.span(),
-                format!("{ctx}`ipv6_cidr` and `ipv6_gateway` need IPv6 addresses in `ipv6`"),
+                format!(
+                    "{ctx}`ipv6_cidr` and `ipv6_gateway` need IPv6 addresses in `ipv6` or IPv6 \
+                     `prefixes`"
+                ),
             );
         }
     }
+}
+
+/// An entry of `prefixes` meant as IPv6 (the family is told by the text, so a typo in an
+/// IPv6 prefix is reported as such).
+pub(super) fn is_v6_text(s: &str) -> bool {
+    s.contains(':')
 }
 
 /// `a.b.c.d/len` (the length is not optional).

@@ -3,6 +3,7 @@
 //! module in order. May import the config's raw types and rules, and `crate::model`.
 
 mod cross;
+mod discover;
 mod egress;
 mod eip;
 mod eni;
@@ -16,6 +17,8 @@ use super::raw::{RawConfig, S};
 use super::{LineIndex, Problem, Warning};
 use crate::model::layout::MAX_ENIS;
 use crate::model::{Config, Mode, Routing};
+
+pub use discover::{DiscoverSettings, Excluded, DEFAULT_REFRESH};
 
 /// Collects every problem, warning and note of one file.
 pub(super) struct Validator {
@@ -46,6 +49,17 @@ impl Validator {
         self.problems.sort_by_key(|p| (p.line, p.column));
         self.problems.dedup();
         Err(self.problems)
+    }
+
+    /// A validated part of a file, or its problems.
+    pub(super) fn finish_part<T>(mut self, part: Option<T>) -> Result<T, Vec<Problem>> {
+        match part {
+            Some(p) if self.problems.is_empty() => Ok(p),
+            _ => {
+                self.problems.sort_by_key(|p| (p.line, p.column));
+                Err(self.problems)
+            }
+        }
     }
 
     fn line(&self, span: &Range<usize>) -> usize {
@@ -140,6 +154,9 @@ impl Validator {
             None => Some(Routing::default()),
         };
         let region = raw.region.as_ref().map(|r| r.get_ref().clone());
+        if let Some(d) = &raw.discover {
+            self.discover(d);
+        }
 
         if raw.eni.is_empty() {
             self.err_file("no [[eni]] is declared: there is nothing to route");

@@ -7,7 +7,7 @@ use crate::model::layout::{Layer, MAIN_RULE_PRIORITY, MAX_RULE_PRIORITY, MIN_PRO
 use crate::model::{Routing, RpFilter};
 
 impl Validator {
-    pub(super) fn routing(&mut self, r: &RawRouting) -> Option<Routing> {
+    pub(in crate::config) fn routing(&mut self, r: &RawRouting) -> Option<Routing> {
         let d = Routing::default();
         // Every field is checked (all problems are reported), then any failure fails all.
         let table_base = match &r.table_base {
