@@ -431,7 +431,8 @@ fn flush(cli: &Cli, out: &output::Out, lock: LockArgs) -> i32 {
 fn flush_protocol(cli: &Cli, out: &output::Out) -> Result<u8, i32> {
     let path = cli.config_path();
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    // A file that cannot be read is reported by load (exit 66).
+    let text = config::read_text(&path).unwrap_or_default();
     match config::discover_section(&text, &shown) {
         Ok(Some(_)) => config::routing_section(&text, &shown)
             .map(|r| r.protocol)
@@ -591,8 +592,9 @@ fn load_maybe_discovered(cli: &Cli, out: &output::Out) -> Result<Result<Loaded, 
     use crate::discover::{MetadataSource, SourceError};
     let path = cli.config_path();
     let shown = path.display().to_string();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(config::load_file(&path));
+    let text = match config::read_text(&path) {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(e)),
     };
     let mut source = match MetadataSource::from_file(&text, &shown) {
         Ok(Some(s)) => s,

@@ -115,9 +115,16 @@ impl ExitCode for LoadError {
 /// Read and validate the file at `path`.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let shown = path.display().to_string();
+    let text = read_text(path)?;
+    Ok(load_str(&text, &shown)?)
+}
+
+/// The text of the config file at `path`: a regular file of at most 1 MiB, UTF-8. Every
+/// reader of the config file goes through this (a FIFO would otherwise block).
+pub fn read_text(path: &Path) -> Result<String, LoadError> {
+    let shown = path.display().to_string();
     let bytes = read_bounded(path, &shown)?;
-    let text = decode(&bytes, &shown)?;
-    Ok(load_str(text, &shown)?)
+    Ok(decode(&bytes, &shown)?.to_string())
 }
 
 /// The file as UTF-8 text; else a config error at the line and column of the first bad byte.
