@@ -16,21 +16,37 @@ use crate::output::{self, Format};
 use crate::plan;
 use crate::render;
 
+/// `eniroute --version`: the package version, the git commit and the build date (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ENIROUTE_GIT_COMMIT"),
+    ", built ",
+    env!("ENIROUTE_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "eniroute",
-    version,
+    version = VERSION,
     about = "Source-based policy routing for every ENI and Elastic IP of a multi-NIC Linux instance"
 )]
 struct Cli {
     /// Configuration file [default: /etc/eniroute/eniroute.toml; sandbox: the bundled demo]
-    #[arg(short = 'c', long = "config", env = "ENIROUTE_CONFIG", global = true)]
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "ENIROUTE_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
     /// Run against the named network namespace (/run/netns/NAME)
     #[arg(long, global = true, value_name = "NAME")]
     netns: Option<String>,
     /// Output format (text for people, json for programs)
-    #[arg(short = 'o', long = "output-format", global = true, value_enum, default_value_t = Format::Text)]
+    #[arg(short = 'o', long = "output-format", global = true, value_enum, default_value_t = Format::Text, value_name = "FORMAT")]
     output: Format,
     /// More detail (repeatable)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -115,8 +131,15 @@ enum Command {
     },
     /// The whole desired state (an `ip -batch` script, or JSON)
     Render {
-        #[arg(long, value_enum, default_value_t = RenderFormat::Ip)]
-        format: RenderFormat,
+        /// ip: an `ip -batch` script [default: ip; json with -o json]
+        #[arg(long, value_enum)]
+        format: Option<RenderFormat>,
+    },
+    /// A shell completion script (bash: source it, or install it as
+    /// /usr/share/bash-completion/completions/eniroute)
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::manual::Shell,
     },
 }
 
@@ -144,6 +167,11 @@ enum RenderFormat {
     Json,
 }
 
+/// The clap definition of the command line (the man pages and completions are made from it).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// Parse arguments and run; returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -156,18 +184,103 @@ pub fn main() -> i32 {
                 _ => exit::USAGE,
             };
             let _ = e.print();
+            if let Some(hint) = usage_hint(&e) {
+                eprintln!("{hint}");
+            }
             return code;
         }
     };
     run(&cli)
 }
 
+/// A hint after clap's own message, for the mistakes people make.
+fn usage_hint(e: &clap::Error) -> Option<&'static str> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(a)) => a.as_str(),
+        _ => return None,
+    };
+    (e.kind() == ErrorKind::InvalidValue && arg.contains("--output-format")).then_some(
+        "hint: -o is the output format (text or json); discover writes its config to a file \
+         with --output FILE",
+    )
+}
+
+/// A global flag that the verb cannot honour: refused (exit 64) rather than ignored.
+fn refused_flag(cli: &Cli) -> Option<String> {
+    let verb = match &cli.command {
+        Command::Sandbox { .. } => "sandbox",
+        Command::Discover { .. } => "discover",
+        Command::Completions { .. } => "completions",
+        Command::Render {
+            format: Some(RenderFormat::Ip),
+        } if cli.output == Format::Json => {
+            return Some("render: --format ip and -o json disagree; give one of them".into());
+        }
+        _ => return None,
+    };
+    if cli.netns.is_some() {
+        return Some(format!(
+            "{verb} does not use --netns{}",
+            if verb == "sandbox" {
+                " (it builds namespaces of its own; see --keep)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if cli.output == Format::Json && verb != "sandbox" {
+        return Some(format!(
+            "{verb} has no JSON output (-o json){}",
+            if verb == "discover" {
+                ": it writes a TOML config; check it with `eniroute -o json validate`"
+            } else {
+                ""
+            }
+        ));
+    }
+    None
+}
+
+/// The verb's name, as JSON's `command`.
+fn verb(c: &Command) -> &'static str {
+    match c {
+        Command::Validate => "validate",
+        Command::Plan { .. } => "plan",
+        Command::Apply { .. } => "apply",
+        Command::Status => "status",
+        Command::Flush { .. } => "flush",
+        Command::Discover { .. } => "discover",
+        Command::Sandbox { .. } => "sandbox",
+        Command::Render { .. } => "render",
+        Command::Completions { .. } => "completions",
+        Command::Doctor { .. } => "doctor",
+        Command::Watch { .. } => "watch",
+    }
+}
+
 /// Run a parsed command line.
 fn run(cli: &Cli) -> i32 {
+    output::set_command(verb(&cli.command));
     let out = output::Out::new(cli.output, cli.verbose, cli.quiet);
+    if let Some(msg) = refused_flag(cli) {
+        out.error(&msg);
+        return exit::USAGE;
+    }
     match &cli.command {
         Command::Validate => validate(cli, &out),
-        Command::Render { format } => render(cli, &out, *format),
+        Command::Render { format } => {
+            let json = *format == Some(RenderFormat::Json) || cli.output == Format::Json;
+            render(
+                cli,
+                &out,
+                if json {
+                    RenderFormat::Json
+                } else {
+                    RenderFormat::Ip
+                },
+            )
+        }
         Command::Discover {
             provider,
             endpoint,
@@ -206,6 +319,8 @@ fn run(cli: &Cli) -> i32 {
             let opts = ops::ApplyOptions {
                 wait: *wait,
                 interrupted: Some(interrupted.clone()),
+                progress: Some(output::wait_progress(&out)),
+                trace: output::batch_trace(&out),
             };
             let report = ops::apply(&l.config, t, &opts, lock.wait(out, Some(interrupted)))?;
             output::applied(&out, &report);
@@ -222,6 +337,17 @@ fn run(cli: &Cli) -> i32 {
         }),
         Command::Flush { lock } => flush(cli, &out, *lock),
         Command::Watch { resync, lock } => watch(cli, &out, *resync, *lock),
+        Command::Completions { shell } => {
+            use std::io::Write;
+            let script = crate::manual::completion(*shell, command());
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    out.error(&format!("cannot write the completion script: {e}"));
+                    exit::FAILED
+                }
+            }
+        }
     }
 }
 
@@ -342,21 +468,25 @@ fn render(cli: &Cli, out: &output::Out, format: RenderFormat) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    // With --netns, the namespace's links give the real interface names; without, the
-    // config's names are used (and the script says so).
-    let links = match &cli.netns {
-        Some(ns) => match ops::host_links(&Target {
-            netns: Some(ns.clone()),
-        }) {
-            Ok(l) => Some(l),
-            Err(e) => return fail(out, &e),
-        },
-        None => None,
+    // The links of this host (or of --netns) give the real interface names, found by MAC;
+    // without them the config's names are used, and render says which ENIs that makes
+    // unloadable.
+    let target = Target {
+        netns: cli.netns.clone(),
+    };
+    let links = match ops::host_links(&target) {
+        Ok(l) => Some(l),
+        Err(e) if cli.netns.is_some() => return fail(out, &e),
+        Err(e) => {
+            out.warn(&format!("cannot list this host's interfaces ({e})"));
+            None
+        }
     };
     let desired = plan::desired(&loaded.config, links.as_deref());
+    output::render_unresolved(out, &loaded.config, &desired, links.is_some());
     match format {
         RenderFormat::Ip => print!("{}", render::ip_script(&desired)),
-        RenderFormat::Json => println!("{}", render::json(&desired)),
+        RenderFormat::Json => output::print_json(&desired),
     }
     exit::OK
 }
@@ -424,7 +554,8 @@ fn flush(cli: &Cli, out: &output::Out, lock: LockArgs) -> i32 {
 fn flush_protocol(cli: &Cli, out: &output::Out) -> Result<u8, i32> {
     let path = cli.config_path();
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    // A file that cannot be read is reported by load (exit 66).
+    let text = config::read_text(&path).unwrap_or_default();
     match config::discover_section(&text, &shown) {
         Ok(Some(_)) => config::routing_section(&text, &shown)
             .map(|r| r.protocol)
@@ -492,8 +623,10 @@ fn sandbox(cli: &Cli, out: &output::Out, keep: bool) -> i32 {
     let opts = SandboxOptions::new(cli.config.clone(), keep);
     match sandbox::run(&opts) {
         Ok(report) => {
+            // -q: only a failed run's report (which names what failed).
             match out.format {
-                Format::Json => output::print_json(&report),
+                Format::Json => output::print_json_ok(report.passed(), &report),
+                Format::Text if out.quiet && report.passed() => {}
                 Format::Text => print!("{}", report.render_text()),
             }
             if report.passed() {
@@ -564,8 +697,8 @@ fn load_with_source(
     let (loaded, source) = load_maybe_discovered(cli, out)?;
     match loaded {
         Ok(l) => {
-            // Notes (a mode's known limits) belong to validate and plan; warnings to all.
-            let notes = matches!(cli.command, Command::Validate | Command::Plan { .. });
+            // Notes (a mode's known limits) belong to validate; warnings to all.
+            let notes = matches!(cli.command, Command::Validate);
             let shown: Vec<_> = l
                 .warnings
                 .iter()
@@ -577,8 +710,8 @@ fn load_with_source(
         }
         Err(e) => {
             match &e {
-                LoadError::Read { .. } => out.error(&e.to_string()),
                 LoadError::Invalid(c) => out.config_error(c),
+                _ => output::config_unreadable(out, &e),
             }
             Err(e.exit_code())
         }
@@ -596,8 +729,9 @@ fn load_maybe_discovered(cli: &Cli, out: &output::Out) -> Result<MaybeDiscovered
     use crate::discover::{MetadataSource, SourceError};
     let path = cli.config_path();
     let shown = path.display().to_string();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok((config::load_file(&path), None));
+    let text = match config::read_text(&path) {
+        Ok(t) => t,
+        Err(e) => return Ok((Err(e), None)),
     };
     let mut source = match MetadataSource::from_file(&text, &shown) {
         Ok(Some(s)) => s,

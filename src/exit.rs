@@ -6,6 +6,8 @@ pub const FAILED: i32 = 1;
 pub const CHANGES: i32 = 2;
 pub const USAGE: i32 = 64;
 pub const CONFIG: i32 = 65;
+/// The config file is missing, unreadable, not a regular file, or too large.
+pub const NO_INPUT: i32 = 66;
 pub const NOT_FOUND: i32 = 69;
 pub const LOCKED: i32 = 75;
 

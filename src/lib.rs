@@ -16,6 +16,7 @@
 //! | `doctor` | what on the host would fight eniroute (network managers, foreign rules, sysctls), as data; reads files below a root | model, plan, kernel, ops |
 //! | `output` | every word printed: text, JSON, the wording of the shell's errors | all of the above |
 //! | `cli` | clap definitions and the wiring of each verb | everything |
+//! | `manual` | man pages and shell completions generated from the clap definitions and the config reference | config |
 //! | `discover` | instance metadata -> a config (cloud providers behind one trait) | config, model, exit |
 //! | `sandbox` | the config's VPC simulated in namespaces, proven with packets; an oracle for the planner, so it never calls `plan` | config, model, kernel, host, exit |
 //!
@@ -30,8 +31,13 @@
 //!   cloud's documented formats).
 //! - **a verb**: a variant of `cli::Command`; the work as an `ops::*_once` core written against
 //!   `kernel::Kernel` (tested with the fake in ops/fake.rs) and a thin wrapper in `ops/mod.rs`
-//!   that enters the namespace; its report's wording in `output`; its errors carry their exit
-//!   code (`exit::ExitCode`).
+//!   that enters the namespace; its report's wording in `output` (JSON through
+//!   `output::print_json`, which adds the envelope; its `command` name in `cli::verb`); its
+//!   errors carry their exit code (`exit::ExitCode`). The man page and completions follow
+//!   from the clap definition by themselves.
+//! - **a config key**: its field in `config/raw.rs`, its entry in `config/reference.rs` (the
+//!   source of eniroute.toml(5) and of "did you mean") and a line in README's Configuration
+//!   section; `config::reference`'s tests fail until all three agree.
 //! - **a kernel object kind**: its value in `model`, its messages in the kernel codec, its
 //!   ownership in `Kernel::observe`, its changes in `model::Change` and `reconcile`.
 pub mod cli;
@@ -41,6 +47,7 @@ pub mod doctor;
 pub mod exit;
 pub mod host;
 pub mod kernel;
+pub mod manual;
 pub mod model;
 pub mod ops;
 pub mod output;

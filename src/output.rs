@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+mod journal;
+use journal::Level;
+
 use clap::ValueEnum;
 use serde::Serialize;
 
@@ -52,7 +55,7 @@ impl Out {
     /// Progress detail on stderr, shown with -v.
     pub fn detail(&self, msg: &str) {
         if self.verbose > 0 && !self.quiet {
-            eprintln!("{msg}");
+            journal::say(Level::Info, msg);
         }
     }
 
@@ -62,25 +65,29 @@ impl Out {
             return;
         }
         for w in warnings {
-            let kind = if w.note { "note" } else { "warning" };
-            if w.line > 0 {
-                eprintln!("{kind}: {path}:{}: {}", w.line, w.message);
+            let (kind, level) = if w.note {
+                ("note", Level::Info)
             } else {
-                eprintln!("{kind}: {path}: {}", w.message);
+                ("warning", Level::Warning)
+            };
+            if w.line > 0 {
+                journal::say(level, &format!("{kind}: {path}:{}: {}", w.line, w.message));
+            } else {
+                journal::say(level, &format!("{kind}: {path}: {}", w.message));
             }
         }
     }
 
     pub fn warn(&self, msg: &str) {
         if !self.quiet {
-            eprintln!("warning: {msg}");
+            journal::say(Level::Warning, &format!("warning: {msg}"));
         }
     }
 
     /// An error: stderr in text mode; a JSON object on stdout in JSON mode.
     pub fn error(&self, msg: &str) {
         match self.format {
-            Format::Text => eprintln!("error: {msg}"),
+            Format::Text => journal::say(Level::Err, &format!("error: {msg}")),
             Format::Json => print_json(&serde_json::json!({ "error": msg })),
         }
     }
@@ -89,12 +96,16 @@ impl Out {
     pub fn config_error(&self, e: &ConfigError) {
         match self.format {
             Format::Text => {
-                eprintln!("error: invalid configuration {}", e.path);
+                journal::say(
+                    Level::Err,
+                    &format!("error: invalid configuration {}", e.path),
+                );
                 for line in e.to_string().lines() {
-                    eprintln!("  {line}");
+                    journal::say(Level::Err, &format!("  {line}"));
                 }
             }
             Format::Json => print_json(&serde_json::json!({
+                "ok": false,
                 "valid": false,
                 "path": e.path,
                 "problems": e.problems,
@@ -103,11 +114,108 @@ impl Out {
     }
 }
 
-/// Print a value as pretty JSON on stdout.
+/// A config file that could not be read at all (exit 66); a missing one says where a config
+/// comes from.
+pub fn config_unreadable(out: &Out, e: &crate::config::LoadError) {
+    out.error(&e.to_string());
+    let missing = matches!(e, crate::config::LoadError::Read { source, .. }
+        if source.kind() == std::io::ErrorKind::NotFound);
+    if missing && !out.quiet && out.format == Format::Text {
+        journal::say(
+            Level::Err,
+            &format!(
+            "hint: write the config there (annotated examples: /usr/share/doc/eniroute/examples/), \
+             name another with -c FILE, or generate it on the instance: \
+             eniroute discover --output {}",
+            crate::config::DEFAULT_PATH
+        ),
+        );
+    }
+}
+
+/// After render: each ENI found by MAC only that is not on this host is named by its label
+/// in the script, which `ip -batch` cannot load: say so, with the fix.
+pub fn render_unresolved(
+    out: &Out,
+    cfg: &crate::model::Config,
+    d: &crate::plan::Desired,
+    host_view: bool,
+) {
+    for e in cfg.enis.iter().filter(|e| e.interface.is_none()) {
+        let missing = d.missing.iter().find(|m| m.eni == e.name);
+        if host_view && missing.is_none() {
+            continue;
+        }
+        let why = match missing {
+            Some(m) => m.reason.clone(),
+            None => "this host's interfaces could not be listed".to_string(),
+        };
+        out.warn(&format!(
+            "eni {:?} (mac {}): not resolved ({why}); the script names it {:?}, which `ip -batch` \
+             cannot load: render on the instance that has it, or add interface = \"...\" to the config",
+            e.name,
+            e.mac.map(crate::model::mac_text).unwrap_or_default(),
+            e.fallback_ifname()
+        ));
+    }
+}
+
+/// The version of eniroute's JSON output: raised when a field changes meaning or goes away
+/// (new fields do not raise it).
+pub const JSON_SCHEMA: u32 = 1;
+
+static COMMAND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The verb whose JSON this process prints (set once by the command line).
+pub fn set_command(verb: &'static str) {
+    let _ = COMMAND.set(verb);
+}
+
+/// Every JSON document eniroute prints: the envelope, then the verb's own fields.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    eniroute: &'static str,
+    schema: u32,
+    command: &'a str,
+    ok: bool,
+    #[serde(flatten)]
+    data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Print one JSON document on stdout; `ok` is the value's own `ok` field, else whether it has
+/// no `error`.
 pub fn print_json<T: Serialize>(v: &T) {
-    match serde_json::to_string_pretty(v) {
+    emit_json(None, v)
+}
+
+/// Print one JSON document whose `ok` the caller knows (status: healthy; sandbox: passed).
+pub fn print_json_ok<T: Serialize>(ok: bool, v: &T) {
+    emit_json(Some(ok), v)
+}
+
+/// The one function every JSON document goes through (README: "JSON output").
+fn emit_json<T: Serialize>(ok: Option<bool>, v: &T) {
+    let encoded = serde_json::to_value(v).and_then(|value| {
+        let mut data = match value {
+            serde_json::Value::Object(m) => m,
+            other => serde_json::Map::from_iter([("data".to_string(), other)]),
+        };
+        let own_ok = match data.remove("ok") {
+            Some(serde_json::Value::Bool(b)) => Some(b),
+            _ => None,
+        };
+        let ok = ok.or(own_ok).unwrap_or_else(|| !data.contains_key("error"));
+        serde_json::to_string_pretty(&Envelope {
+            eniroute: env!("CARGO_PKG_VERSION"),
+            schema: JSON_SCHEMA,
+            command: COMMAND.get().copied().unwrap_or("eniroute"),
+            ok,
+            data,
+        })
+    });
+    match encoded {
         Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+        Err(e) => journal::say(Level::Err, &format!("error: cannot encode JSON: {e}")),
     }
 }
 
@@ -218,11 +326,73 @@ pub fn rolled_back(out: &Out, f: &Failure) {
         })),
         Format::Text => {
             for v in r.verification.iter().filter(|v| !v.ok) {
-                eprintln!("{}", verdict_line(v));
+                journal::say(Level::Err, &verdict_line(v));
             }
-            eprintln!("error: {message}");
+            journal::say(Level::Err, &format!("error: {message}"));
         }
     }
+}
+
+/// `apply --wait` progress on stderr: on a terminal one line rewritten in place each second
+/// ("waiting for ENI web (mac …): 3s of 30s"); otherwise (a log, the journal) one line when
+/// the wait starts and one when it ends. The failure itself is the error of the pass.
+pub fn wait_progress(out: &Out) -> crate::ops::WaitProgress {
+    use std::io::IsTerminal;
+    let out = *out;
+    let tty = std::io::stderr().is_terminal();
+    let started = std::sync::atomic::AtomicBool::new(false);
+    std::sync::Arc::new(move |missing, waited, total| {
+        if out.quiet {
+            return;
+        }
+        let secs = |d: std::time::Duration| d.as_secs();
+        let first = !started.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if missing.is_empty() {
+            journal::say(
+                Level::Info,
+                &format!("every ENI is there after {:.1}s", waited.as_secs_f64()),
+            );
+            return;
+        }
+        let names: Vec<String> = missing
+            .iter()
+            .map(|m| match (&m.mac, &m.interface) {
+                (Some(mac), _) => format!("{} (mac {mac})", m.eni),
+                (None, Some(i)) => format!("{} (interface {i})", m.eni),
+                (None, None) => m.eni.clone(),
+            })
+            .collect();
+        let what = format!("waiting for ENI {}", names.join(", "));
+        if tty {
+            journal::progress(&format!("{what}: {}s of {}s", secs(waited), secs(total)));
+        } else if first {
+            journal::say(Level::Info, &format!("{what}: up to {}s", secs(total)));
+        }
+    })
+}
+
+/// `-v`: each change on stderr as the kernel accepts it; `-vv`: also each netlink batch with
+/// its size and time. None without -v.
+pub fn batch_trace(out: &Out) -> Option<crate::ops::BatchTrace> {
+    if out.verbose == 0 || out.quiet {
+        return None;
+    }
+    let level = out.verbose;
+    Some(std::sync::Arc::new(move |done: &[Change], sent, took| {
+        if level > 1 {
+            journal::say(
+                Level::Info,
+                &format!(
+                    "netlink batch: {sent} request(s), {} accepted, {:.2} ms",
+                    done.len(),
+                    took.as_secs_f64() * 1000.0
+                ),
+            );
+        }
+        for c in done {
+            journal::say(Level::Info, &format!("applied {}", change_line(c)));
+        }
+    }))
 }
 
 /// Said once when another eniroute holds the lock.
@@ -231,8 +401,8 @@ pub fn lock_waiting(out: &Out, holder: Option<&Holder>) {
         return;
     }
     match holder {
-        Some(h) => eprintln!("waiting for the lock held by {h}"),
-        None => eprintln!("waiting for the lock held by another eniroute"),
+        Some(h) => journal::say(Level::Info, &format!("waiting for the lock held by {h}")),
+        None => journal::say(Level::Info, "waiting for the lock held by another eniroute"),
     }
 }
 
@@ -298,6 +468,48 @@ fn conflict_text(c: &[Conflict]) -> String {
 }
 
 /// Why apply failed, and what its rollback did.
+/// A verification failure as a few lines: per wrong lookup the source, what the kernel chose
+/// and in which table; then, once per kind of winner, where to look.
+fn verification_failure(verdicts: &[Verdict]) -> String {
+    let bad: Vec<&Verdict> = verdicts.iter().filter(|v| !v.ok).collect();
+    let mut text = format!(
+        "verification failed: {} of {} route lookups disagree with the plan:",
+        bad.len(),
+        verdicts.len()
+    );
+    let mut hints: Vec<&str> = Vec::new();
+    for v in bad {
+        let from = match v.source {
+            Some(s) => format!("eni {:?}: from {s}", v.eni),
+            None => "unbound traffic".to_string(),
+        };
+        let table = match v.table {
+            Some(254) => " (table main)".to_string(),
+            Some(t) => format!(" (table {t})"),
+            None => String::new(),
+        };
+        text.push_str(&format!(
+            "\n  {from}: expected {}, kernel says {}{table}",
+            v.expected, v.seen
+        ));
+        let hint = match v.table {
+            Some(254) => {
+                "hint: a route in table main more specific than default won (a VPN's \
+                 0.0.0.0/1?): see `ip route show table main`"
+            }
+            Some(_) => "hint: a rule before eniroute's chose that table: see `ip rule show`",
+            None => "hint: see `ip rule show` and `ip route get 8.8.8.8 from <source>`",
+        };
+        if !hints.contains(&hint) {
+            hints.push(hint);
+        }
+    }
+    for h in hints {
+        text.push_str(&format!("\n  {h}"));
+    }
+    text
+}
+
 fn failure_text(f: &Failure) -> String {
     let cause = match &f.cause {
         Cause::Interrupted if f.undo_errors.is_empty() => {
@@ -307,31 +519,18 @@ fn failure_text(f: &Failure) -> String {
         Cause::Kernel(e) => e.to_string(),
         Cause::Sysctl(e) => e.to_string(),
         Cause::State(e) => e.to_string(),
-        Cause::Verification => {
-            let bad: Vec<String> = (f.report.verification.iter())
-                .filter(|v| !v.ok)
-                .map(|v| match v.source {
-                    Some(s) => format!(
-                        "eni {:?}: from {s}: expected {}, kernel says {}",
-                        v.eni, v.expected, v.seen
-                    ),
-                    None => format!(
-                        "unbound traffic: expected {}, kernel says {}",
-                        v.expected, v.seen
-                    ),
-                })
-                .collect();
-            format!("verification failed: {}", bad.join("; "))
-        }
+        Cause::Verification => verification_failure(&f.report.verification),
     };
+    // A cause of several lines gets the outcome on a line of its own.
+    let sep = if cause.contains('\n') { "\n" } else { "; " };
     if f.undo_errors.is_empty() {
         format!(
-            "{cause}; rolled back {} change(s): the host is as before",
+            "{cause}{sep}rolled back {} change(s): the host is as before",
             f.undone
         )
     } else {
         format!(
-            "{cause}; rollback of {} change(s) met {} error(s): {}",
+            "{cause}{sep}rollback of {} change(s) met {} error(s): {}",
             f.undone,
             f.undo_errors.len(),
             f.undo_errors.join("; ")
@@ -342,7 +541,7 @@ fn failure_text(f: &Failure) -> String {
 /// `flush` output.
 pub fn flushed(out: &Out, r: &FlushReport) {
     if out.format == Format::Json {
-        return print_json(r);
+        return print_json_ok(r.errors.is_empty(), r);
     }
     for c in &r.removed {
         out.info(&change_line(c));
@@ -359,7 +558,7 @@ pub fn flushed(out: &Out, r: &FlushReport) {
         out.warn(w);
     }
     for e in &r.errors {
-        eprintln!("error: {e}");
+        journal::say(Level::Err, &format!("error: {e}"));
     }
     out.info(&format!(
         "Flushed: {} object(s) removed, {} sysctl(s) restored.",
@@ -371,7 +570,8 @@ pub fn flushed(out: &Out, r: &FlushReport) {
 /// `status` output.
 pub fn status(out: &Out, r: &StatusReport) {
     if out.format == Format::Json {
-        return print_json(
+        return print_json_ok(
+            r.healthy(),
             &serde_json::json!({ "healthy": r.healthy(), "status": StatusJson::of(r) }),
         );
     }
@@ -393,32 +593,70 @@ pub fn status(out: &Out, r: &StatusReport) {
             let addrs: Vec<String> = e.addresses.iter().map(address_text).collect();
             out.info(&format!("  addresses: {}", addrs.join(", ")));
         }
+        // iproute2's syntax, as in plan: the line pastes after `ip`.
         for rule in &e.rules {
-            out.info(&format!("  rule {rule}"));
+            out.info(&format!("  {}", Change::AddRule(rule.clone())));
         }
         for v in &e.verification {
             out.info(&verdict_line(v));
         }
     }
-    for v in &r.egress {
-        out.info(&verdict_line(v));
+    if !r.egress.is_empty() {
+        out.info("egress (traffic not bound to a source):");
+        for v in &r.egress {
+            out.info(&verdict_line(v));
+        }
     }
     for s in &r.sysctl_drift {
         out.info(&sysctl_line(s));
     }
     out.info(&format!(
-        "Owned (protocol {}): {} address(es), {} route(s), {} rule(s); {}",
-        r.protocol,
-        r.owned.addresses,
-        r.owned.routes,
-        r.owned.rules,
-        match (r.pending_changes, r.conflicts.len()) {
-            (0, 0) => "in sync with the config.".to_string(),
-            (_, 0) => format!("{} change(s) pending (see plan).", r.pending_changes),
-            (_, n) => format!("{n} conflict(s) with foreign objects (see plan)."),
-        }
+        "Owned (protocol {}): {} address(es), {} route(s), {} rule(s).",
+        r.protocol, r.owned.addresses, r.owned.routes, r.owned.rules,
     ));
     out.info(&watch_line(r.watch.as_ref()));
+    out.info(&status_summary(r));
+}
+
+/// The one verdict line of `status`: healthy, or every reason it is not.
+fn status_summary(r: &StatusReport) -> String {
+    let missing: Vec<&str> = r
+        .enis
+        .iter()
+        .filter(|e| !e.found)
+        .map(|e| e.name.as_str())
+        .collect();
+    let wrong = r
+        .enis
+        .iter()
+        .flat_map(|e| &e.verification)
+        .chain(&r.egress)
+        .filter(|v| !v.ok)
+        .count();
+    let mut why = Vec::new();
+    if !missing.is_empty() {
+        why.push(format!("ENI(s) missing: {}", missing.join(", ")));
+    }
+    if wrong > 0 {
+        why.push(format!("{wrong} route lookup(s) not as planned"));
+    }
+    if r.pending_changes > 0 {
+        why.push(format!(
+            "{} change(s) pending (see plan)",
+            r.pending_changes
+        ));
+    }
+    if !r.conflicts.is_empty() {
+        why.push(format!(
+            "{} conflict(s) with foreign objects (see plan)",
+            r.conflicts.len()
+        ));
+    }
+    if why.is_empty() && r.healthy() {
+        "Healthy: in sync with the config; every source routes through its ENI.".to_string()
+    } else {
+        format!("Not healthy: {}.", why.join("; "))
+    }
 }
 
 /// An ENI's address as status shows it: `192.168.10.10/24`, marked when it is not eniroute's.
@@ -451,10 +689,19 @@ struct EniStatusJson<'a> {
     interface: Option<&'a str>,
     found: bool,
     reason: Option<&'a str>,
-    addresses: Vec<String>,
+    addresses: Vec<StatusAddressJson<'a>>,
     tables: &'a [u32],
-    rules: Vec<String>,
+    rules: &'a [Rule],
     verification: &'a [Verdict],
+}
+
+/// An address of an ENI: its fields, and whether eniroute added it (structured, not a
+/// preformatted "192.168.10.10/24 (not eniroute's)").
+#[derive(Serialize)]
+struct StatusAddressJson<'a> {
+    #[serde(flatten)]
+    address: &'a crate::model::Address,
+    owned: bool,
 }
 
 #[derive(Serialize)]
@@ -496,9 +743,14 @@ impl<'a> EniStatusJson<'a> {
             interface: e.interface.as_deref(),
             found: e.found,
             reason: e.reason.as_deref(),
-            addresses: e.addresses.iter().map(address_text).collect(),
+            addresses: (e.addresses.iter())
+                .map(|a| StatusAddressJson {
+                    address: &a.address,
+                    owned: a.owned,
+                })
+                .collect(),
             tables: &e.tables,
-            rules: e.rules.iter().map(Rule::to_string).collect(),
+            rules: &e.rules,
             verification: &e.verification,
         }
     }
@@ -556,47 +808,16 @@ impl<'a> WatchJson<'a> {
     }
 }
 
-/// How bad a daemon's log line is (syslog levels, as journald reads them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Error = 3,
-    Warning = 4,
-    Info = 6,
-}
-
-/// Is stderr the journal? systemd sets JOURNAL_STREAM to the `device:inode` of the stream
-/// it connected (systemd.exec(5)); a redirected stderr no longer matches it.
-fn stderr_is_journal() -> bool {
-    static IS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *IS.get_or_init(|| {
-        let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
-            return false;
-        };
-        let v = v.to_string_lossy();
-        let Some((dev, ino)) = v.split_once(':') else {
-            return false;
-        };
-        match nix::sys::stat::fstat(std::io::stderr()) {
-            Ok(st) => dev == st.st_dev.to_string() && ino == st.st_ino.to_string(),
-            Err(_) => false,
-        }
-    })
-}
-
-/// One daemon log line on stderr: with its priority as a `<N>` prefix (sd-daemon(3)) when
-/// stderr is the journal, else `warning:`/`error:` as the other verbs print.
-pub fn log(out: &Out, level: Level, msg: &str) {
-    if out.quiet && level != Level::Error {
-        return;
-    }
-    if stderr_is_journal() {
-        eprintln!("<{}>{msg}", level as u8);
+/// One daemon log line on stderr, through [`journal::say`] (with its `<N>` priority when
+/// stderr is the journal); warnings and errors say so, as the other verbs print them.
+fn log(out: &Out, level: Level, msg: &str) {
+    if out.quiet && level != Level::Err {
         return;
     }
     match level {
-        Level::Error => eprintln!("error: {msg}"),
-        Level::Warning => eprintln!("warning: {msg}"),
-        Level::Info => eprintln!("{msg}"),
+        Level::Err => journal::say(level, &format!("error: {msg}")),
+        Level::Warning => journal::say(level, &format!("warning: {msg}")),
+        Level::Info => journal::say(level, msg),
     }
 }
 
@@ -686,7 +907,7 @@ pub fn watch_event(out: &Out, e: &WatchEvent) -> Option<String> {
         W::PassFailed { error, retry } => {
             log(
                 out,
-                Level::Error,
+                Level::Err,
                 &format!(
                     "{error}; trying again in {}",
                     humantime::format_duration(*retry)
@@ -736,13 +957,13 @@ pub fn watch_event(out: &Out, e: &WatchEvent) -> Option<String> {
                     msg.push_str(&format!("; {line}"));
                 }
             }
-            log(out, Level::Error, &msg);
+            log(out, Level::Err, &msg);
             None
         }
         W::ReloadDiscover => {
             log(
                 out,
-                Level::Error,
+                Level::Err,
                 "reload refused, keeping the running config: a config with [discover] is \
                  completed from the instance metadata at start only; restart instead \
                  (systemctl restart eniroute-watch: the routing stays in place meanwhile)",
@@ -752,7 +973,7 @@ pub fn watch_event(out: &Out, e: &WatchEvent) -> Option<String> {
         W::ReloadProtocol { old, new } => {
             log(
                 out,
-                Level::Error,
+                Level::Err,
                 &format!(
                     "reload refused, keeping the running config: routing.protocol changes from \
                      {old} to {new}, which needs a restart (systemctl restart eniroute-watch)"

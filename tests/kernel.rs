@@ -547,6 +547,17 @@ fn verification_failure_rolls_back() {
         err.contains("verification failed") && err.contains("from 192.168.10.21"),
         "{err}"
     );
+    // A few readable lines: the lookup that won names its table, with where to look.
+    assert!(
+        err.contains("(table main)") && err.contains("ip route show table main"),
+        "{err}"
+    );
+    assert_eq!(err.matches("hint: ").count(), 1, "{err}");
+    // The failure's own lines (other warnings, e.g. doctor's, are not its business).
+    let failure = err
+        .split_once("error: verification failed")
+        .map_or("", |(_, f)| f);
+    assert!(failure.lines().all(|l| l.chars().count() <= 140), "{err}");
     assert_eq!(v.guest.dump(), before);
     assert_eq!(v.guest.sysctl("net/ipv4/conf/eth1/rp_filter"), rp);
 }
@@ -827,9 +838,20 @@ fn flush_restores_everything() {
 #[test]
 fn status_reports_per_eni() {
     let v = Vpc::new(&example("multi-eip.toml"));
-    v.expect(&["status"], 1);
+    let before = v.expect(&["status"], 1);
+    assert!(
+        before.contains("Not healthy: ") && before.contains("change(s) pending"),
+        "{before}"
+    );
+    assert!(!before.contains("Healthy: in sync"), "{before}");
     v.expect(&["apply"], 0);
     let out = v.expect(&["status"], 0);
+    assert!(out.contains("\n  rule add priority 20200 from "), "{out}");
+    assert_eq!(
+        out.lines().last(),
+        Some("Healthy: in sync with the config; every source routes through its ENI."),
+        "{out}"
+    );
     assert!(
         out.contains("eni eth1 (eth1, multi-eip): tables [20002, 20102]"),
         "{out}"
@@ -841,6 +863,11 @@ fn status_reports_per_eni() {
     let j: serde_json::Value =
         serde_json::from_str(&v.expect(&["-o", "json", "status"], 0)).unwrap();
     assert_eq!(j["healthy"], true);
+    // Objects are structured, never preformatted strings.
+    let eni = &j["status"]["enis"][1];
+    assert!(eni["addresses"][0]["owned"].is_boolean(), "{eni}");
+    assert!(eni["rules"][0]["priority"].is_u64(), "{eni}");
+    assert!(eni["rules"][0]["table"].is_u64(), "{eni}");
     assert_eq!(
         j["status"]["enis"][1]["verification"]
             .as_array()
@@ -1021,15 +1048,15 @@ fn config_change_converges() {
     std::fs::write(&path, &changed).unwrap();
     let plan = v.expect(&["plan"], 0);
     assert!(
-        plan.contains("- address 192.168.10.22/24 dev eth1"),
+        plan.contains("- address del 192.168.10.22/24 dev eth1"),
         "{plan}"
     );
     assert!(
-        plan.contains("+ rule 21200 from 192.168.10.21 lookup 20002"),
+        plan.contains("+ rule add priority 21200 from 192.168.10.21 lookup 20002"),
         "{plan}"
     );
     assert!(
-        plan.contains("- rule 20200 from 192.168.10.21 lookup 20002"),
+        plan.contains("- rule del priority 20200 from 192.168.10.21 lookup 20002"),
         "{plan}"
     );
     v.expect(&["apply"], 0);
@@ -1071,8 +1098,14 @@ fn json_output_is_one_document() {
         let mut a = vec!["-o", "json"];
         a.extend_from_slice(args);
         let out = v.expect(&a, code);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document: {e}\n{out}"))
+        let j: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document: {e}\n{out}"));
+        // The envelope every verb's document starts with (README: JSON output).
+        assert_eq!(j["eniroute"], env!("CARGO_PKG_VERSION"), "{args:?}");
+        assert_eq!(j["schema"], 1, "{args:?}");
+        assert_eq!(j["command"], args[0], "{args:?}");
+        assert_eq!(j["ok"], code == 0 || code == 2, "{args:?}");
+        j
     };
     let plan = json(&["plan", "--detailed-exitcode"], 2);
     assert_eq!(plan["changes_pending"], true);

@@ -7,7 +7,9 @@
 //! May import `crate::model` and `crate::exit`; nothing else of the crate.
 
 mod blocks;
+mod keys;
 mod raw;
+pub mod reference;
 pub(crate) mod rules;
 mod validate;
 
@@ -79,6 +81,9 @@ pub struct Loaded {
     pub warnings: Vec<Warning>,
 }
 
+/// The largest config file eniroute reads.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// Why a file could not be loaded at all.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -87,15 +92,22 @@ pub enum LoadError {
         path: String,
         source: std::io::Error,
     },
+    /// A FIFO, device, socket or directory: refused without reading (a FIFO would block).
+    #[error("{path} is {kind}, not a regular file")]
+    NotRegular { path: String, kind: &'static str },
+    #[error("{path} is {size} bytes: a config file is at most 1 MiB")]
+    TooLarge { path: String, size: u64 },
     #[error("{0}")]
     Invalid(#[from] ConfigError),
 }
 
 impl ExitCode for LoadError {
     fn exit_code(&self) -> i32 {
-        // An unreadable file is still reported as a config error (exit 65).
         match self {
-            LoadError::Read { .. } | LoadError::Invalid(_) => exit::CONFIG,
+            LoadError::Read { .. } | LoadError::NotRegular { .. } | LoadError::TooLarge { .. } => {
+                exit::NO_INPUT
+            }
+            LoadError::Invalid(_) => exit::CONFIG,
         }
     }
 }
@@ -103,12 +115,16 @@ impl ExitCode for LoadError {
 /// Read and validate the file at `path`.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let text = decode(&bytes, &shown)?;
-    Ok(load_str(text, &shown)?)
+    let text = read_text(path)?;
+    Ok(load_str(&text, &shown)?)
+}
+
+/// The text of the config file at `path`: a regular file of at most 1 MiB, UTF-8. Every
+/// reader of the config file goes through this (a FIFO would otherwise block).
+pub fn read_text(path: &Path) -> Result<String, LoadError> {
+    let shown = path.display().to_string();
+    let bytes = read_bounded(path, &shown)?;
+    Ok(decode(&bytes, &shown)?.to_string())
 }
 
 /// The file as UTF-8 text; else a config error at the line and column of the first bad byte.
@@ -130,24 +146,93 @@ fn decode<'a>(bytes: &'a [u8], path: &str) -> Result<&'a str, ConfigError> {
     })
 }
 
+/// The text of a regular file of at most `MAX_FILE_BYTES`. Opened non-blocking, so a FIFO is
+/// refused at once instead of waiting for a writer; the type is checked on the open file.
+fn read_bounded(path: &Path, shown: &str) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_err = |source| LoadError::Read {
+        path: shown.to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    let t = meta.file_type();
+    let kind = if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    };
+    if let Some(kind) = kind {
+        return Err(LoadError::NotRegular {
+            path: shown.to_string(),
+            kind,
+        });
+    }
+    let too_large = |size| LoadError::TooLarge {
+        path: shown.to_string(),
+        size,
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    // The size can grow between fstat and read: read one byte more than allowed to notice.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Validate configuration text; `path` is only used in messages.
 pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
     let lines = LineIndex::new(text);
+    if let Some(unknown) = keys::unknown_keys(text).filter(|u| !u.is_empty()) {
+        let problems = unknown
+            .into_iter()
+            .map(|u| problem_at(text, &lines, u.start, u.message))
+            .collect();
+        return Err(ConfigError {
+            path: path.to_string(),
+            problems,
+        });
+    }
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let (line, column) = e.span().map(|s| lines.position(s.start)).unwrap_or((0, 0));
-        let mut message = e.message().trim_end().to_string();
-        if line > 0 {
-            if let Some(src) = text.lines().nth(line - 1) {
-                message.push_str(&format!("\n  {line} | {src}"));
+        let message = e.message().trim_end().to_string();
+        let problem = match e.span() {
+            Some(span) => {
+                let p = problem_at(text, &lines, span.start, message);
+                let hint = text.lines().nth(p.line - 1).and_then(unquoted_address);
+                Problem {
+                    message: match hint {
+                        Some(h) => format!("{}\n  {h}", p.message),
+                        None => p.message,
+                    },
+                    ..p
+                }
             }
-        }
+            None => Problem {
+                line: 0,
+                column: 0,
+                message,
+            },
+        };
         ConfigError {
             path: path.to_string(),
-            problems: vec![Problem {
-                line,
-                column,
-                message,
-            }],
+            problems: vec![problem],
         }
     })?;
     let mut v = Validator::new(lines);
@@ -203,6 +288,44 @@ pub fn routing_section(text: &str, path: &str) -> Result<Routing, ConfigError> {
         path: path.to_string(),
         problems,
     })
+}
+
+/// `cidr = 192.168.10.0/24`: an address or CIDR written without quotes (TOML reads it as a
+/// number, or cannot read it): the fix, quoted.
+fn unquoted_address(line: &str) -> Option<String> {
+    let (key, value) = line.split_once('=')?;
+    let value = value.split('#').next().unwrap_or("").trim();
+    let looks_like_address = value.len() <= 64
+        && value.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
+        && value.chars().any(|c| matches!(c, '.' | ':' | '/'))
+        && value
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/'));
+    looks_like_address.then(|| {
+        format!(
+            "hint: quote addresses and CIDR values: {} = \"{value}\"",
+            key.trim()
+        )
+    })
+}
+
+/// A problem at a byte offset, quoting (a short excerpt of) its line.
+fn problem_at(text: &str, lines: &LineIndex, offset: usize, mut message: String) -> Problem {
+    let (line, column) = lines.position(offset);
+    if let Some(src) = text.lines().nth(line - 1) {
+        let excerpt: String = src.chars().take(100).collect();
+        let more = if excerpt.len() < src.len() {
+            " ..."
+        } else {
+            ""
+        };
+        message.push_str(&format!("\n  {line} | {excerpt}{more}"));
+    }
+    Problem {
+        line,
+        column,
+        message,
+    }
 }
 
 /// Byte offsets to 1-based lines and columns.

@@ -448,6 +448,19 @@ pub(crate) fn normalize_endpoint(endpoint: &str) -> Result<String, DiscoverError
     if host.is_empty() {
         return Err(err("no host"));
     }
+    // No name resolution: the packaged binary is static (getaddrinfo would need the host's
+    // NSS modules), and every metadata service has a fixed link-local or reserved address.
+    let ip_literal = host.parse::<std::net::SocketAddr>().is_ok()
+        || host.parse::<std::net::IpAddr>().is_ok()
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    if !ip_literal {
+        return Err(err(
+            "the host must be an IP address (eniroute does no name resolution), e.g. http://100.100.100.200",
+        ));
+    }
     Ok(with_scheme.trim_end_matches('/').to_string())
 }
 
@@ -462,6 +475,14 @@ mod tests {
                 .ok()
                 .as_deref(),
             Some("http://100.100.100.200")
+        );
+        assert!(normalize_endpoint("http://metadata.internal/").is_err());
+        assert!(normalize_endpoint("http://localhost:8080").is_err());
+        assert_eq!(
+            normalize_endpoint("http://[fd00:ec2::254]/")
+                .ok()
+                .as_deref(),
+            Some("http://[fd00:ec2::254]")
         );
         assert_eq!(
             normalize_endpoint("127.0.0.1:8080").ok().as_deref(),

@@ -6,9 +6,8 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{DiscoverError, Discovered, DiscoveredEni};
@@ -144,7 +143,6 @@ fn eip_tables(eni: &DiscoveredEni) -> String {
 /// Write `text` to `path` atomically: a temporary file in the same directory (mode 0600),
 /// fsync, rename over `path`, then fsync the directory. Missing parent directories are created.
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), DiscoverError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let werr = |source: io::Error| DiscoverError::Write {
         path: path.to_path_buf(),
         source,
@@ -171,33 +169,20 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), DiscoverError> {
         )));
     }
 
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = dir.join(tmp_name);
-
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
+    // A temporary file next to the target (same filesystem), mode 0600 from its creation,
+    // renamed over the target once its bytes are on disk (tempfile removes it on failure).
+    let mut prefix = OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
         .map_err(werr)?;
-    let result = (|| {
-        // The umask can only clear bits, but be explicit.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    drop(file);
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(werr(e));
-    }
+    tmp.write_all(text.as_bytes()).map_err(werr)?;
+    tmp.as_file().sync_all().map_err(werr)?;
+    tmp.persist(path).map_err(|e| werr(e.error))?;
     // Make the rename durable. Some filesystems refuse fsync on a directory: best effort.
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
@@ -250,28 +235,13 @@ fn comment_safe(s: &str) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC), without panicking on any `SystemTime`.
 fn format_utc(t: SystemTime) -> String {
-    let Ok(since) = t.duration_since(UNIX_EPOCH) else {
-        return "(unknown time)".to_string();
-    };
-    let secs = since.as_secs();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days, for days >= 0.
-    let z = days.saturating_add(719_468);
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe.saturating_add(era.saturating_mul(400)) + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    // humantime formats years 1970..=9999 (and would panic outside them).
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(since) if since.as_secs() < 253_402_300_800 => {
+            humantime::format_rfc3339_seconds(t).to_string()
+        }
+        _ => "(unknown time)".to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -287,5 +257,11 @@ mod tests {
         assert_eq!(format_utc(t), "2024-02-29T23:59:59Z");
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(format_utc(t), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            format_utc(UNIX_EPOCH - Duration::from_secs(1)),
+            "(unknown time)"
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(format_utc(far), "(unknown time)");
     }
 }

@@ -75,19 +75,29 @@ impl Change {
 }
 
 impl fmt::Display for Change {
-    /// `ip`-style, without the sign: `rule 20200 from 192.168.10.22 lookup 20002`.
+    /// iproute2 syntax, without the sign, so that the line can be pasted after `ip`:
+    /// `rule add priority 20200 from 192.168.10.22 lookup 20002` (an IPv6 rule starts with
+    /// `-6`, which iproute2 needs when the rule names no address).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::LinkUp(i) => write!(f, "link set dev {} up", i.name),
             Change::LinkDown(i) => write!(f, "link set dev {} down", i.name),
-            Change::AddAddress(a) | Change::DelAddress(a) => write!(f, "address {a}"),
-            Change::AddRoute(r) | Change::DelRoute(r) => write!(f, "route {r}"),
-            Change::ReplaceRoute { old, new } => write!(f, "route {new} (was: {old})"),
-            Change::AddRule(r) | Change::DelRule(r) => {
-                let s = r.to_string();
-                write!(f, "rule {}", s.strip_prefix("priority ").unwrap_or(&s))
-            }
+            Change::AddAddress(a) => write!(f, "address add {a}"),
+            Change::DelAddress(a) => write!(f, "address del {a}"),
+            Change::AddRoute(r) => write!(f, "route add {r}"),
+            Change::DelRoute(r) => write!(f, "route del {r}"),
+            // A shell takes `# ...` as a comment: the line still pastes after `ip`.
+            Change::ReplaceRoute { old, new } => write!(f, "route replace {new}  # was: {old}"),
+            Change::AddRule(r) => write!(f, "{}rule add {r}", family_flag(r.family)),
+            Change::DelRule(r) => write!(f, "{}rule del {r}", family_flag(r.family)),
         }
+    }
+}
+
+fn family_flag(f: super::Family) -> &'static str {
+    match f {
+        super::Family::V4 => "",
+        super::Family::V6 => "-6 ",
     }
 }
 

@@ -17,13 +17,36 @@ use crate::kernel::sysctl::SysctlError;
 use crate::kernel::{failpoint, Kernel, KernelError};
 use crate::model::{Change, Config};
 
+/// Told while apply waits for ENIs (at least once a second): the ENIs still missing, how
+/// long it has waited, the limit; and once more with nothing missing when they all came.
+pub type WaitProgress = Arc<dyn Fn(&[crate::plan::Missing], Duration, Duration) + Send + Sync>;
+
+/// Told after each netlink batch of apply: the changes the kernel accepted, how many requests
+/// the batch sent, and how long it took (`-v`, `-vv`).
+pub type BatchTrace = Arc<dyn Fn(&[Change], usize, Duration) + Send + Sync>;
+
 /// Options of apply.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ApplyOptions {
     /// Wait this long for ENIs that are not there yet.
     pub wait: Option<Duration>,
     /// Set (by a signal handler) to stop: the pass sends nothing more and rolls back.
     pub interrupted: Option<Arc<AtomicBool>>,
+    /// Progress of the wait (`--wait`).
+    pub progress: Option<WaitProgress>,
+    /// Each batch as it is made.
+    pub trace: Option<BatchTrace>,
+}
+
+impl std::fmt::Debug for ApplyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyOptions")
+            .field("wait", &self.wait)
+            .field("interrupted", &self.interrupted)
+            .field("progress", &self.progress.as_ref().map(|_| "callback"))
+            .field("trace", &self.trace.as_ref().map(|_| "callback"))
+            .finish()
+    }
 }
 
 impl ApplyOptions {
@@ -80,7 +103,7 @@ pub async fn apply_once(
     cfg: &Config,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, OpError> {
-    let links = links_when_ready(k, cfg, opts.wait).await?;
+    let links = links_when_ready(k, cfg, opts.wait, opts.progress.as_ref()).await?;
     let c = compute(k, state, cfg, links).await?;
     failpoint::hit("computed");
     let mut pass = Pass {
@@ -96,7 +119,12 @@ pub async fn apply_once(
         written: Vec::new(),
         stored: false,
     };
-    let (applied, err) = converge(k, &c.changes, &|| opts.interrupted()).await;
+    let traced = |done: &[Change], sent: usize, took: Duration| {
+        if let Some(t) = &opts.trace {
+            t(done, sent, took);
+        }
+    };
+    let (applied, err) = converge(k, &c.changes, &|| opts.interrupted(), &traced).await;
     pass.report.applied = applied;
     if let Some(e) = err {
         return Err(pass.fail(Cause::Kernel(e)).await);

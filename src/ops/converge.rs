@@ -34,17 +34,24 @@ pub(super) async fn links_when_ready(
     k: &impl Kernel,
     cfg: &Config,
     wait: Option<Duration>,
+    progress: Option<&super::apply::WaitProgress>,
 ) -> Result<Vec<HostLink>, OpError> {
     let missing = |links: &[HostLink]| plan::desired(cfg, Some(links)).missing;
-    let deadline = wait.map(|w| Instant::now() + w);
+    let started = Instant::now();
+    let deadline = wait.map(|w| started + w);
     if deadline.is_some() {
         // Subscribe before the first dump so that no event falls between the two.
         k.link_event(Duration::ZERO).await?;
     }
+    let mut waited = false;
     loop {
         let links = k.links().await?;
         let m = missing(&links);
+        let total = wait.unwrap_or_default();
         if m.is_empty() {
+            if let (true, Some(tell)) = (waited, progress) {
+                tell(&[], started.elapsed(), total);
+            }
             return Ok(links);
         }
         let left = deadline
@@ -53,7 +60,16 @@ pub(super) async fn links_when_ready(
         if left.is_zero() {
             return Err(OpError::Missing(m));
         }
-        k.link_event(left).await?;
+        waited = true;
+        // With someone to tell, wake at least once a second (a link event wakes sooner).
+        let nap = match progress {
+            Some(tell) => {
+                tell(&m, started.elapsed(), total);
+                left.min(Duration::from_secs(1))
+            }
+            None => left,
+        };
+        k.link_event(nap).await?;
     }
 }
 
@@ -112,7 +128,7 @@ pub async fn plan_once(
     state: &State,
     cfg: &Config,
 ) -> Result<PlanReport, OpError> {
-    let links = links_when_ready(k, cfg, None).await?;
+    let links = links_when_ready(k, cfg, None, None).await?;
     Ok(compute(k, state, cfg, links).await?.plan_report())
 }
 
@@ -122,13 +138,16 @@ pub(super) async fn converge(
     k: &impl Kernel,
     changes: &[Change],
     stop: &dyn Fn() -> bool,
+    traced: &dyn Fn(&[Change], usize, std::time::Duration),
 ) -> (Vec<Change>, Option<KernelError>) {
     let mut applied = Vec::new();
     for phase in phases(changes) {
         if stop() {
             break;
         }
+        let started = Instant::now();
         let (done, err) = k.apply_batch(phase).await;
+        let before = applied.len();
         applied.extend(
             phase
                 .iter()
@@ -136,6 +155,7 @@ pub(super) async fn converge(
                 .filter(|(_, ok)| *ok)
                 .map(|(c, _)| c.clone()),
         );
+        traced(&applied[before..], phase.len(), started.elapsed());
         if err.is_some() {
             return (applied, err);
         }

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use apply::{apply_once, ApplyOptions, ApplyReport, Cause, Failure};
+pub use apply::{apply_once, ApplyOptions, ApplyReport, BatchTrace, Cause, Failure, WaitProgress};
 pub use converge::{plan_once, PlanReport};
 pub use flush::{flush_once, FlushReport};
 pub use status::{status_once, EniStatus, Owned, StatusAddress, StatusReport};

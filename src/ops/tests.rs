@@ -114,9 +114,10 @@ fn a_refused_change_rolls_back_everything_newest_first() {
     let (k, st, c) = (fake(), state(), cfg(CFG));
     let before = k.snapshot();
     // The first rule fails: addresses and routes were already made.
-    k.faults
-        .borrow_mut()
-        .push(Fault::Change("rule 20200 from 192.168.20.5", 17));
+    k.faults.borrow_mut().push(Fault::Change(
+        "rule add priority 20200 from 192.168.20.5",
+        17,
+    ));
     let Err(OpError::RolledBack(f)) = apply(&k, &st, &c) else {
         panic!("apply should fail and roll back");
     };
@@ -129,8 +130,10 @@ fn a_refused_change_rolls_back_everything_newest_first() {
     let made: Vec<&String> = log.iter().filter(|l| l.starts_with('+')).collect();
     let undone: Vec<&String> = log.iter().filter(|l| l.starts_with('-')).collect();
     assert_eq!(made.len(), undone.len());
-    assert_eq!(&made[made.len() - 1][1..], &undone[0][1..]);
-    assert_eq!(&made[0][1..], &undone[undone.len() - 1][1..]);
+    // The same object, made with `add` and undone with `del`.
+    let object = |l: &str| l[1..].replacen(" add ", " ", 1).replacen(" del ", " ", 1);
+    assert_eq!(object(made[made.len() - 1]), object(undone[0]));
+    assert_eq!(object(made[0]), object(undone[undone.len() - 1]));
     assert!(!st.dir().join("sysctl.json").exists(), "nothing saved");
     st.remove();
 }
@@ -231,9 +234,10 @@ fn flush_counts_already_gone_objects_and_reports_real_errors() {
     let (k, st, c) = (fake(), state(), cfg(CFG));
     apply(&k, &st, &c).unwrap();
     // One rule refuses removal with EPERM; everything else still goes.
-    k.faults
-        .borrow_mut()
-        .push(Fault::Change("rule 20000 from 192.168.20.5", 1));
+    k.faults.borrow_mut().push(Fault::Change(
+        "rule del priority 20000 from 192.168.20.5",
+        1,
+    ));
     let r = block(flush_once(&k, &st)).unwrap();
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
     assert_eq!(k.state.borrow().rules.len(), 1);

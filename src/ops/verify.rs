@@ -25,6 +25,8 @@ pub struct Verdict {
     pub source: Option<IpAddr>,
     pub expected: String,
     pub seen: String,
+    /// The route table the kernel's lookup ended in (RTM_F_LOOKUP_TABLE; IPv4 only).
+    pub table: Option<u32>,
     pub ok: bool,
 }
 
@@ -65,14 +67,14 @@ pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> 
     let lookups = k.route_get_many(&queries).await;
     let mut out = Vec::new();
     for (c, lookup) in d.checks.iter().zip(lookups) {
-        let (seen, ok) = match lookup {
+        let (seen, ok, table) = match lookup {
             Ok(l) => {
                 let gw = l
                     .gateway
                     .map(|g| g.to_string())
                     .unwrap_or_else(|| "none".into());
                 let ok = l.oif == Some(c.iface.index) && l.gateway == Some(c.gateway);
-                (format!("dev {} via {gw}", name(l.oif)), ok)
+                (format!("dev {} via {gw}", name(l.oif)), ok, l.table)
             }
             Err(e) => (
                 format!(
@@ -80,6 +82,7 @@ pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> 
                     e.errno().map(errno_text).unwrap_or_else(|| e.to_string())
                 ),
                 false,
+                None,
             ),
         };
         out.push(Verdict {
@@ -87,25 +90,28 @@ pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> 
             source: Some(c.source),
             expected: format!("dev {} via {}", c.iface.name, c.gateway),
             seen,
+            table,
             ok,
         });
     }
     for e in &d.egress_checks {
         let names: Vec<&str> = e.ifaces.iter().map(|i| i.name.as_str()).collect();
-        let (seen, ok) = match k.route_get(None, probe_target(d, e.family)).await {
+        let (seen, ok, table) = match k.route_get(None, probe_target(d, e.family)).await {
             Ok(l) => (
                 format!("dev {}", name(l.oif)),
                 l.oif
                     .map(|o| e.ifaces.iter().any(|i| i.index == o))
                     .unwrap_or(false),
+                l.table,
             ),
-            Err(err) => (format!("no route ({err})"), false),
+            Err(err) => (format!("no route ({err})"), false, None),
         };
         out.push(Verdict {
             eni: "egress".into(),
             source: None,
             expected: format!("dev {}", names.join(" | ")),
             seen,
+            table,
             ok,
         });
     }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{print_json, Format, Out};
+use super::{print_json_ok, Format, Out};
 use crate::doctor::{Finding, Report, Skipped};
 
 /// Where the package installs the networkd drop-in (configs/networkd/ in the source).
@@ -130,7 +130,8 @@ pub fn doctor(out: &Out, r: &Report) {
             .iter()
             .map(|s| json!({ "what": skipped_text(s), "data": s }))
             .collect();
-        return print_json(
+        return print_json_ok(
+            r.clean(),
             &json!({ "clean": r.clean(), "findings": findings, "skipped": skipped }),
         );
     }

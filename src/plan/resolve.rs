@@ -42,14 +42,14 @@ pub(super) fn resolve(
                             l.mac.map(mac_text).unwrap_or("none".into()),
                             e.mac.map(mac_text).unwrap_or_default()
                         ),
-                        None => "no interface has that mac or name".to_string(),
+                        None => format!("no interface has that mac or name ({})", host_macs(links)),
                     }),
                 }
             }
             (Some(_), None) => by_mac
                 .first()
                 .copied()
-                .ok_or_else(|| "no interface has that mac".to_string()),
+                .ok_or_else(|| format!("no interface has that mac ({})", host_macs(links))),
             (None, _) => by_name.ok_or_else(|| "no interface has that name".to_string()),
         };
         match found {
@@ -72,4 +72,22 @@ pub(super) fn resolve(
         }
     }
     (out, missing)
+}
+
+/// "this host has eth0 00:16:3e:…, eth1 …" (at most 16, loopback and MAC-less links left out).
+fn host_macs(links: &[HostLink]) -> String {
+    let with_mac: Vec<String> = links
+        .iter()
+        .filter_map(|l| l.mac.filter(|m| !m.is_nil()).map(|m| (l, m)))
+        .map(|(l, m)| format!("{} {}", l.name, mac_text(m)))
+        .collect();
+    if with_mac.is_empty() {
+        return "this host has no interface with a MAC address".to_string();
+    }
+    let more = with_mac.len().saturating_sub(16);
+    let mut shown = with_mac.into_iter().take(16).collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        shown.push_str(&format!(" and {more} more"));
+    }
+    format!("this host has {shown}")
 }

@@ -3,13 +3,13 @@
 //! Imports only kernel::sim (and the sandbox's own state cleanup).
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::Signal;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::kernel::sim;
 
@@ -26,7 +26,6 @@ pub struct Entry {
 
 static REGISTRY: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
-static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 static INSTALL: Once = Once::new();
 /// Set once a signal started the teardown: the process then ends with 128 + signal.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -71,53 +70,24 @@ pub fn register(entry: Entry) -> Guard {
     Guard { id }
 }
 
-extern "C" fn on_signal(sig: i32) {
-    let fd = WAKE_FD.load(Ordering::SeqCst);
-    if fd >= 0 {
-        // SAFETY: `fd` is the write end of the pipe made in `install`, never closed.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let _ = nix::unistd::write(fd, &[sig as u8]);
-    }
-}
-
+/// A watcher thread that waits for SIGINT or SIGTERM (signal-hook's self-pipe: the handler
+/// does nothing but wake it), installed once.
 fn install() {
     INSTALL.call_once(|| {
-        let Ok((rd, wr)) = nix::unistd::pipe() else {
+        let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else {
             return;
         };
-        WAKE_FD.store(wr.as_raw_fd(), Ordering::SeqCst);
-        std::mem::forget(wr);
-        let spawned = std::thread::Builder::new()
+        let _ = std::thread::Builder::new()
             .name("sandbox-signals".into())
-            .spawn(move || watch(rd));
-        if spawned.is_err() {
-            return;
-        }
-        let action = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        for sig in [Signal::SIGINT, Signal::SIGTERM] {
-            // SAFETY: the handler only writes one byte to a pipe (async-signal-safe).
-            let _ = unsafe { sigaction(sig, &action) };
-        }
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    watch(sig);
+                }
+            });
     });
 }
 
-fn watch(rd: OwnedFd) {
-    // SAFETY: we own `rd`; File takes it over.
-    let mut f = unsafe { std::fs::File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(rd)) };
-    let mut b = [0u8; 1];
-    loop {
-        match f.read(&mut b) {
-            Ok(1) => break,
-            Ok(_) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        }
-    }
-    let sig = i32::from(b[0]);
+fn watch(sig: i32) {
     INTERRUPTED.store(true, Ordering::SeqCst);
     let entries: Vec<Entry> = {
         let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());

@@ -87,6 +87,9 @@ pub struct SandboxReport {
     pub passed: bool,
 }
 
+/// The text report fits a terminal of this width.
+const REPORT_COLUMNS: u16 = 100;
+
 impl SandboxReport {
     /// Every after-apply expectation holds and every eniroute step succeeded.
     pub fn passed(&self) -> bool {
@@ -138,7 +141,7 @@ impl SandboxReport {
         )
     }
 
-    /// One line per check, in columns as wide as their widest cell.
+    /// One line per check (a cell too wide wraps onto the next lines), in columns.
     fn text_table(&self) -> String {
         let rows: Vec<[String; 4]> = self
             .checks
@@ -161,24 +164,37 @@ impl SandboxReport {
             "BEFORE APPLY".to_string(),
             "AFTER APPLY".to_string(),
         ];
-        let mut w = [0usize; 3];
-        for r in rows.iter().chain(std::iter::once(&header)) {
-            for i in 0..3 {
-                w[i] = w[i].max(r[i].chars().count());
+        // What was checked is read first: it keeps its width (up to 44 columns); comfy-table
+        // wraps the other cells so that the report fits a 100-column terminal.
+        let check_width = rows
+            .iter()
+            .chain(std::iter::once(&header))
+            .map(|r| r[0].chars().count())
+            .max()
+            .unwrap_or(0);
+        let mut table = comfy_table::Table::new();
+        table
+            .load_style(comfy_table::presets::NOTHING)
+            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+            .set_width(REPORT_COLUMNS)
+            .set_header(header)
+            .add_rows(rows);
+        for i in 0..4 {
+            if let Some(c) = table.column_mut(i) {
+                // No left padding, two spaces between columns.
+                c.set_padding((0, if i == 3 { 0 } else { 2 }));
+                if i == 0 {
+                    let w = u16::try_from(check_width.min(44)).unwrap_or(44);
+                    c.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(
+                        comfy_table::Width::Fixed(w + 2),
+                    ));
+                }
             }
         }
         let mut out = String::new();
-        for r in std::iter::once(&header).chain(rows.iter()) {
-            out.push_str(&format!(
-                "{:<w0$}  {:<w1$}  {:<w2$}  {}\n",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                w0 = w[0],
-                w1 = w[1],
-                w2 = w[2]
-            ));
+        for line in table.lines() {
+            out.push_str(line.trim_end());
+            out.push('\n');
         }
         out
     }
@@ -380,19 +396,31 @@ mod tests {
         let table: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.starts_with("CHECK"))
-            .take(4)
+            .take_while(|l| !l.is_empty())
             .collect();
-        // The EXPECTED column starts at the same place on every line.
-        let starts: Vec<_> = table
+        // Each row starts a line with its kind; wide cells wrap onto the next lines, and no
+        // line is wider than 100 columns.
+        let rows: Vec<&&str> = table
+            .iter()
+            .filter(|l| {
+                ["CHECK", "inbound", "egress", "step"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .collect();
+        assert_eq!(rows.len(), 4, "{text}");
+        assert!(table.iter().all(|l| l.chars().count() <= 100), "{text}");
+        // The EXPECTED column starts at the same place on every row.
+        let starts: Vec<_> = rows
             .iter()
             .map(|l| l.find("EXPECTED").or_else(|| l.find("seen as")))
             .collect();
-        assert_eq!(table.len(), 4, "{text}");
         assert!(
             starts.iter().all(|s| s.is_some() && *s == starts[0]),
             "{text}"
         );
-        assert!(text.contains("ok (eth0 30, eth1 34)"), "{text}");
+        let words: Vec<&str> = text.split_whitespace().collect();
+        assert!(words.join(" ").contains("ok (eth0 30, eth1"), "{text}");
         assert!(text.contains("PASS: all 3 checks hold after apply (2 of 2 failed before"));
         assert!(!text.contains("ip netns exec"), "{text}");
     }
@@ -405,7 +433,9 @@ mod tests {
         r.checks.push(row(Kind::Vswitch, "not run row", None, None));
         let text = r.render_text();
         assert!(!r.passed());
-        assert!(text.contains("FAIL: answered 192.168.0.12"), "{text}");
+        // The cell may wrap: compare its words.
+        assert!(text.contains("FAIL: answered"), "{text}");
+        assert!(text.contains("192.168.0.12"), "{text}");
         assert!(text.contains("not run"), "{text}");
         assert!(
             text.contains("step \"plan\" failed (exit 1): eniroute plan"),

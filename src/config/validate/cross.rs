@@ -37,6 +37,14 @@ impl Validator {
 
     fn one_primary(&mut self, raw: &[S<RawEni>]) {
         let primaries: Vec<&S<RawEni>> = raw.iter().filter(|e| e.get_ref().is_primary()).collect();
+        if let (None, Some(first)) = (primaries.first(), raw.first()) {
+            self.warn(
+                &first.span(),
+                "no ENI has primary = true: if the instance's primary ENI is declared, mark it \
+                 (it then gets the primary's limits checked: nat mode, one EIP); if it is left \
+                 out on purpose, this is fine",
+            );
+        }
         if let Some(second) = primaries.get(1) {
             let names: Vec<String> = primaries
                 .iter()

@@ -48,7 +48,8 @@ impl Validator {
         if x.mode.eip_maps_to_private_ip() {
             self.one_eip_per_private_ip(x, &eips, &spans);
         }
-        if x.mode.lacks_alg() && !eips.is_empty() {
+        // Not for the primary ENI: it supports only nat, so the advice could not be followed.
+        if x.mode.lacks_alg() && !eips.is_empty() && !x.raw.is_primary() {
             self.note(
                 &x.span,
                 format!(

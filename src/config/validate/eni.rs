@@ -50,7 +50,8 @@ impl Validator {
         let name = e.name.get_ref().clone();
         let ctx = format!("eni {name:?}: ");
         let mac = self.identity(e, &ctx);
-        let mode = self.mode(e, &ctx);
+        // An unknown mode: its own error only, not the checks of a mode the user did not mean.
+        let mode = self.mode(e, &ctx)?;
         let x = EniCtx {
             raw: e,
             ctx,
@@ -137,21 +138,27 @@ impl Validator {
     }
 
     /// `mode` (default nat).
-    fn mode(&mut self, e: &RawEni, ctx: &str) -> Mode {
+    fn mode(&mut self, e: &RawEni, ctx: &str) -> Option<Mode> {
         let Some(m) = &e.mode else {
-            return Mode::DEFAULT;
+            return Some(Mode::DEFAULT);
         };
-        Mode::parse(m.get_ref()).unwrap_or_else(|| {
+        let mode = Mode::parse(m.get_ref());
+        if mode.is_none() {
+            let given = m.get_ref().as_str();
+            let known = modes_where(|_| true, ", ");
+            let close = known
+                .split(", ")
+                .map(|k| (strsim::damerau_levenshtein(given, k), k))
+                .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+                .min()
+                .map(|(_, k)| format!("; did you mean {k:?}?"))
+                .unwrap_or_default();
             self.err(
                 &m.span(),
-                format!(
-                    "{ctx}mode = {:?} is not one of {}",
-                    m.get_ref(),
-                    modes_where(|_| true, ", ")
-                ),
+                format!("{ctx}mode = {given:?} is not one of {known}{close}"),
             );
-            Mode::DEFAULT
-        })
+        }
+        mode
     }
 
     /// `primary = true` only with a mode the primary ENI supports.
