@@ -160,6 +160,10 @@ fn package_installs_and_runs_on_debian_11() {
         "/usr/share/fish/vendor_completions.d/eniroute.fish",
         "/usr/share/doc/eniroute/copyright",
         "/usr/share/doc/eniroute/examples/demo.toml",
+        "/usr/lib/systemd/networkd.conf.d/80-eniroute.conf",
+        "/usr/lib/systemd/system/eniroute-watch.service",
+        "/usr/share/eniroute/hooks/networkmanager/90-eniroute",
+        "/usr/share/eniroute/hooks/ifupdown/eniroute",
     ] {
         assert!(
             files.lines().any(|l| l == f),
@@ -174,7 +178,7 @@ fn package_installs_and_runs_on_debian_11() {
     );
     let man = chroot(&root, "zcat /usr/share/man/man8/eniroute.8.gz");
     for verb in [
-        "validate", "plan", "apply", "status", "flush", "render", "sandbox",
+        "validate", "plan", "apply", "status", "flush", "render", "sandbox", "watch", "doctor",
     ] {
         assert!(
             man.contains(&format!("eniroute {verb}")),

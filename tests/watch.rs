@@ -338,7 +338,7 @@ fn a_fighting_agent_is_backed_off_with_a_warning_and_little_cpu() {
     assert!(d.alive(), "the daemon died in the fight:\n{}", d.log());
     assert!(
         d.log()
-            .contains("another program keeps undoing rule 20200 from 192.168.10.22"),
+            .contains("another program keeps undoing rule priority 20200 from 192.168.10.22"),
         "no warning naming the rule:\n{}",
         d.log()
     );

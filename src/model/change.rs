@@ -94,6 +94,23 @@ impl fmt::Display for Change {
     }
 }
 
+impl Change {
+    /// The object the change is about, in iproute2's words without a verb:
+    /// `rule priority 20200 from 192.168.10.22 lookup 20002`, `route default via ... table N`.
+    pub fn object(&self) -> String {
+        match self {
+            Change::LinkUp(i) | Change::LinkDown(i) => format!("link {}", i.name),
+            Change::AddAddress(a) | Change::DelAddress(a) => format!("address {a}"),
+            Change::AddRoute(r) | Change::DelRoute(r) | Change::ReplaceRoute { new: r, .. } => {
+                format!("route {r}")
+            }
+            Change::AddRule(r) | Change::DelRule(r) => {
+                format!("{}rule {r}", family_flag(r.family))
+            }
+        }
+    }
+}
+
 fn family_flag(f: super::Family) -> &'static str {
     match f {
         super::Family::V4 => "",

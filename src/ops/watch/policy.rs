@@ -261,7 +261,7 @@ impl Fights {
             });
             f.repeats += 1;
             f.last = now;
-            f.object = c.to_string();
+            f.object = c.object();
             let quiet = f
                 .warned
                 .is_none_or(|w| now.duration_since(w) >= WARN_WINDOW);
