@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) eni: Vec<S<RawEni>>,
     pub(super) egress: Option<S<RawEgress>>,
+    pub(super) containers: Option<S<RawContainers>>,
 }
 
 #[derive(Deserialize)]
@@ -85,4 +86,21 @@ pub(super) struct RawVia {
     pub(super) eni: S<String>,
     pub(super) source: Option<S<String>>,
     pub(super) weight: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainers {
+    pub(super) return_path: Option<bool>,
+    pub(super) mark_mask: Option<S<i64>>,
+    #[serde(default)]
+    pub(super) egress: Vec<S<RawContainerEgress>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainerEgress {
+    pub(super) network: S<String>,
+    pub(super) eni: S<String>,
+    pub(super) source: Option<S<String>>,
 }
