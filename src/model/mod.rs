@@ -6,6 +6,7 @@ mod change;
 mod config;
 pub mod layout;
 mod mode;
+pub mod nft;
 mod objects;
 mod sysctl;
 
@@ -16,6 +17,7 @@ pub use config::{
 };
 pub use mode::{EipGateway, EipLimit, Mode, DEFAULT_MULTI_EIP_QUOTA, MULTI_EIP_REGIONS};
 pub use objects::{
-    mac_text, Address, Family, ForeignRoute, HostLink, Iface, NextHop, Observed, Route, Rule, Scope,
+    mac_text, Address, Family, ForeignRoute, FwMark, HostLink, Iface, NextHop, Observed, Route,
+    Rule, Scope,
 };
 pub use sysctl::{sysctl_name, valid_ifname, Knob, Sysctl, SysctlKey};

@@ -203,6 +203,15 @@ pub struct Rule {
     pub from: Option<IpNetwork>,
     pub table: u32,
     pub suppress_prefixlength: Option<u32>,
+    /// `fwmark <mark>/<mask>` (layer Mark, [containers]).
+    pub fwmark: Option<FwMark>,
+}
+
+/// A rule's fwmark selector: packets whose mark, masked, equals `mark`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct FwMark {
+    pub mark: u32,
+    pub mask: u32,
 }
 
 impl fmt::Display for Rule {
@@ -215,6 +224,9 @@ impl fmt::Display for Rule {
             } else {
                 write!(f, " from {}/{}", from.ip(), from.prefix())?;
             }
+        }
+        if let Some(m) = self.fwmark {
+            write!(f, " fwmark {:#x}/{:#x}", m.mark, m.mask)?;
         }
         match self.table {
             254 => f.write_str(" lookup main")?,

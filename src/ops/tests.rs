@@ -160,6 +160,7 @@ fn a_verification_failure_rolls_back() {
         from: None,
         table: 77,
         suppress_prefixlength: None,
+        fwmark: None,
     });
     k.state
         .borrow_mut()
