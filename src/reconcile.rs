@@ -24,6 +24,7 @@ pub fn reconcile(desired: &Desired, observed: &Observed) -> Result<Vec<Change>, 
     addresses(desired, observed, &mut changes, &mut conflicts);
     routes(desired, observed, &mut changes, &mut conflicts);
     rules(desired, observed, &mut changes);
+    changes.extend(table(desired, observed));
     if !conflicts.is_empty() {
         return Err(conflicts);
     }
@@ -124,14 +125,26 @@ fn rules(d: &Desired, o: &Observed, changes: &mut Vec<Change>) {
     changes.extend(dels);
 }
 
+/// The table `inet eniroute`, as a unit: nothing when the kernel's is the desired one.
+fn table(d: &Desired, o: &Observed) -> Option<Change> {
+    let same = !o.nft.unknown && o.nft.table == d.nft;
+    (!same).then(|| Change::SetTable {
+        old: o.nft.table.clone(),
+        new: d.nft.clone(),
+    })
+}
+
 /// Everything eniroute owns, removed (for flush): rules, then routes, then addresses.
 pub fn flush(observed: &Observed) -> Vec<Change> {
-    let mut changes: Vec<Change> = observed
-        .rules
-        .iter()
-        .cloned()
-        .map(Change::DelRule)
-        .collect();
+    // The table first: no connection is marked any more once the rules go.
+    let mut changes: Vec<Change> = Vec::new();
+    if observed.nft.table.is_some() {
+        changes.push(Change::SetTable {
+            old: observed.nft.table.clone(),
+            new: None,
+        });
+    }
+    changes.extend(observed.rules.iter().cloned().map(Change::DelRule));
     changes.extend(observed.routes.iter().cloned().map(Change::DelRoute));
     // Newest first: secondaries before the primary whose removal would take them along.
     changes.extend(

@@ -24,12 +24,14 @@ use crate::model::{
     Address, Change, Family, ForeignRoute, FwMark, HostLink, Iface, NextHop, Route, Rule, Scope,
 };
 
-/// The request that makes one change, with its flags; `proto` tags what eniroute adds.
-pub(super) fn change_message(change: &Change, proto: u8) -> (RouteNetlinkMessage, u16) {
+/// The request that makes one change, with its flags; `proto` tags what eniroute adds. None
+/// for the nftables table, which is not rtnetlink's (kernel/nft.rs).
+pub(super) fn change_message(change: &Change, proto: u8) -> Option<(RouteNetlinkMessage, u16)> {
     let ack = NLM_F_REQUEST | NLM_F_ACK;
     let create = ack | NLM_F_CREATE | NLM_F_EXCL;
     let p = proto;
-    match change {
+    Some(match change {
+        Change::SetTable { .. } => return None,
         Change::LinkUp(i) | Change::LinkDown(i) => {
             let mut m = LinkMessage::default();
             m.header.index = i.index;
@@ -52,7 +54,7 @@ pub(super) fn change_message(change: &Change, proto: u8) -> (RouteNetlinkMessage
         Change::DelRoute(r) => (RouteNetlinkMessage::DelRoute(route_message(r, p)), ack),
         Change::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_message(r, p)), create),
         Change::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_message(r, p)), ack),
-    }
+    })
 }
 
 /// The request that puts a foreign route back with its own protocol.
@@ -516,7 +518,13 @@ mod tests {
         m.attributes.push(RuleAttribute::FwMark(0x400));
         let (seen, p) = parse_rule(&m).unwrap();
         assert_eq!(p, 225);
-        assert_eq!(seen.fwmark, Some(FwMark { mark: 0x400, mask: u32::MAX }));
+        assert_eq!(
+            seen.fwmark,
+            Some(FwMark {
+                mark: 0x400,
+                mask: u32::MAX
+            })
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::nft::{nft_change_lines, NftTable};
 use super::objects::{Address, Iface, Route, Rule};
 
 /// One kernel change.
@@ -16,10 +17,18 @@ pub enum Change {
     AddAddress(Address),
     DelAddress(Address),
     AddRoute(Route),
-    ReplaceRoute { old: Route, new: Route },
+    ReplaceRoute {
+        old: Route,
+        new: Route,
+    },
     DelRoute(Route),
     AddRule(Rule),
     DelRule(Rule),
+    /// The table `inet eniroute` from `old` to `new` (None: no table), in one transaction.
+    SetTable {
+        old: Option<NftTable>,
+        new: Option<NftTable>,
+    },
 }
 
 impl Change {
@@ -37,7 +46,8 @@ impl Change {
                 }
             }
             Change::AddRule(_) => 4,
-            Change::DelRule(_) => 5,
+            Change::SetTable { new: Some(_), .. } => 4,
+            Change::DelRule(_) | Change::SetTable { new: None, .. } => 5,
             Change::DelRoute(_) => 6,
             Change::DelAddress(_) => 7,
         }
@@ -55,6 +65,7 @@ impl Change {
             Change::DelRoute(r) => Change::AddRoute(r),
             Change::AddRule(r) => Change::DelRule(r),
             Change::DelRule(r) => Change::AddRule(r),
+            Change::SetTable { old, new } => Change::SetTable { old: new, new: old },
         }
     }
 
@@ -70,6 +81,9 @@ impl Change {
             | Change::DelRoute(_)
             | Change::DelRule(_) => '-',
             Change::ReplaceRoute { .. } => '~',
+            Change::SetTable { old: None, .. } => '+',
+            Change::SetTable { new: None, .. } => '-',
+            Change::SetTable { .. } => '~',
         }
     }
 }
@@ -86,6 +100,13 @@ impl fmt::Display for Change {
             Change::AddRule(r) | Change::DelRule(r) => {
                 let s = r.to_string();
                 write!(f, "rule {}", s.strip_prefix("priority ").unwrap_or(&s))
+            }
+            Change::SetTable { old, new } => {
+                f.write_str("nftables table inet eniroute, as `nft` lines:")?;
+                for line in nft_change_lines(old.as_ref(), new.as_ref()) {
+                    write!(f, "\n    {line}")?;
+                }
+                Ok(())
             }
         }
     }

@@ -116,7 +116,7 @@ impl fmt::Display for NftAction {
                 write!(
                     f,
                     "meta mark set meta mark & {:#010x} | {mark:#010x}",
-                    !mask
+                    keep(*mark, *mask)
                 )
             }
             NftAction::Return => f.write_str("return"),
@@ -126,8 +126,8 @@ impl fmt::Display for NftAction {
     }
 }
 
-/// The and-mask of a mark statement: `(x & keep) | mark` equals `(x & !mask) | mark` for a mark
-/// inside the mask; this is the form nft itself emits and lists.
+/// The and-mask nft lists for a mark statement: `(x & keep) | mark` equals `(x & !mask) | mark`
+/// for a mark inside the mask. (The kernel holds `(x & !mask) ^ mark`.)
 pub fn keep(mark: u32, mask: u32) -> u32 {
     !mask | mark
 }
@@ -190,4 +190,35 @@ impl NftTable {
 /// The line that deletes the table.
 pub fn nft_delete_line() -> String {
     format!("delete table {NFT_FAMILY} {NFT_TABLE}")
+}
+
+/// What the kernel holds of the table.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct NftObserved {
+    /// None: there is no table `inet eniroute`.
+    pub table: Option<NftTable>,
+    /// Some chain or rule of the table is not one eniroute makes (apply replaces the table).
+    pub unknown: bool,
+    /// Each rule with a counter, with its chain and packets.
+    pub counters: Vec<NftCounter>,
+}
+
+/// A rule's counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NftCounter {
+    pub chain: String,
+    pub rule: NftRule,
+    pub packets: u64,
+}
+
+/// The `nft` lines of a change of the table from `old` to `new` (None: no table).
+pub fn nft_change_lines(old: Option<&NftTable>, new: Option<&NftTable>) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.is_some() {
+        out.push(nft_delete_line());
+    }
+    if let Some(t) = new {
+        out.extend(t.nft_lines());
+    }
+    out
 }

@@ -262,6 +262,8 @@ pub struct Observed {
     pub foreign_routes: Vec<ForeignRoute>,
     pub rules: Vec<Rule>,
     pub foreign_rules: Vec<Rule>,
+    /// The table `inet eniroute` (owned wholly).
+    pub nft: super::nft::NftObserved,
 }
 
 /// A route that is not eniroute's, with its protocol (to put it back as it was when the kernel
