@@ -14,7 +14,8 @@ use netlink_packet_core::{
 use netlink_sys::{Socket, SocketAddr};
 
 use crate::model::nft::{
-    NftChain, NftChainType, NftCounter, NftHook, NftObserved, NftRule, NftTable, NFT_TABLE,
+    ForeignMark, NftChain, NftChainType, NftCounter, NftHook, NftObserved, NftRule, NftTable,
+    NFT_TABLE,
 };
 
 const NETLINK_NETFILTER: isize = 12;
@@ -266,9 +267,13 @@ pub(super) fn set_table(new: Option<&NftTable>) -> io::Result<()> {
 
 /// A dump (or, without NLM_F_DUMP, a get): every answer until DONE.
 fn dump(kind: u16, attrs: &[DefaultNla], dump: bool) -> io::Result<Vec<NfMsg>> {
+    dump_family(kind, NFPROTO_INET, attrs, dump)
+}
+
+fn dump_family(kind: u16, family: u8, attrs: &[DefaultNla], dump: bool) -> io::Result<Vec<NfMsg>> {
     let s = socket()?;
     let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
-    let (buf, _) = frame(vec![(nft_msg(kind, NFPROTO_INET, attrs), flags)], 1);
+    let (buf, _) = frame(vec![(nft_msg(kind, family, attrs), flags)], 1);
     s.send(&buf, 0)?;
     let mut out = Vec::new();
     loop {
@@ -299,8 +304,55 @@ fn attr_str(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<String> {
     )
 }
 
-/// The table as the kernel holds it.
+/// The table as the kernel holds it, and the rules of other tables that use marks.
 pub(super) fn observe() -> io::Result<NftObserved> {
+    let foreign_marks = match foreign_marks() {
+        Err(e) if e.raw_os_error() == Some(EPROTONOSUPPORT) => return Ok(NftObserved::default()),
+        other => other?,
+    };
+    let mut seen = own_table()?;
+    seen.foreign_marks = foreign_marks;
+    Ok(seen)
+}
+
+/// Every rule of every other table that reads or writes marks, with the bits.
+fn foreign_marks() -> io::Result<Vec<ForeignMark>> {
+    let mut out = Vec::new();
+    for m in dump_family(NFT_MSG_GETRULE, NFPROTO_UNSPEC, &[], true)? {
+        let a = expr::nlas(&m.attrs);
+        let table = attr_str(&a, NFTA_RULE_TABLE).unwrap_or_default();
+        if m.family == NFPROTO_INET && table == NFT_TABLE {
+            continue;
+        }
+        let Some((_, e)) = a.iter().find(|(k, _)| *k == NFTA_RULE_EXPRESSIONS) else {
+            continue;
+        };
+        let bits = expr::mark_bits(&expr::parse_expressions(e));
+        if bits != 0 {
+            let chain = attr_str(&a, NFTA_RULE_CHAIN).unwrap_or_default();
+            out.push(ForeignMark {
+                chain: format!("{} {table} {chain}", family_name(m.family)),
+                bits,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn family_name(f: u8) -> &'static str {
+    match f {
+        1 => "inet",
+        2 => "ip",
+        3 => "arp",
+        5 => "netdev",
+        7 => "bridge",
+        10 => "ip6",
+        _ => "unknown",
+    }
+}
+
+/// The table `inet eniroute`, decoded.
+fn own_table() -> io::Result<NftObserved> {
     match dump(NFT_MSG_GETTABLE, &[table_attr()], false) {
         // No such table; or a kernel without nf_tables, which cannot hold one.
         Err(e) if matches!(e.raw_os_error(), Some(ENOENT | EPROTONOSUPPORT)) => {

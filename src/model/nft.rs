@@ -201,6 +201,16 @@ pub struct NftObserved {
     pub unknown: bool,
     /// Each rule with a counter, with its chain and packets.
     pub counters: Vec<NftCounter>,
+    /// Rules of other tables that read or write packet or connection marks.
+    pub foreign_marks: Vec<ForeignMark>,
+}
+
+/// A rule of another nftables table and the mark bits it reads or writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForeignMark {
+    /// `family table chain`.
+    pub chain: String,
+    pub bits: u32,
 }
 
 /// A rule's counter.

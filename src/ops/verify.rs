@@ -26,6 +26,16 @@ pub struct Verdict {
     pub expected: String,
     pub seen: String,
     pub ok: bool,
+    /// A lookup of a packet with this fwmark ([containers]); `source` is then None.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mark: Option<u32>,
+}
+
+impl Verdict {
+    /// Unbound traffic ([egress]) rather than one ENI's source or mark.
+    pub fn is_egress(&self) -> bool {
+        self.source.is_none() && self.mark.is_none()
+    }
 }
 
 /// The outside address a lookup of family `f` is aimed at: one no desired route covers.
@@ -88,8 +98,10 @@ pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> 
             expected: format!("dev {} via {}", c.iface.name, c.gateway),
             seen,
             ok,
+            mark: None,
         });
     }
+    out.extend(verify_marks(k, d, &name).await);
     for e in &d.egress_checks {
         let names: Vec<&str> = e.ifaces.iter().map(|i| i.name.as_str()).collect();
         let (seen, ok) = match k.route_get(None, probe_target(d, e.family)).await {
@@ -107,6 +119,38 @@ pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> 
             expected: format!("dev {}", names.join(" | ")),
             seen,
             ok,
+            mark: None,
+        });
+    }
+    out
+}
+
+/// A packet carrying each ENI's mark must leave through that ENI's uplink ([containers]).
+async fn verify_marks(
+    k: &impl Kernel,
+    d: &Desired,
+    name: &dyn Fn(Option<u32>) -> String,
+) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for c in &d.mark_checks {
+        let (seen, ok) = match k.route_get_marked(c.mark, probe_target(d, c.family)).await {
+            Ok(l) => {
+                let gw = l
+                    .gateway
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| "none".into());
+                let ok = l.oif == Some(c.iface.index) && l.gateway == Some(c.gateway);
+                (format!("dev {} via {gw}", name(l.oif)), ok)
+            }
+            Err(e) => (format!("no route ({e})"), false),
+        };
+        out.push(Verdict {
+            eni: c.eni.clone(),
+            source: None,
+            expected: format!("dev {} via {}", c.iface.name, c.gateway),
+            seen,
+            ok,
+            mark: Some(c.mark),
         });
     }
     out

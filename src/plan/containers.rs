@@ -72,6 +72,7 @@ pub(super) fn plan_containers(
         .iter()
         .filter_map(|m| iface_of(&m.eni).map(|i| (i, m.mark)))
         .collect();
+    d.mark_mask = Some(c.mark_mask);
     d.nft = Some(table(c, &eni_ifaces, &used, &iface_of));
 }
 

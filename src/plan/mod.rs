@@ -113,6 +113,9 @@ pub struct Desired {
     pub nft: Option<NftTable>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mark_checks: Vec<MarkLookup>,
+    /// The fwmark bits eniroute uses ([containers]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mark_mask: Option<u32>,
 }
 
 impl Desired {
@@ -142,6 +145,7 @@ pub fn desired(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
         missing,
         nft: None,
         mark_checks: Vec::new(),
+        mark_mask: None,
     };
     for (e, (iface, found)) in cfg.enis.iter().zip(&ifaces) {
         plan_eni(&mut d, r, e, iface, *found);
