@@ -47,17 +47,21 @@ pub(super) fn plan_containers(
         ];
         for gateway in gateways.into_iter().flatten() {
             let family = Family::of(&gateway);
-            d.rules.push(Rule {
-                family,
-                priority: Layer::Mark.priority(cfg.routing.rule_priority),
-                from: None,
-                table: m.table,
-                suppress_prefixlength: None,
-                fwmark: Some(FwMark {
-                    mark: m.mark,
-                    mask: c.mark_mask,
-                }),
-            });
+            // As for sources: the ENI's own subnet first (P+0, so that a client on the vSwitch
+            // is answered through the ENI too), then everything else (P+150).
+            for (layer, suppress) in [(Layer::OwnSubnet, Some(0)), (Layer::Mark, None)] {
+                d.rules.push(Rule {
+                    family,
+                    priority: layer.priority(cfg.routing.rule_priority),
+                    from: None,
+                    table: m.table,
+                    suppress_prefixlength: suppress,
+                    fwmark: Some(FwMark {
+                        mark: m.mark,
+                        mask: c.mark_mask,
+                    }),
+                });
+            }
             d.mark_checks.push(MarkLookup {
                 eni: m.eni.clone(),
                 family,
