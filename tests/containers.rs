@@ -402,3 +402,38 @@ fn a_foreign_nft_mark_on_the_mask_is_a_conflict_and_nothing_changes() {
     ]);
     v.expect(&["apply"], 0);
 }
+
+/// IPv6: the marks, an IPv6 container network SNATed to the ENI's IPv6 address, marked
+/// lookups; the table nft lists is the rendered one and a re-apply changes nothing.
+#[test]
+fn ipv6_container_network_and_marks() {
+    let mut text = std::fs::read_to_string(example("ipv6.toml")).unwrap();
+    text.push_str(
+        "\n[containers]\n[[containers.egress]]\nnetwork = \"fd00:17::/64\"\neni = \"eth1\"\nsource = \"2001:db8:60::21\"\n",
+    );
+    let file = tempdir().join("v6.toml");
+    std::fs::write(&file, text).unwrap();
+    let v = Vpc::new(&file);
+    v.expect(&["apply"], 0);
+    assert_eq!(listed_rules(&v.guest), rendered_rules(&v));
+    let rules = listed_rules(&v.guest);
+    assert!(
+        rules.contains(
+            &"postrouting ip6 saddr fd00:17::/64 oifname \"eth1\" snat ip6 to 2001:db8:60::21"
+                .to_string()
+        ),
+        "{rules:#?}"
+    );
+    let v6 = v.guest.ip(&["-6", "rule"]);
+    assert!(
+        v6.contains("fwmark 0x800/0x3c00 lookup 20002 proto 225"),
+        "{v6}"
+    );
+    let got = v
+        .guest
+        .ip(&["-6", "route", "get", INTERNET6, "mark", "0x800"]);
+    assert!(got.contains("dev eth1"), "{got}");
+    v.expect(&["plan", "--detailed-exitcode"], 0);
+    v.expect(&["flush"], 0);
+    assert!(!table_exists(&v.guest));
+}
