@@ -184,7 +184,7 @@ fn run(vpc: &str, secs: u64) -> f64 {
             } else {
                 std::thread::yield_now();
             }
-            if sent % 4096 == 0
+            if sent.is_multiple_of(4096)
                 && got.load(Ordering::Relaxed) == 0
                 && start.elapsed() > Duration::from_millis(500)
             {
