@@ -437,3 +437,33 @@ fn ipv6_container_network_and_marks() {
     v.expect(&["flush"], 0);
     assert!(!table_exists(&v.guest));
 }
+
+/// The table made by `nft -f` from render's nft lines is the table eniroute plans: nft and
+/// eniroute encode each match and statement the same way (eniroute decodes what the kernel
+/// holds, whoever wrote it), so plan has nothing to change in it.
+#[test]
+fn nft_loading_the_rendered_lines_gives_the_planned_table() {
+    let v = Vpc::new(&example("containers.toml"));
+    let render = v.expect(&["render"], 0);
+    let script: String = render
+        .lines()
+        .skip_while(|l| !l.starts_with("# --- nftables"))
+        .skip(1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(script.contains("add table inet eniroute"));
+    let file = tempdir().join("rendered.nft");
+    std::fs::write(&file, script).unwrap();
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &v.guest.name,
+        "nft",
+        "-f",
+        &file.to_string_lossy(),
+    ]);
+    let plan = v.expect(&["plan"], 0);
+    assert!(!plan.contains("nftables"), "{plan}");
+    assert!(plan.contains("fwmark"), "the rest is still to do: {plan}");
+}

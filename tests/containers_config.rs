@@ -196,6 +196,11 @@ fn egress_rules_are_enforced_at_their_line() {
         "network",
     );
     rejected(
+        &e("network = \"::/0\"\neni = \"eth0\"\n"),
+        "not /0",
+        "network",
+    );
+    rejected(
         &e("network = \"10.0.0.0/8\"\neni = \"eth1\"\nsource = \"192.168.0.10\"\n"),
         "not an address of eni \"eth1\"",
         "source",

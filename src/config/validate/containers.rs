@@ -124,9 +124,9 @@ impl Validator {
             |s| {
                 s.parse::<IpNetwork>()
                     .ok()
-                    .filter(|n| n.network() == n.ip())
+                    .filter(|n| n.network() == n.ip() && n.prefix() > 0)
             },
-            "a network (CIDR with no host bits)",
+            "a network (CIDR with no host bits, not /0)",
         )?;
         let name = r.eni.get_ref();
         let Some(eni) = enis.iter().find(|e| &e.name == name) else {

@@ -39,6 +39,7 @@ const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_NAT_SNAT: u32 = 0;
+const NF_NAT_RANGE_MAP_IPS: u32 = 1;
 const CMP_EQ: u32 = 0;
 const CMP_NEQ: u32 = 1;
 
@@ -180,19 +181,26 @@ fn encode_match(m: &NftMatch, out: &mut Vec<Expr>) {
             };
             out.push(meta_load(META_NFPROTO));
             out.push(cmp(CMP_EQ, &[proto]));
-            let addr = ip_bytes(n.network());
-            let len = addr.len() as u32;
+            // As nft does: a byte-aligned prefix loads only its bytes; any other the whole
+            // address, masked.
+            let full = ip_bytes(n.network());
+            let aligned = n.prefix() % 8 == 0;
+            let len = if aligned {
+                usize::from(n.prefix() / 8)
+            } else {
+                full.len()
+            };
             let attrs = vec![
                 (1, be(REG_1)),
                 (2, be(NFT_PAYLOAD_NETWORK_HEADER)),
                 (3, be(offset)),
-                (4, be(len)),
+                (4, be(len as u32)),
             ];
             out.push(Expr::new("payload", attrs));
-            if n.prefix() as u32 != len * 8 {
-                out.push(bitwise(len, &ip_bytes(n.mask()), &vec![0; addr.len()]));
+            if !aligned {
+                out.push(bitwise(len as u32, &ip_bytes(n.mask()), &vec![0; len]));
             }
-            out.push(cmp(CMP_EQ, &addr));
+            out.push(cmp(CMP_EQ, &full[..len]));
         }
     }
 }
@@ -233,10 +241,13 @@ fn encode_action(a: &NftAction, out: &mut Vec<Expr>) {
                 "immediate",
                 vec![(1, be(REG_1)), (2, value(&ip_bytes(*ip)))],
             ));
+            // As nft: both ends of the range in register 1, NF_NAT_RANGE_MAP_IPS.
             let attrs = vec![
                 (1, be(NFT_NAT_SNAT)),
                 (2, be(u32::from(family))),
                 (3, be(REG_1)),
+                (4, be(REG_1)),
+                (7, be(NF_NAT_RANGE_MAP_IPS)),
             ];
             out.push(Expr::new("nat", attrs));
         }
@@ -436,29 +447,32 @@ fn decode_saddr(c: &mut Cursor<'_>) -> Option<NftMatch> {
     c.take("meta")?;
     let (_, proto) = c.cmp()?;
     let p = c.take("payload")?;
-    let (offset, len) = match proto.as_slice() {
+    let (offset, size) = match proto.as_slice() {
         [NFPROTO_IPV4] => (12, 4),
         [NFPROTO_IPV6] => (8, 16),
         _ => return None,
     };
+    let len = p.u32(4)? as usize;
     let ok = p.u32(1)? == REG_1
         && p.u32(2)? == NFT_PAYLOAD_NETWORK_HEADER
         && p.u32(3)? == offset
-        && p.u32(4)? == len;
+        && (1..=size).contains(&len);
     ok.then_some(())?;
     let mask = match c.peek().map(|e| e.name.as_str()) {
         Some("bitwise") => Some(c.bitwise()?.0),
         _ => None,
     };
-    let (op, addr) = c.cmp()?;
-    (op == CMP_EQ).then_some(())?;
-    let prefix = mask.map_or(len * 8, |m| m.iter().map(|b| b.count_ones()).sum());
-    let ip: IpAddr = match addr.len() {
+    let (op, mut addr) = c.cmp()?;
+    (op == CMP_EQ && addr.len() == len).then_some(())?;
+    let prefix: u32 = mask.map_or(len as u32 * 8, |m| m.iter().map(|b| b.count_ones()).sum());
+    addr.resize(size, 0);
+    let ip: IpAddr = match size {
         4 => <[u8; 4]>::try_from(addr.as_slice()).ok()?.into(),
-        16 => <[u8; 16]>::try_from(addr.as_slice()).ok()?.into(),
-        _ => return None,
+        _ => <[u8; 16]>::try_from(addr.as_slice()).ok()?.into(),
     };
-    IpNetwork::new(ip, prefix as u8).ok().map(NftMatch::Saddr)
+    IpNetwork::new(ip, u8::try_from(prefix).ok()?)
+        .ok()
+        .map(NftMatch::Saddr)
 }
 
 /// `counter`, `return`, `snat`.
@@ -617,6 +631,7 @@ mod tests {
                 vec![
                     NftMatch::Saddr("fd00:17::/64".parse().unwrap()),
                     NftMatch::Saddr("10.0.0.1/32".parse().unwrap()),
+                    NftMatch::Saddr("10.16.0.0/12".parse().unwrap()),
                 ],
                 false,
                 NftAction::Snat("2001:db8::1".parse().unwrap()),
