@@ -15,6 +15,13 @@ fn nft(ns: &Netns, args: &[&str]) -> String {
     sh(&v)
 }
 
+/// Load an nft script into a namespace with `nft -f`.
+fn nft_load(ns: &Netns, script: &str) {
+    let file = tempdir().join("load.nft");
+    std::fs::write(&file, script).unwrap();
+    nft(ns, &["-f", &file.to_string_lossy()]);
+}
+
 /// The rules of `nft list table inet eniroute`, one per line, counters' values dropped.
 fn listed_rules(ns: &Netns) -> Vec<String> {
     let out = nft(ns, &["list", "table", "inet", "eniroute"]);
@@ -136,17 +143,7 @@ fn docker() -> Docker {
     for i in ["eth0", "eth1"] {
         g.set_sysctl(&format!("net/ipv4/conf/{i}/arp_ignore"), "1");
     }
-    let file = tempdir().join("docker.nft");
-    std::fs::write(&file, FOREIGN_TABLE).unwrap();
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &g.name,
-        "nft",
-        "-f",
-        &file.to_string_lossy(),
-    ]);
+    nft_load(g, FOREIGN_TABLE);
     // The VPC's anti-spoofing on each ENI's port (v0 = eth0, v1 = eth1).
     let vpc_rules = "table netdev vpc {
   chain v0 { type filter hook ingress device \"v0\" priority 0; policy accept;
@@ -175,17 +172,7 @@ fn docker() -> Docker {
             "permanent",
         ]);
     }
-    let file = tempdir().join("vpc.nft");
-    std::fs::write(&file, vpc_rules).unwrap();
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &vpc.name,
-        "nft",
-        "-f",
-        &file.to_string_lossy(),
-    ]);
+    nft_load(vpc, vpc_rules);
     Docker { v, container: c }
 }
 
@@ -361,17 +348,7 @@ fn a_kill_at_any_batch_of_apply_is_healed_by_the_next_apply() {
 #[test]
 fn a_foreign_nft_mark_on_the_mask_is_a_conflict_and_nothing_changes() {
     let v = Vpc::new(&example("containers.toml"));
-    let file = tempdir().join("kube.nft");
-    std::fs::write(&file, "table ip other {\n chain p { type filter hook prerouting priority 0; meta mark set meta mark | 0x800\n }\n}\n").unwrap();
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &v.guest.name,
-        "nft",
-        "-f",
-        &file.to_string_lossy(),
-    ]);
+    nft_load(&v.guest, "table ip other {\n chain p { type filter hook prerouting priority 0; meta mark set meta mark | 0x800\n }\n}\n");
     let before = v.guest.dump();
     let o = v.run(&["apply"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -379,27 +356,8 @@ fn a_foreign_nft_mark_on_the_mask_is_a_conflict_and_nothing_changes() {
     assert_eq!(v.guest.dump(), before);
     assert!(!table_exists(&v.guest));
     // kube-proxy's bits are clear of the default mask.
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &v.guest.name,
-        "nft",
-        "flush",
-        "table",
-        "ip",
-        "other",
-    ]);
-    std::fs::write(&file, "table ip other {\n chain p { type filter hook prerouting priority 0; meta mark set meta mark | 0x4000\n }\n}\n").unwrap();
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &v.guest.name,
-        "nft",
-        "-f",
-        &file.to_string_lossy(),
-    ]);
+    nft(&v.guest, &["flush", "table", "ip", "other"]);
+    nft_load(&v.guest, "table ip other {\n chain p { type filter hook prerouting priority 0; meta mark set meta mark | 0x4000\n }\n}\n");
     v.expect(&["apply"], 0);
 }
 
@@ -452,17 +410,7 @@ fn nft_loading_the_rendered_lines_gives_the_planned_table() {
         .map(|l| format!("{l}\n"))
         .collect();
     assert!(script.contains("add table inet eniroute"));
-    let file = tempdir().join("rendered.nft");
-    std::fs::write(&file, script).unwrap();
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &v.guest.name,
-        "nft",
-        "-f",
-        &file.to_string_lossy(),
-    ]);
+    nft_load(&v.guest, &script);
     let plan = v.expect(&["plan"], 0);
     assert!(!plan.contains("nftables"), "{plan}");
     assert!(plan.contains("fwmark"), "the rest is still to do: {plan}");

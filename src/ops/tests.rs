@@ -39,7 +39,7 @@ private_ips = ["192.168.20.5"]
 address = "47.96.1.2"
 "#;
 
-fn cfg(text: &str) -> Config {
+pub(super) fn cfg(text: &str) -> Config {
     load_str(text, "t.toml").unwrap().config
 }
 
@@ -62,7 +62,7 @@ fn fake() -> Fake {
     Fake::with_links(&["eth1", "eth2"], &sysctls())
 }
 
-fn state() -> State {
+pub(super) fn state() -> State {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "eniroute-ops-{}-{}",
@@ -77,7 +77,7 @@ fn foreign(route: crate::model::Route) -> crate::model::ForeignRoute {
     crate::model::ForeignRoute { route, protocol: 4 }
 }
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
+pub(super) fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -85,7 +85,7 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn apply(k: &Fake, st: &State, c: &Config) -> Result<ApplyReport, OpError> {
+pub(super) fn apply(k: &Fake, st: &State, c: &Config) -> Result<ApplyReport, OpError> {
     block(apply_once(k, st, c, &ApplyOptions::default()))
 }
 

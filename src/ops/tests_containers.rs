@@ -2,11 +2,9 @@
 //! nothing, a failed apply puts the previous table back, flush deletes it, marked lookups are
 //! verified, and a foreign rule on eniroute's mark bits is refused before any change.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use super::fake::{Fake, Fault};
+use super::tests::{apply, block, cfg, state};
 use super::*;
-use crate::config::load_str;
 use crate::model::nft::{ForeignMark, NftObserved};
 use crate::model::{Change, Family, FwMark, Rule};
 
@@ -44,33 +42,6 @@ fn fake() -> Fake {
         .collect();
     let refs: Vec<(&str, &str)> = paths.iter().map(|(p, v)| (p.as_str(), *v)).collect();
     Fake::with_links(&["eth1", "eth2"], &refs)
-}
-
-fn cfg(text: &str) -> Config {
-    load_str(text, "t.toml").unwrap().config
-}
-
-fn state() -> State {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "eniroute-ops-ct-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    State::at(dir)
-}
-
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn apply(k: &Fake, st: &State, c: &Config) -> Result<ApplyReport, OpError> {
-    block(apply_once(k, st, c, &ApplyOptions::default()))
 }
 
 fn table_changes(changes: &[Change]) -> usize {

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::kernel::Kernel;
-use crate::model::{Family, HostLink};
+use crate::kernel::{Kernel, KernelError, Lookup};
+use crate::model::{Family, HostLink, Iface};
 use crate::plan::Desired;
 
 /// Where lookups for verification are aimed: any outside address; nothing is sent.
@@ -59,6 +59,33 @@ fn errno_text(n: i32) -> String {
     std::io::Error::from_raw_os_error(n).to_string()
 }
 
+/// What the kernel said of a lookup that must leave through `iface` via `gateway`, and
+/// whether it does.
+fn via_verdict(
+    lookup: Result<Lookup, KernelError>,
+    iface: &Iface,
+    gateway: IpAddr,
+    name: &dyn Fn(Option<u32>) -> String,
+) -> (String, bool) {
+    match lookup {
+        Ok(l) => {
+            let gw = l
+                .gateway
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "none".into());
+            let ok = l.oif == Some(iface.index) && l.gateway == Some(gateway);
+            (format!("dev {} via {gw}", name(l.oif)), ok)
+        }
+        Err(e) => (
+            format!(
+                "no route ({})",
+                e.errno().map(errno_text).unwrap_or_else(|| e.to_string())
+            ),
+            false,
+        ),
+    }
+}
+
 /// Ask the kernel how each source (and unbound traffic) would leave.
 pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> Vec<Verdict> {
     let name = |i: Option<u32>| {
@@ -75,23 +102,7 @@ pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> 
     let lookups = k.route_get_many(&queries).await;
     let mut out = Vec::new();
     for (c, lookup) in d.checks.iter().zip(lookups) {
-        let (seen, ok) = match lookup {
-            Ok(l) => {
-                let gw = l
-                    .gateway
-                    .map(|g| g.to_string())
-                    .unwrap_or_else(|| "none".into());
-                let ok = l.oif == Some(c.iface.index) && l.gateway == Some(c.gateway);
-                (format!("dev {} via {gw}", name(l.oif)), ok)
-            }
-            Err(e) => (
-                format!(
-                    "no route ({})",
-                    e.errno().map(errno_text).unwrap_or_else(|| e.to_string())
-                ),
-                false,
-            ),
-        };
+        let (seen, ok) = via_verdict(lookup, &c.iface, c.gateway, &name);
         out.push(Verdict {
             eni: c.eni.clone(),
             source: Some(c.source),
@@ -133,17 +144,8 @@ async fn verify_marks(
 ) -> Vec<Verdict> {
     let mut out = Vec::new();
     for c in &d.mark_checks {
-        let (seen, ok) = match k.route_get_marked(c.mark, probe_target(d, c.family)).await {
-            Ok(l) => {
-                let gw = l
-                    .gateway
-                    .map(|g| g.to_string())
-                    .unwrap_or_else(|| "none".into());
-                let ok = l.oif == Some(c.iface.index) && l.gateway == Some(c.gateway);
-                (format!("dev {} via {gw}", name(l.oif)), ok)
-            }
-            Err(e) => (format!("no route ({e})"), false),
-        };
+        let lookup = k.route_get_marked(c.mark, probe_target(d, c.family)).await;
+        let (seen, ok) = via_verdict(lookup, &c.iface, c.gateway, name);
         out.push(Verdict {
             eni: c.eni.clone(),
             source: None,
