@@ -221,7 +221,7 @@ fn emit_json<T: Serialize>(ok: Option<bool>, v: &T) {
 
 use crate::model::Change;
 use crate::ops::SysctlChange;
-use crate::ops::{ApplyReport, FlushReport, PlanReport, StatusReport, Verdict};
+use crate::ops::{ApplyReport, ContainersStatus, FlushReport, PlanReport, StatusReport, Verdict};
 
 fn change_line(c: &Change) -> String {
     format!("{} {c}", c.sign())
@@ -264,9 +264,10 @@ pub fn plan(out: &Out, r: &PlanReport) {
 }
 
 fn verdict_line(v: &Verdict) -> String {
-    let what = match v.source {
-        Some(s) => format!("from {s}"),
-        None => "unbound".to_string(),
+    let what = match (v.source, v.mark) {
+        (Some(s), _) => format!("from {s}"),
+        (None, Some(m)) => format!("mark {m:#x}"),
+        (None, None) => "unbound".to_string(),
     };
     if v.ok {
         format!("  ok    {:<10} {what}: {}", v.eni, v.seen)
@@ -607,6 +608,9 @@ pub fn status(out: &Out, r: &StatusReport) {
             out.info(&verdict_line(v));
         }
     }
+    if let Some(c) = &r.containers {
+        containers_status(out, c);
+    }
     for s in &r.sysctl_drift {
         out.info(&sysctl_line(s));
     }
@@ -659,6 +663,28 @@ fn status_summary(r: &StatusReport) -> String {
     }
 }
 
+/// The table `inet eniroute` and its counters, in `status`.
+fn containers_status(out: &Out, c: &ContainersStatus) {
+    let state = match (c.present, c.as_planned) {
+        (true, true) => "present, as planned",
+        (true, false) => "present, DIFFERS from the plan",
+        (false, _) => "MISSING",
+    };
+    out.info(&format!("nftables table inet eniroute: {state}"));
+    for m in &c.marked {
+        out.info(&format!(
+            "  eni {} (mark {:#x}): {} connection(s) marked on arrival",
+            m.what, m.mark, m.connections
+        ));
+    }
+    for m in &c.egress {
+        out.info(&format!(
+            "  container network {} (mark {:#x}): {} connection(s) marked",
+            m.what, m.mark, m.connections
+        ));
+    }
+}
+
 /// An ENI's address as status shows it: `192.168.10.10/24`, marked when it is not eniroute's.
 fn address_text(a: &StatusAddress) -> String {
     format!(
@@ -680,6 +706,8 @@ struct StatusJson<'a> {
     sysctl_drift: &'a [SysctlChange],
     conflicts: &'a [Conflict],
     watch: Option<WatchJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    containers: Option<&'a ContainersStatus>,
 }
 
 #[derive(Serialize)]
@@ -731,6 +759,7 @@ impl<'a> StatusJson<'a> {
             sysctl_drift: &r.sysctl_drift,
             conflicts: &r.conflicts,
             watch: r.watch.as_ref().map(WatchJson::of),
+            containers: r.containers.as_ref(),
         }
     }
 }

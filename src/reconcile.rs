@@ -24,6 +24,8 @@ pub fn reconcile(desired: &Desired, observed: &Observed) -> Result<Vec<Change>, 
     addresses(desired, observed, &mut changes, &mut conflicts);
     routes(desired, observed, &mut changes, &mut conflicts);
     rules(desired, observed, &mut changes);
+    changes.extend(table(desired, observed));
+    marks(desired, observed, &mut conflicts);
     if !conflicts.is_empty() {
         return Err(conflicts);
     }
@@ -124,14 +126,53 @@ fn rules(d: &Desired, o: &Observed, changes: &mut Vec<Change>) {
     changes.extend(dels);
 }
 
+/// The table `inet eniroute`, as a unit: nothing when the kernel's is the desired one.
+fn table(d: &Desired, o: &Observed) -> Option<Change> {
+    let same = !o.nft.unknown && o.nft.table == d.nft;
+    (!same).then(|| Change::SetTable {
+        old: o.nft.table.clone(),
+        new: d.nft.clone(),
+    })
+}
+
+/// Another component using eniroute's mark bits: a foreign fwmark rule, or a rule of another
+/// nftables table that reads or writes them. Marks would be overwritten or misread.
+fn marks(d: &Desired, o: &Observed, conflicts: &mut Vec<Conflict>) {
+    let Some(mask) = d.mark_mask else { return };
+    for r in &o.foreign_rules {
+        if let Some(m) = r.fwmark.filter(|m| m.mask & mask != 0) {
+            conflicts.push(Conflict {
+                message: format!(
+                    "the rule `{r}` (not eniroute's) uses fwmark bits {:#x}, which overlap \
+                     containers.mark_mask = {mask:#x}; pick a mark_mask clear of them",
+                    m.mask & mask
+                ),
+            });
+        }
+    }
+    for f in o.nft.foreign_marks.iter().filter(|f| f.bits & mask != 0) {
+        conflicts.push(Conflict {
+            message: format!(
+                "nftables chain {} (not eniroute's) reads or writes mark bits {:#x}, which \
+                 overlap containers.mark_mask = {mask:#x}; pick a mark_mask clear of them",
+                f.chain,
+                f.bits & mask
+            ),
+        });
+    }
+}
+
 /// Everything eniroute owns, removed (for flush): rules, then routes, then addresses.
 pub fn flush(observed: &Observed) -> Vec<Change> {
-    let mut changes: Vec<Change> = observed
-        .rules
-        .iter()
-        .cloned()
-        .map(Change::DelRule)
-        .collect();
+    // The table first: no connection is marked any more once the rules go.
+    let mut changes: Vec<Change> = Vec::new();
+    if observed.nft.table.is_some() {
+        changes.push(Change::SetTable {
+            old: observed.nft.table.clone(),
+            new: None,
+        });
+    }
+    changes.extend(observed.rules.iter().cloned().map(Change::DelRule));
     changes.extend(observed.routes.iter().cloned().map(Change::DelRoute));
     // Newest first: secondaries before the primary whose removal would take them along.
     changes.extend(

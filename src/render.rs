@@ -61,6 +61,10 @@ pub fn ip_script(d: &Desired) -> String {
             out.push(format!("# sysctl -w {}={}", s.name(), s.value));
         }
     }
+    if let Some(t) = &d.nft {
+        out.push(NFT_SECTION.to_string());
+        out.extend(t.nft_lines());
+    }
     let mut s = out.join("\n");
     s.push('\n');
     s
@@ -68,6 +72,9 @@ pub fn ip_script(d: &Desired) -> String {
 
 /// The comment line that starts the `ip -6 -batch` section of [`ip_script`].
 pub const IPV6_SECTION: &str = "# --- IPv6 rules: load the lines below with `ip -6 -batch` ---";
+
+/// The comment line that starts the `nft -f` section of [`ip_script`] ([containers]).
+pub const NFT_SECTION: &str = "# --- nftables table: load the lines below with `nft -f` ---";
 
 /// The desired state as pretty JSON.
 pub fn json(d: &Desired) -> String {

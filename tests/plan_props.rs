@@ -934,8 +934,9 @@ fn check_plan(cfg: &Config, d: &Desired) -> Result<(), TestCaseError> {
         prop_assert!(r.table != 0 && !(253..=255).contains(&r.table) || r.table == MAIN_TABLE);
     }
 
-    // Priorities: exactly the four layers.
-    for r in &d.rules {
+    // Priorities: exactly the four layers; [containers]' fwmark rules at P+0 and P+150, each
+    // mark once per layer, on an uplink table of its family, selecting nothing else.
+    for r in d.rules.iter().filter(|r| r.fwmark.is_none()) {
         prop_assert!(
             [p, p + 100, p + 200, p + 300].contains(&r.priority),
             "rule priority {} (P = {})",
@@ -943,9 +944,39 @@ fn check_plan(cfg: &Config, d: &Desired) -> Result<(), TestCaseError> {
             p
         );
     }
+    for r in d.rules.iter().filter(|r| r.fwmark.is_some()) {
+        prop_assert!(
+            cfg.containers.is_some(),
+            "fwmark rule {} without [containers]",
+            r
+        );
+        let suppress = if r.priority == p { Some(0) } else { None };
+        prop_assert!(
+            r.priority == p || r.priority == p + 150,
+            "fwmark rule {}",
+            r
+        );
+        prop_assert!(
+            r.from.is_none() && r.suppress_prefixlength == suppress,
+            "fwmark rule {}",
+            r
+        );
+        prop_assert!(
+            by_table.contains_key(&(r.family, r.table)),
+            "fwmark rule {} off an uplink",
+            r
+        );
+        let twins = d
+            .rules
+            .iter()
+            .filter(|x| x.family == r.family && x.fwmark == r.fwmark);
+        prop_assert_eq!(twins.count(), 2, "fwmark rule {} once per layer", r);
+    }
     for family in [Family::V4, Family::V6] {
         let has_uplinks = d.uplinks.iter().any(|u| u.family == family);
-        let fam: Vec<_> = d.rules.iter().filter(|r| r.family == family).collect();
+        let fam: Vec<_> = (d.rules.iter())
+            .filter(|r| r.family == family && r.fwmark.is_none())
+            .collect();
         if !has_uplinks {
             prop_assert!(fam.is_empty(), "rules for a family without uplinks");
             continue;

@@ -27,6 +27,7 @@ golden!(egress_balance, "egress-balance.toml");
 golden!(egress_failover, "egress-failover.toml");
 golden!(ipv6, "ipv6.toml");
 golden!(demo, "demo.toml");
+golden!(containers, "containers.toml");
 
 /// The JSON rendering carries the same objects.
 #[test]

@@ -69,7 +69,7 @@ fn message(path: &str, name: &str) -> String {
     let shown: String = name.chars().take(40).collect();
     let table = match path {
         "" => "at the top level".to_string(),
-        "eni" | "eni.eip" | "egress.via" => format!("in [[{path}]]"),
+        "eni" | "eni.eip" | "egress.via" | "containers.egress" => format!("in [[{path}]]"),
         p => format!("in [{p}]"),
     };
     let best = known

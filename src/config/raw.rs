@@ -16,6 +16,7 @@ pub(super) struct RawConfig {
     pub(super) eni: Vec<S<RawEni>>,
     pub(super) egress: Option<S<RawEgress>>,
     pub(super) discover: Option<S<RawDiscover>>,
+    pub(super) containers: Option<S<RawContainers>>,
 }
 
 /// Only the `[discover]` table of a file (every other key ignored): read before the merge with
@@ -110,4 +111,21 @@ pub(super) struct RawVia {
     pub(super) eni: S<String>,
     pub(super) source: Option<S<String>>,
     pub(super) weight: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainers {
+    pub(super) return_path: Option<bool>,
+    pub(super) mark_mask: Option<S<i64>>,
+    #[serde(default)]
+    pub(super) egress: Vec<S<RawContainerEgress>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainerEgress {
+    pub(super) network: S<String>,
+    pub(super) eni: S<String>,
+    pub(super) source: Option<S<String>>,
 }

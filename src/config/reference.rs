@@ -39,6 +39,14 @@ pub const TABLES: &[(&str, &str)] = &[
         "discover",
         "Optional: take the ENIs from the instance metadata at apply/watch time.",
     ),
+    (
+        "containers",
+        "Optional: containers, pods and VMs behind this host's bridges (conntrack marks, the nftables table inet eniroute).",
+    ),
+    (
+        "containers.egress",
+        "A local container network whose outbound traffic leaves one ENI (array of tables).",
+    ),
 ];
 
 const fn key(
@@ -94,6 +102,11 @@ pub const KEYS: &[Key] = &[
     key("discover", "refresh", "duration", "60s", "watch: read the metadata again this often (jittered); a partial answer is never acted on."),
     key("discover", "exclude", "array of MACs, interface names or labels", "none", "ENIs eniroute must never manage."),
     key("discover", "endpoint", "http://IP[:port]", "the provider's", "Another metadata service address (an IP address: no name resolution)."),
+    key("containers", "return_path", "boolean", "true", "A connection that arrives on an ENI is answered through that ENI, also when it is forwarded (docker -p, hostPort/NodePort): conntrack mark and a fwmark rule."),
+    key("containers", "mark_mask", "integer", "0x3c00", "The fwmark bits eniroute may use (one value per ENI inside it); clear of kube-proxy, Calico, Istio, Weave, Tailscale and the AWS VPC CNI."),
+    key("containers.egress", "network", "CIDR", "required", "The container network (IPv4 or IPv6); overlaps no ENI cidr."),
+    key("containers.egress", "eni", "ENI name", "required", "The ENI its outbound traffic leaves through."),
+    key("containers.egress", "source", "IP address", "the ENI's primary private IP", "SNAT to this OS-visible address of that ENI."),
 ];
 
 #[cfg(test)]
@@ -110,6 +123,9 @@ mod tests {
             "eni" => "[[eni]]\nzz_unknown = 1\n".to_string(),
             "eni.eip" => "[[eni]]\nname = \"a\"\n[[eni.eip]]\nzz_unknown = 1\n".to_string(),
             "egress.via" => "[egress]\n[[egress.via]]\nzz_unknown = 1\n".to_string(),
+            "containers.egress" => {
+                "[containers]\n[[containers.egress]]\nzz_unknown = 1\n".to_string()
+            }
             t => format!("[{t}]\nzz_unknown = 1\n"),
         };
         let err = match toml::from_str::<super::super::raw::RawConfig>(&probe) {

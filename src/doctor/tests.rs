@@ -526,6 +526,7 @@ fn rule(priority: u32, from: Option<&str>, table: u32) -> Rule {
         from: from.map(|f| f.parse().unwrap()),
         table,
         suppress_prefixlength: None,
+        fwmark: None,
     }
 }
 

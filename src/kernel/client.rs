@@ -10,7 +10,7 @@ use futures::StreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
-use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::route::{RouteAttribute, RouteMessage};
 use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{AsyncSocket, SocketAddr};
@@ -24,7 +24,23 @@ use super::codec::{
 use super::events::{Burst, Events, Group};
 use super::sysctl::{self, SysctlError};
 use super::{lookup_what, Kernel, KernelError, Lookup};
+use crate::model::nft;
 use crate::model::{Change, ForeignRoute, HostLink, Iface, Observed, Rule};
+
+/// Make a change of the table `inet eniroute` in one nfnetlink transaction.
+fn set_table(change: &Change) -> Result<(), KernelError> {
+    let Change::SetTable { new, .. } = change else {
+        return Err(KernelError::Unexpected {
+            what: change.to_string(),
+        });
+    };
+    let r = super::nft::set_table(new.as_ref());
+    super::failpoint::hit("batch");
+    r.map_err(|source| KernelError::Request {
+        what: format!("{} {}", change.sign(), change),
+        source,
+    })
+}
 
 /// How many requests go to the kernel in one `sendmsg`.
 const BATCH: usize = 128;
@@ -272,6 +288,10 @@ impl Kernel for Netlink {
             foreign_routes,
             rules,
             foreign_rules,
+            nft: super::nft::observe().map_err(|source| KernelError::Request {
+                what: format!("reading nftables table {}", nft::NFT_TABLE),
+                source,
+            })?,
         })
     }
 
@@ -284,7 +304,9 @@ impl Kernel for Netlink {
 
     /// Make one change.
     async fn apply(&self, change: &Change) -> Result<(), KernelError> {
-        let (m, flags) = change_message(change, self.proto);
+        let Some((m, flags)) = change_message(change, self.proto) else {
+            return set_table(change);
+        };
         self.request(m, flags, || change.to_string())
             .await
             .map(|_| ())
@@ -296,10 +318,21 @@ impl Kernel for Netlink {
     async fn apply_batch(&self, changes: &[Change]) -> (Vec<bool>, Option<KernelError>) {
         let mut done = Vec::with_capacity(changes.len());
         let mut first = None;
+        // The table is a transaction of its own; the rest goes in rtnetlink batches.
+        if changes.iter().any(|c| matches!(c, Change::SetTable { .. })) {
+            for c in changes {
+                let r = self.apply(c).await;
+                done.push(r.is_ok());
+                if let (Err(e), None) = (r, &first) {
+                    first = Some(e);
+                }
+            }
+            return (done, first);
+        }
         for chunk in changes.chunks(BATCH) {
             let msgs = chunk
                 .iter()
-                .map(|c| change_message(c, self.proto))
+                .filter_map(|c| change_message(c, self.proto))
                 .collect();
             let Ok(answers) = self.exchange(msgs).await else {
                 done.resize(changes.len(), false);
@@ -321,6 +354,22 @@ impl Kernel for Netlink {
     }
 
     /// Many route lookups, [`BATCH`] per `sendmsg`; one answer per lookup, in order.
+    async fn route_get_marked(&self, mark: u32, dst: IpAddr) -> Result<Lookup, KernelError> {
+        let mut m = lookup_message(None, dst);
+        m.attributes.push(RouteAttribute::Mark(mark));
+        let what = || format!("route lookup to {dst} with mark {mark:#x}");
+        let answers = self
+            .request(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST, what)
+            .await?;
+        answers
+            .iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => Some(lookup_answer(r)),
+                _ => None,
+            })
+            .ok_or_else(|| KernelError::Unexpected { what: what() })
+    }
+
     async fn route_get_many(
         &self,
         lookups: &[(Option<IpAddr>, IpAddr)],

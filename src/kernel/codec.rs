@@ -21,15 +21,17 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::Lookup;
 use crate::model::{
-    Address, Change, Family, ForeignRoute, HostLink, Iface, NextHop, Route, Rule, Scope,
+    Address, Change, Family, ForeignRoute, FwMark, HostLink, Iface, NextHop, Route, Rule, Scope,
 };
 
-/// The request that makes one change, with its flags; `proto` tags what eniroute adds.
-pub(super) fn change_message(change: &Change, proto: u8) -> (RouteNetlinkMessage, u16) {
+/// The request that makes one change, with its flags; `proto` tags what eniroute adds. None
+/// for the nftables table, which is not rtnetlink's (kernel/nft.rs).
+pub(super) fn change_message(change: &Change, proto: u8) -> Option<(RouteNetlinkMessage, u16)> {
     let ack = NLM_F_REQUEST | NLM_F_ACK;
     let create = ack | NLM_F_CREATE | NLM_F_EXCL;
     let p = proto;
-    match change {
+    Some(match change {
+        Change::SetTable { .. } => return None,
         Change::LinkUp(i) | Change::LinkDown(i) => {
             let mut m = LinkMessage::default();
             m.header.index = i.index;
@@ -52,7 +54,7 @@ pub(super) fn change_message(change: &Change, proto: u8) -> (RouteNetlinkMessage
         Change::DelRoute(r) => (RouteNetlinkMessage::DelRoute(route_message(r, p)), ack),
         Change::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_message(r, p)), create),
         Change::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_message(r, p)), ack),
-    }
+    })
 }
 
 /// The request that puts a foreign route back with its own protocol.
@@ -355,6 +357,7 @@ pub(super) fn parse_rule(r: &RuleMessage) -> Option<(Rule, u8)> {
         from: None,
         table: r.header.table as u32,
         suppress_prefixlength: None,
+        fwmark: None,
     };
     let mut proto = 0;
     let mut extra =
@@ -370,6 +373,21 @@ pub(super) fn parse_rule(r: &RuleMessage) -> Option<(Rule, u8)> {
             }
             RuleAttribute::SuppressPrefixLen(_) => {}
             RuleAttribute::Protocol(p) => proto = u8::from(*p),
+            // The kernel reports the mask with any mark (default all ones).
+            RuleAttribute::FwMark(m) => {
+                let f = rule.fwmark.get_or_insert(FwMark {
+                    mark: 0,
+                    mask: u32::MAX,
+                });
+                f.mark = *m;
+            }
+            RuleAttribute::FwMask(k) => {
+                let f = rule.fwmark.get_or_insert(FwMark {
+                    mark: 0,
+                    mask: u32::MAX,
+                });
+                f.mask = *k;
+            }
             // Attributes the kernel always reports and eniroute never sets differently.
             RuleAttribute::Other(_) => {}
             _ => extra = true,
@@ -414,6 +432,10 @@ fn rule_message(r: &Rule, proto: u8) -> RuleMessage {
     }
     if let Some(n) = r.suppress_prefixlength {
         m.attributes.push(RuleAttribute::SuppressPrefixLen(n));
+    }
+    if let Some(f) = r.fwmark {
+        m.attributes.push(RuleAttribute::FwMark(f.mark));
+        m.attributes.push(RuleAttribute::FwMask(f.mask));
     }
     m.attributes
         .push(RuleAttribute::Protocol(RouteProtocol::from(proto)));
@@ -489,6 +511,7 @@ mod tests {
             from: Some("192.168.0.0/31".parse().unwrap()),
             table: 20001,
             suppress_prefixlength: Some(0),
+            fwmark: None,
         };
         let m = rule_message(&r, 225);
         assert_eq!(m.header.action, RuleAction::ToTable);
@@ -504,6 +527,7 @@ mod tests {
                 from: None,
                 table: 7,
                 suppress_prefixlength: None,
+                fwmark: None,
             },
             0,
         );
@@ -528,10 +552,23 @@ mod tests {
             from: None,
             table: 20001,
             suppress_prefixlength: None,
+            fwmark: None,
         };
         let mut m = rule_message(&r, 225);
-        m.attributes.push(RuleAttribute::FwMark(1));
+        m.attributes.push(RuleAttribute::Iifname("eth0".into()));
         assert_eq!(parse_rule(&m).map(|(_, p)| p), Some(0));
+        // A mark is a selector eniroute sets now ([containers]): parsed, owned.
+        let mut m = rule_message(&r, 225);
+        m.attributes.push(RuleAttribute::FwMark(0x400));
+        let (seen, p) = parse_rule(&m).unwrap();
+        assert_eq!(p, 225);
+        assert_eq!(
+            seen.fwmark,
+            Some(FwMark {
+                mark: 0x400,
+                mask: u32::MAX
+            })
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod codec;
 pub mod events;
 pub mod failpoint;
 pub mod netns;
+pub mod nft;
 pub mod sim;
 pub mod sysctl;
 
@@ -77,6 +78,8 @@ pub trait Kernel {
         &self,
         lookups: &[(Option<IpAddr>, IpAddr)],
     ) -> Vec<Result<Lookup, KernelError>>;
+    /// A route lookup of a packet carrying fwmark `mark` (RTA_MARK), from no bound source.
+    async fn route_get_marked(&self, mark: u32, dst: IpAddr) -> Result<Lookup, KernelError>;
     /// Wait up to `timeout` for a link to appear or change; false when none did.
     async fn link_event(&self, timeout: Duration) -> Result<bool, KernelError>;
     /// A sysctl's value (trimmed); `path` is below /proc/sys.

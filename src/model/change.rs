@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::nft::{nft_change_lines, NftTable};
 use super::objects::{Address, Iface, Route, Rule};
 
 /// One kernel change.
@@ -16,10 +17,18 @@ pub enum Change {
     AddAddress(Address),
     DelAddress(Address),
     AddRoute(Route),
-    ReplaceRoute { old: Route, new: Route },
+    ReplaceRoute {
+        old: Route,
+        new: Route,
+    },
     DelRoute(Route),
     AddRule(Rule),
     DelRule(Rule),
+    /// The table `inet eniroute` from `old` to `new` (None: no table), in one transaction.
+    SetTable {
+        old: Option<NftTable>,
+        new: Option<NftTable>,
+    },
 }
 
 impl Change {
@@ -37,7 +46,8 @@ impl Change {
                 }
             }
             Change::AddRule(_) => 4,
-            Change::DelRule(_) => 5,
+            Change::SetTable { new: Some(_), .. } => 4,
+            Change::DelRule(_) | Change::SetTable { new: None, .. } => 5,
             Change::DelRoute(_) => 6,
             Change::DelAddress(_) => 7,
         }
@@ -55,6 +65,7 @@ impl Change {
             Change::DelRoute(r) => Change::AddRoute(r),
             Change::AddRule(r) => Change::DelRule(r),
             Change::DelRule(r) => Change::AddRule(r),
+            Change::SetTable { old, new } => Change::SetTable { old: new, new: old },
         }
     }
 
@@ -70,6 +81,9 @@ impl Change {
             | Change::DelRoute(_)
             | Change::DelRule(_) => '-',
             Change::ReplaceRoute { .. } => '~',
+            Change::SetTable { old: None, .. } => '+',
+            Change::SetTable { new: None, .. } => '-',
+            Change::SetTable { .. } => '~',
         }
     }
 }
@@ -90,6 +104,13 @@ impl fmt::Display for Change {
             Change::ReplaceRoute { old, new } => write!(f, "route replace {new}  # was: {old}"),
             Change::AddRule(r) => write!(f, "{}rule add {r}", family_flag(r.family)),
             Change::DelRule(r) => write!(f, "{}rule del {r}", family_flag(r.family)),
+            Change::SetTable { old, new } => {
+                f.write_str("nftables table inet eniroute, as `nft` lines:")?;
+                for line in nft_change_lines(old.as_ref(), new.as_ref()) {
+                    write!(f, "\n    {line}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -107,6 +128,7 @@ impl Change {
             Change::AddRule(r) | Change::DelRule(r) => {
                 format!("{}rule {r}", family_flag(r.family))
             }
+            Change::SetTable { .. } => "nftables table inet eniroute".to_string(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use macaddr::MacAddr6;
 use serde::Serialize;
 
@@ -17,6 +17,9 @@ pub struct Config {
     pub routing: Routing,
     pub enis: Vec<Eni>,
     pub egress: Option<Egress>,
+    /// `[containers]` (None when the section is absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Containers>,
 }
 
 /// `[routing]`.
@@ -173,4 +176,33 @@ pub struct Via {
     pub eni: String,
     pub source: Option<IpAddr>,
     pub weight: u16,
+}
+
+/// `[containers]`: connection marks so that forwarded replies and container egress leave the
+/// ENI their connection belongs to (DESIGN §4, layer P+150 and the table `inet eniroute`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Containers {
+    pub return_path: bool,
+    /// The fwmark bits eniroute may use (never 0).
+    pub mark_mask: u32,
+    /// One mark per ENI with an uplink, in ENI order, allocated by the validator
+    /// (`layout::eni_mark`).
+    pub marks: Vec<EniMark>,
+    pub egress: Vec<ContainerEgress>,
+}
+
+/// The mark of one ENI and the table its marked packets look up (its first uplink's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EniMark {
+    pub eni: String,
+    pub mark: u32,
+    pub table: u32,
+}
+
+/// One `[[containers.egress]]`, with the default source resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerEgress {
+    pub network: IpNetwork,
+    pub eni: String,
+    pub source: IpAddr,
 }

@@ -79,9 +79,50 @@ pub fn reserved_table(t: u32) -> Option<&'static str> {
     }
 }
 
+/// The default `containers.mark_mask`: bits 10-13. Clear of kube-proxy (masquerade 0x4000, drop
+/// 0x8000), Calico (0xffff0000), the AWS VPC CNI (0x80), Istio (0x10-0x40, 0x100, 0x200, 0x210,
+/// 0x220), Weave (0x20000, 0x40000) and Tailscale (0xff0000). Cilium claims all 32 bits; with
+/// it, set a mask its configuration leaves free. Four bits: 15 ENIs.
+pub const DEFAULT_MARK_MASK: u32 = 0x0000_3c00;
+
+/// How many ENIs a mask can tell apart: every non-zero value inside it (0 means unmarked).
+pub fn marks_in(mask: u32) -> u64 {
+    (1u64 << mask.count_ones()) - 1
+}
+
+/// The mark of ENI `k` (0-based): the value k+1 spread over the mask's bits, lowest first; None
+/// when the mask has too few bits.
+pub fn eni_mark(mask: u32, k: usize) -> Option<u32> {
+    let mut value = u64::try_from(k).ok()?.checked_add(1)?;
+    if value > marks_in(mask) {
+        return None;
+    }
+    let mut mark = 0u32;
+    for bit in (0..32).map(|b| 1u32 << b).filter(|b| mask & b != 0) {
+        if value & 1 == 1 {
+            mark |= bit;
+        }
+        value >>= 1;
+    }
+    Some(mark)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marks_fill_the_mask_lowest_bit_first() {
+        assert_eq!(marks_in(DEFAULT_MARK_MASK), 15);
+        assert_eq!(eni_mark(DEFAULT_MARK_MASK, 0), Some(0x400));
+        assert_eq!(eni_mark(DEFAULT_MARK_MASK, 2), Some(0xc00));
+        assert_eq!(eni_mark(DEFAULT_MARK_MASK, 14), Some(0x3c00));
+        assert_eq!(eni_mark(DEFAULT_MARK_MASK, 15), None);
+        // A mask with gaps: bits 0 and 8.
+        assert_eq!(eni_mark(0x101, 1), Some(0x100));
+        assert_eq!(eni_mark(0x101, 2), Some(0x101));
+        assert_eq!(marks_in(u32::MAX), u64::from(u32::MAX));
+    }
 
     #[test]
     fn tables_follow_the_documented_layout() {

@@ -6,13 +6,18 @@ mod change;
 mod config;
 pub mod layout;
 mod mode;
+pub mod nft;
 mod objects;
 mod sysctl;
 
 pub use change::{phases, Change};
-pub use config::{Config, Egress, Eip, Eni, Hash, Routing, RpFilter, Strategy, UplinkTable, Via};
+pub use config::{
+    Config, ContainerEgress, Containers, Egress, Eip, Eni, EniMark, Hash, Routing, RpFilter,
+    Strategy, UplinkTable, Via,
+};
 pub use mode::{EipGateway, EipLimit, Mode, DEFAULT_MULTI_EIP_QUOTA, MULTI_EIP_REGIONS};
 pub use objects::{
-    mac_text, Address, Family, ForeignRoute, HostLink, Iface, NextHop, Observed, Route, Rule, Scope,
+    mac_text, Address, Family, ForeignRoute, FwMark, HostLink, Iface, NextHop, Observed, Route,
+    Rule, Scope,
 };
 pub use sysctl::{sysctl_name, valid_ifname, Knob, Sysctl, SysctlKey};

@@ -203,6 +203,15 @@ pub struct Rule {
     pub from: Option<IpNetwork>,
     pub table: u32,
     pub suppress_prefixlength: Option<u32>,
+    /// `fwmark <mark>/<mask>` (layer Mark, [containers]).
+    pub fwmark: Option<FwMark>,
+}
+
+/// A rule's fwmark selector: packets whose mark, masked, equals `mark`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct FwMark {
+    pub mark: u32,
+    pub mask: u32,
 }
 
 impl fmt::Display for Rule {
@@ -215,6 +224,9 @@ impl fmt::Display for Rule {
             } else {
                 write!(f, " from {}/{}", from.ip(), from.prefix())?;
             }
+        }
+        if let Some(m) = self.fwmark {
+            write!(f, " fwmark {:#x}/{:#x}", m.mark, m.mask)?;
         }
         match self.table {
             254 => f.write_str(" lookup main")?,
@@ -250,6 +262,8 @@ pub struct Observed {
     pub foreign_routes: Vec<ForeignRoute>,
     pub rules: Vec<Rule>,
     pub foreign_rules: Vec<Rule>,
+    /// The table `inet eniroute` (owned wholly).
+    pub nft: super::nft::NftObserved,
 }
 
 /// A route that is not eniroute's, with its protocol (to put it back as it was when the kernel

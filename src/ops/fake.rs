@@ -112,6 +112,12 @@ impl Fake {
             }
             Change::AddRule(r) => s.rules.push(r.clone()),
             Change::DelRule(r) => remove(&mut s.rules, r).then_some(()).ok_or_else(gone)?,
+            Change::SetTable { new, .. } => {
+                s.nft = crate::model::nft::NftObserved {
+                    table: new.clone(),
+                    ..Default::default()
+                };
+            }
         }
         drop(s);
         self.log.borrow_mut().push(format!("{} {c}", c.sign()));
@@ -120,13 +126,16 @@ impl Fake {
 
     /// The FIB: rules by priority, each looking up the most specific route of its table
     /// (honouring suppress_prefixlength); the first hit decides.
-    fn lookup(&self, src: Option<IpAddr>, dst: IpAddr) -> Option<Lookup> {
+    fn lookup(&self, src: Option<IpAddr>, dst: IpAddr, mark: u32) -> Option<Lookup> {
         let s = self.state.borrow();
         let mut rules: Vec<&Rule> = s.rules.iter().chain(&s.foreign_rules).collect();
         rules.sort_by_key(|r| r.priority);
         let foreign = s.foreign_routes.iter().map(|f| &f.route);
         let routes: Vec<&Route> = s.routes.iter().chain(foreign).collect();
         rules.into_iter().find_map(|rule| {
+            if let Some(m) = rule.fwmark {
+                (mark & m.mask == m.mark).then_some(())?;
+            }
             if let Some(from) = rule.from {
                 src.filter(|s| from.contains(*s))?;
             }
@@ -215,6 +224,11 @@ impl Kernel for Fake {
         (done, first)
     }
 
+    async fn route_get_marked(&self, mark: u32, dst: IpAddr) -> Result<Lookup, KernelError> {
+        self.lookup(None, dst, mark)
+            .ok_or_else(|| refused(format!("route lookup to {dst} with mark {mark:#x}"), 101))
+    }
+
     async fn route_get_many(
         &self,
         lookups: &[(Option<IpAddr>, IpAddr)],
@@ -222,7 +236,7 @@ impl Kernel for Fake {
         lookups
             .iter()
             .map(|(src, dst)| {
-                self.lookup(*src, *dst)
+                self.lookup(*src, *dst, 0)
                     .ok_or_else(|| refused(format!("route lookup to {dst}"), 101))
             })
             .collect()

@@ -15,6 +15,8 @@ mod status;
 mod sysctls;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_containers;
 mod verify;
 mod watch;
 
@@ -27,7 +29,9 @@ use std::time::Duration;
 pub use apply::{apply_once, ApplyOptions, ApplyReport, BatchTrace, Cause, Failure, WaitProgress};
 pub use converge::{plan_once, PlanReport};
 pub use flush::{flush_once, FlushReport};
-pub use status::{status_once, EniStatus, Owned, StatusAddress, StatusReport};
+pub use status::{
+    status_once, ContainersStatus, EniStatus, MarkedCount, Owned, StatusAddress, StatusReport,
+};
 pub use sysctls::SysctlChange;
 pub use verify::Verdict;
 pub use watch::{FightWarning, Heal, ResyncWhy, WatchEvent, WatchOptions, MAX_BACKOFF};

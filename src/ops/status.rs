@@ -6,6 +6,7 @@ use super::verify::{verify, Verdict};
 use super::OpError;
 use crate::host::State;
 use crate::kernel::Kernel;
+use crate::model::nft::{NftAction, NftMatch};
 use crate::model::{Address, Config, Mode, Observed, Rule};
 use crate::plan::{self, Desired, EniPlan};
 use crate::reconcile::{self, Conflict};
@@ -55,6 +56,68 @@ pub struct StatusReport {
     pub conflicts: Vec<Conflict>,
     /// The watch daemon serving the namespace, if one runs.
     pub watch: Option<crate::host::WatchStatus>,
+    /// The table `inet eniroute` and its counters ([containers]).
+    pub containers: Option<ContainersStatus>,
+}
+
+/// The table `inet eniroute` as the kernel holds it, and what its counters say.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContainersStatus {
+    pub present: bool,
+    /// Present and exactly the plan's.
+    pub as_planned: bool,
+    /// Connections that arrived on each ENI and were marked for it (return_path).
+    pub marked: Vec<MarkedCount>,
+    /// New connections from each container network, marked for its ENI.
+    pub egress: Vec<MarkedCount>,
+}
+
+/// One counter of the table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MarkedCount {
+    /// The ENI's name, or the container network.
+    pub what: String,
+    pub mark: u32,
+    pub connections: u64,
+}
+
+/// The table's state and counters, when the config has [containers].
+fn containers_status(cfg: &Config, d: &Desired, o: &Observed) -> Option<ContainersStatus> {
+    let c = cfg.containers.as_ref()?;
+    let mut marked = Vec::new();
+    let mut egress = Vec::new();
+    for n in &o.nft.counters {
+        let NftAction::SetCtMark { mark, .. } = n.rule.action else {
+            continue;
+        };
+        let connections = n.packets;
+        let eni = c
+            .marks
+            .iter()
+            .find(|m| m.mark == mark)
+            .map(|m| m.eni.clone());
+        for m in &n.rule.matches {
+            match (m, &eni) {
+                (NftMatch::IifName(_), Some(e)) => marked.push(MarkedCount {
+                    what: e.clone(),
+                    mark,
+                    connections,
+                }),
+                (NftMatch::Saddr(net), _) => egress.push(MarkedCount {
+                    what: net.to_string(),
+                    mark,
+                    connections,
+                }),
+                _ => {}
+            }
+        }
+    }
+    Some(ContainersStatus {
+        present: o.nft.table.is_some(),
+        as_planned: !o.nft.unknown && o.nft.table == d.nft,
+        marked,
+        egress,
+    })
 }
 
 impl StatusReport {
@@ -65,6 +128,7 @@ impl StatusReport {
             && self.egress.iter().all(|v| v.ok)
             && self.pending_changes == 0
             && self.conflicts.is_empty()
+            && self.containers.as_ref().is_none_or(|c| c.as_planned)
     }
 }
 
@@ -98,7 +162,7 @@ pub async fn status_once(
     };
     let verdicts = verify(k, &d, &observed.links).await;
     let (egress, per_source): (Vec<Verdict>, Vec<Verdict>) =
-        verdicts.into_iter().partition(|v| v.source.is_none());
+        verdicts.into_iter().partition(Verdict::is_egress);
     Ok(StatusReport {
         protocol: cfg.routing.protocol,
         enis: d
@@ -116,6 +180,7 @@ pub async fn status_once(
         sysctl_drift,
         conflicts,
         watch: None,
+        containers: containers_status(cfg, &d, &observed),
     })
 }
 

@@ -39,7 +39,7 @@ private_ips = ["192.168.20.5"]
 address = "47.96.1.2"
 "#;
 
-fn cfg(text: &str) -> Config {
+pub(super) fn cfg(text: &str) -> Config {
     load_str(text, "t.toml").unwrap().config
 }
 
@@ -85,7 +85,7 @@ pub(super) fn block<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn apply(k: &Fake, st: &State, c: &Config) -> Result<ApplyReport, OpError> {
+pub(super) fn apply(k: &Fake, st: &State, c: &Config) -> Result<ApplyReport, OpError> {
     block(apply_once(k, st, c, &ApplyOptions::default()))
 }
 
@@ -163,6 +163,7 @@ fn a_verification_failure_rolls_back() {
         from: None,
         table: 77,
         suppress_prefixlength: None,
+        fwmark: None,
     });
     k.state
         .borrow_mut()

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::kernel::Kernel;
-use crate::model::{Family, HostLink};
+use crate::kernel::{Kernel, KernelError, Lookup};
+use crate::model::{Family, HostLink, Iface};
 use crate::plan::Desired;
 
 /// Where lookups for verification are aimed: any outside address; nothing is sent.
@@ -28,6 +28,16 @@ pub struct Verdict {
     /// The route table the kernel's lookup ended in (RTM_F_LOOKUP_TABLE; IPv4 only).
     pub table: Option<u32>,
     pub ok: bool,
+    /// A lookup of a packet with this fwmark ([containers]); `source` is then None.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mark: Option<u32>,
+}
+
+impl Verdict {
+    /// Unbound traffic ([egress]) rather than one ENI's source or mark.
+    pub fn is_egress(&self) -> bool {
+        self.source.is_none() && self.mark.is_none()
+    }
 }
 
 /// The outside address a lookup of family `f` is aimed at: one no desired route covers.
@@ -51,6 +61,34 @@ fn errno_text(n: i32) -> String {
     std::io::Error::from_raw_os_error(n).to_string()
 }
 
+/// What the kernel said of a lookup that must leave through `iface` via `gateway`, and
+/// whether it does.
+fn via_verdict(
+    lookup: Result<Lookup, KernelError>,
+    iface: &Iface,
+    gateway: IpAddr,
+    name: &dyn Fn(Option<u32>) -> String,
+) -> (String, bool, Option<u32>) {
+    match lookup {
+        Ok(l) => {
+            let gw = l
+                .gateway
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "none".into());
+            let ok = l.oif == Some(iface.index) && l.gateway == Some(gateway);
+            (format!("dev {} via {gw}", name(l.oif)), ok, l.table)
+        }
+        Err(e) => (
+            format!(
+                "no route ({})",
+                e.errno().map(errno_text).unwrap_or_else(|| e.to_string())
+            ),
+            false,
+            None,
+        ),
+    }
+}
+
 /// Ask the kernel how each source (and unbound traffic) would leave.
 pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> Vec<Verdict> {
     let name = |i: Option<u32>| {
@@ -67,24 +105,7 @@ pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> 
     let lookups = k.route_get_many(&queries).await;
     let mut out = Vec::new();
     for (c, lookup) in d.checks.iter().zip(lookups) {
-        let (seen, ok, table) = match lookup {
-            Ok(l) => {
-                let gw = l
-                    .gateway
-                    .map(|g| g.to_string())
-                    .unwrap_or_else(|| "none".into());
-                let ok = l.oif == Some(c.iface.index) && l.gateway == Some(c.gateway);
-                (format!("dev {} via {gw}", name(l.oif)), ok, l.table)
-            }
-            Err(e) => (
-                format!(
-                    "no route ({})",
-                    e.errno().map(errno_text).unwrap_or_else(|| e.to_string())
-                ),
-                false,
-                None,
-            ),
-        };
+        let (seen, ok, table) = via_verdict(lookup, &c.iface, c.gateway, &name);
         out.push(Verdict {
             eni: c.eni.clone(),
             source: Some(c.source),
@@ -92,8 +113,10 @@ pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> 
             seen,
             table,
             ok,
+            mark: None,
         });
     }
+    out.extend(verify_marks(k, d, &name).await);
     for e in &d.egress_checks {
         let names: Vec<&str> = e.ifaces.iter().map(|i| i.name.as_str()).collect();
         let (seen, ok, table) = match k.route_get(None, probe_target(d, e.family)).await {
@@ -113,6 +136,30 @@ pub(super) async fn verify(k: &impl Kernel, d: &Desired, links: &[HostLink]) -> 
             seen,
             table,
             ok,
+            mark: None,
+        });
+    }
+    out
+}
+
+/// A packet carrying each ENI's mark must leave through that ENI's uplink ([containers]).
+async fn verify_marks(
+    k: &impl Kernel,
+    d: &Desired,
+    name: &dyn Fn(Option<u32>) -> String,
+) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for c in &d.mark_checks {
+        let lookup = k.route_get_marked(c.mark, probe_target(d, c.family)).await;
+        let (seen, ok, table) = via_verdict(lookup, &c.iface, c.gateway, name);
+        out.push(Verdict {
+            eni: c.eni.clone(),
+            source: None,
+            expected: format!("dev {} via {}", c.iface.name, c.gateway),
+            seen,
+            ok,
+            table,
+            mark: Some(c.mark),
         });
     }
     out

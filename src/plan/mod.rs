@@ -7,6 +7,7 @@
 //! reports them.
 
 mod aggregate;
+mod containers;
 mod egress;
 mod eni;
 mod resolve;
@@ -20,12 +21,14 @@ use ipnetwork::IpNetwork;
 use serde::Serialize;
 
 pub use aggregate::aggregate;
+use containers::plan_containers;
 use egress::plan_egress;
 use eni::plan_eni;
 use resolve::resolve;
 use rules::plan_rules;
 
 use crate::model::layout;
+use crate::model::nft::NftTable;
 use crate::model::{Address, Config, Family, HostLink, Iface, Mode, Route, Rule, Strategy, Sysctl};
 
 /// One uplink: an (interface, gateway) pair with its own route table and the sources that
@@ -58,6 +61,17 @@ pub struct EgressLookup {
     pub strategy: Strategy,
     /// failover: the first usable via; balance: any of them.
     pub ifaces: Vec<Iface>,
+}
+
+/// What verification asks for each marked ENI ([containers]): a packet with the ENI's mark
+/// must leave through the ENI's first uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MarkLookup {
+    pub eni: String,
+    pub family: Family,
+    pub mark: u32,
+    pub iface: Iface,
+    pub gateway: IpAddr,
 }
 
 /// An ENI whose interface was not found (or found inconsistently).
@@ -94,6 +108,14 @@ pub struct Desired {
     pub egress_checks: Vec<EgressLookup>,
     pub missing: Vec<Missing>,
     pub notes: Vec<String>,
+    /// The table `inet eniroute` ([containers]; None: eniroute owns no table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nft: Option<NftTable>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mark_checks: Vec<MarkLookup>,
+    /// The fwmark bits eniroute uses ([containers]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mark_mask: Option<u32>,
 }
 
 impl Desired {
@@ -121,6 +143,9 @@ pub fn desired(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
         egress_checks: Vec::new(),
         notes: notes(links.is_some(), missing.len()),
         missing,
+        nft: None,
+        mark_checks: Vec::new(),
+        mark_mask: None,
     };
     for (e, (iface, found)) in cfg.enis.iter().zip(&ifaces) {
         plan_eni(&mut d, r, e, iface, *found);
@@ -129,6 +154,9 @@ pub fn desired(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
         plan_egress(&mut d, cfg, eg, &ifaces);
     }
     plan_rules(&mut d, r.rule_priority, layout::egress_table(r.table_base));
+    if let Some(c) = &cfg.containers {
+        plan_containers(&mut d, cfg, c, &ifaces);
+    }
     // One write per sysctl (an ENI may appear twice, e.g. ignore_routes_with_linkdown).
     let mut seen = BTreeSet::new();
     d.sysctls.retain(|s| seen.insert(s.path.clone()));

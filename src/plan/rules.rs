@@ -18,6 +18,7 @@ pub(super) fn plan_rules(d: &mut Desired, rule_priority: u32, egress_table: u32)
             from,
             table,
             suppress_prefixlength,
+            fwmark: None,
         };
         let per_source = |layer: Layer, suppress: Option<u32>| {
             (ups.iter()).flat_map(move |u| {

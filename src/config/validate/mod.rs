@@ -2,6 +2,7 @@
 //! notes at a span; the parse helpers) and [`Validator::config`], which runs each concern's
 //! module in order. May import the config's raw types and rules, and `crate::model`.
 
+mod containers;
 mod cross;
 mod discover;
 mod egress;
@@ -190,11 +191,16 @@ impl Validator {
         if !ok || (raw.egress.is_some() && egress.is_none()) {
             return None;
         }
+        let containers = match &raw.containers {
+            Some(c) => Some(self.containers(c, &enis)?),
+            None => None,
+        };
         Some(Config {
             region,
             routing,
             enis,
             egress,
+            containers,
         })
     }
 }

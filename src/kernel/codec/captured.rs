@@ -38,6 +38,9 @@ const KERNEL_RULE_MAIN: &str = "3c00000020000200010000004f66000002000000fe000001
 // `ip -6 rule add from 2001:db8:10::21 lookup 20002 priority 20200 proto 225`
 const IP_RULE_V6: &str = "0a00800000000001000000001400020020010db800100000000000000000002108000f00224e000008000600e84e000005001500e1000000";
 const KERNEL_RULE_V6: &str = "5000000020000200010000004f6600000a008000fc0000010000000008000f00224e000008000e00ffffffff05001500e100000008000600e84e00001400020020010db8001000000000000000000021";
+// `ip rule add fwmark 0x800/0x3c00 lookup 20002 priority 20150 proto 225` (run5.sh, out5.txt)
+const IP_RULE_FWMARK: &str = "02000000000000010000000008000a000008000008001000003c000008000f00224e000008000600b64e000005001500e1000000";
+const KERNEL_RULE_FWMARK: &str = "4c0000002000020001000000c206000002000000fc0000010000000008000f00224e000008000e00ffffffff05001500e100000008000600b64e000008000a000008000008001000003c0000";
 // `ip route add default via 192.168.10.253 dev e1 onlink metric 3 table 20002 proto 225 src 192.168.10.21`
 const IP_ROUTE_DEFAULT: &str = "0200000000e100010400000008000500c0a80afd080006000300000008000f00224e000008000700c0a80a150800040003000000";
 const KERNEL_ROUTE_DEFAULT: &str = "4400000018000200010000004f66000002000000fce100010400000008000f00224e0000080006000300000008000700c0a80a1508000500c0a80afd0800040003000000";
@@ -243,6 +246,7 @@ fn rule_from() -> Rule {
         from: Some("192.168.10.22/32".parse().unwrap()),
         table: 20002,
         suppress_prefixlength: None,
+        fwmark: None,
     }
 }
 
@@ -253,6 +257,7 @@ fn rule_main() -> Rule {
         from: None,
         table: 254,
         suppress_prefixlength: Some(0),
+        fwmark: None,
     }
 }
 
@@ -263,6 +268,21 @@ fn rule_v6() -> Rule {
         from: Some("2001:db8:10::21/128".parse().unwrap()),
         table: 20002,
         suppress_prefixlength: None,
+        fwmark: None,
+    }
+}
+
+fn rule_fwmark() -> Rule {
+    Rule {
+        family: Family::V4,
+        priority: 20150,
+        from: None,
+        table: 20002,
+        suppress_prefixlength: None,
+        fwmark: Some(FwMark {
+            mark: 0x800,
+            mask: 0x3c00,
+        }),
     }
 }
 
@@ -371,6 +391,14 @@ fn rule_requests_match_iproute2() {
     assert_rule_request(&rule_from(), IP_RULE_FROM);
     assert_rule_request(&rule_main(), IP_RULE_MAIN);
     assert_rule_request(&rule_v6(), IP_RULE_V6);
+    assert_rule_request(&rule_fwmark(), IP_RULE_FWMARK);
+}
+
+#[test]
+fn kernel_fwmark_rule_parses_as_eniroutes_mark_layer() {
+    let m = new_rule(kernel(KERNEL_RULE_FWMARK));
+    assert!(m.attributes.contains(&RuleAttribute::FwMask(0x3c00)));
+    assert_eq!(parse_rule(&m), Some((rule_fwmark(), 225)));
 }
 
 #[test]

@@ -99,6 +99,8 @@ pub enum Key {
     Address(u32),
     Route(Family, u32),
     Rule(Family, u32, u32),
+    /// The table `inet eniroute` (no notification is subscribed for it: resyncs heal it).
+    Nft,
 }
 
 impl Key {
@@ -124,6 +126,7 @@ impl Key {
                 Key::Route(r.family(), r.table)
             }
             Change::AddRule(r) | Change::DelRule(r) => Key::Rule(r.family, r.table, r.priority),
+            Change::SetTable { .. } => Key::Nft,
         }
     }
 }
@@ -334,6 +337,7 @@ pub fn heals(applied: &[Change], desired: &Desired, links: &[HostLink]) -> Vec<H
             Change::AddRule(r) | Change::DelRule(r) => {
                 by_table.get(&r.table).unwrap_or(&SHARED).to_string()
             }
+            Change::SetTable { .. } => SHARED.to_string(),
         };
         let h = out.entry(iface.clone()).or_insert_with(|| Heal {
             iface,
@@ -348,6 +352,13 @@ pub fn heals(applied: &[Change], desired: &Desired, links: &[HostLink]) -> Vec<H
             | Change::DelAddress(_)
             | Change::DelRoute(_)
             | Change::DelRule(_) => h.removed += 1,
+            Change::SetTable { new, .. } => {
+                if new.is_some() {
+                    h.rules += 1
+                } else {
+                    h.removed += 1
+                }
+            }
         }
     }
     out.into_values().collect()
