@@ -11,8 +11,8 @@
 //! | `plan` | pure: config + host links -> desired state | model |
 //! | `reconcile`, `render` | pure: desired x observed -> ordered changes; desired -> `ip -batch` script or JSON | model, plan |
 //! | `kernel` | the only module that talks to the kernel: the `Kernel` trait and its `Netlink` client (rtnetlink dumps, batches, lookups, events), procfs sysctls, namespaces, the sandbox's link building | model |
-//! | `host` | eniroute's files under /run/eniroute: per-namespace state dir, saved sysctls, lock | exit |
-//! | `ops` | the shell: `apply_once`, `flush_once`, `status_once`, `plan_once` against any `Kernel` | all of the above |
+//! | `host` | eniroute's files under /run/eniroute: per-namespace state dir, saved sysctls (write-ahead, keyed by MAC), lock, the watch daemon's status file, sweeping dead namespaces' state | exit, model |
+//! | `ops` | the shell: `apply_once`, `flush_once`, `status_once`, `plan_once` and the `watch` daemon (ops/watch) against any `Kernel` | all of the above |
 //! | `doctor` | what on the host would fight eniroute (network managers, foreign rules, sysctls), as data; reads files below a root | model, plan, kernel, ops |
 //! | `output` | every word printed: text, JSON, the wording of the shell's errors | all of the above |
 //! | `cli` | clap definitions and the wiring of each verb | everything |
