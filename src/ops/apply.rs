@@ -150,8 +150,11 @@ pub async fn apply_once(
         }
     }
     failpoint::hit("verified");
-    if let Err(e) = pass.store(&sysctls::after(&ahead, &c.restores, &c.links)) {
-        return Err(pass.fail(Cause::State(e)).await);
+    let after = sysctls::after(&ahead, &c.restores, &c.links);
+    if after != ahead {
+        if let Err(e) = pass.store(&after) {
+            return Err(pass.fail(Cause::State(e)).await);
+        }
     }
     failpoint::hit("stored");
     Ok(pass.report)
