@@ -77,6 +77,26 @@ fn foreign(route: crate::model::Route) -> crate::model::ForeignRoute {
     crate::model::ForeignRoute { route, protocol: 4 }
 }
 
+/// A device route through the fake's eth1 (index 2).
+fn eth1_route(table: u32, dst: &str, scope: crate::model::Scope) -> crate::model::Route {
+    crate::model::Route {
+        table,
+        dst: dst.parse().unwrap(),
+        metric: 0,
+        scope,
+        src: None,
+        nexthops: vec![crate::model::NextHop {
+            gateway: None,
+            iface: crate::model::Iface {
+                name: "eth1".into(),
+                index: 2,
+            },
+            weight: 1,
+            onlink: false,
+        }],
+    }
+}
+
 pub(super) fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -165,25 +185,11 @@ fn a_verification_failure_rolls_back() {
         suppress_prefixlength: None,
         fwmark: None,
     });
-    k.state
-        .borrow_mut()
-        .foreign_routes
-        .push(foreign(crate::model::Route {
-            table: 77,
-            dst: "0.0.0.0/1".parse().unwrap(),
-            metric: 0,
-            scope: crate::model::Scope::Universe,
-            src: None,
-            nexthops: vec![crate::model::NextHop {
-                gateway: None,
-                iface: crate::model::Iface {
-                    name: "eth1".into(),
-                    index: 2,
-                },
-                weight: 1,
-                onlink: false,
-            }],
-        }));
+    k.state.borrow_mut().foreign_routes.push(foreign(eth1_route(
+        77,
+        "0.0.0.0/1",
+        crate::model::Scope::Universe,
+    )));
     let before = k.snapshot();
     let Err(OpError::RolledBack(f)) = apply(&k, &st, &c) else {
         panic!("verification should fail");
@@ -392,22 +398,7 @@ fn flush_puts_back_foreign_routes_the_kernel_drops_with_eniroutes_addresses() {
     let (k, st, c) = (fake(), state(), cfg(CFG));
     apply(&k, &st, &c).unwrap();
     // Another program's route through eth1, whose only IPv4 addresses are eniroute's.
-    let theirs = foreign(crate::model::Route {
-        table: 100,
-        dst: "5.6.7.0/24".parse().unwrap(),
-        metric: 0,
-        scope: crate::model::Scope::Link,
-        src: None,
-        nexthops: vec![crate::model::NextHop {
-            gateway: None,
-            iface: crate::model::Iface {
-                name: "eth1".into(),
-                index: 2,
-            },
-            weight: 1,
-            onlink: false,
-        }],
-    });
+    let theirs = foreign(eth1_route(100, "5.6.7.0/24", crate::model::Scope::Link));
     k.state.borrow_mut().foreign_routes.push(theirs.clone());
     let r = block(flush_once(&k, &st)).unwrap();
     assert_eq!(r.restored_routes, vec![theirs.route.clone()]);
