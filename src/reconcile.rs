@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::model::nft::{self, MarkUse};
 use crate::model::{Address, Change, Observed, Route, Rule};
 use crate::plan::Desired;
 
@@ -135,30 +136,24 @@ fn table(d: &Desired, o: &Observed) -> Option<Change> {
     })
 }
 
-/// Another component using eniroute's mark bits: a foreign fwmark rule, or a rule of another
-/// nftables table that reads or writes them. Marks would be overwritten or misread.
+/// Another component using eniroute's mark bits (`nft::mark_overlaps`): marks would be
+/// overwritten or misread.
 fn marks(d: &Desired, o: &Observed, conflicts: &mut Vec<Conflict>) {
     let Some(mask) = d.mark_mask else { return };
-    for r in &o.foreign_rules {
-        if let Some(m) = r.fwmark.filter(|m| m.mask & mask != 0) {
-            conflicts.push(Conflict {
-                message: format!(
-                    "the rule `{r}` (not eniroute's) uses fwmark bits {:#x}, which overlap \
-                     containers.mark_mask = {mask:#x}; pick a mark_mask clear of them",
-                    m.mask & mask
-                ),
-            });
-        }
-    }
-    for f in o.nft.foreign_marks.iter().filter(|f| f.bits & mask != 0) {
-        conflicts.push(Conflict {
-            message: format!(
-                "nftables chain {} (not eniroute's) reads or writes mark bits {:#x}, which \
-                 overlap containers.mark_mask = {mask:#x}; pick a mark_mask clear of them",
-                f.chain,
-                f.bits & mask
+    for x in nft::mark_overlaps(mask, &o.foreign_rules, &o.nft.foreign_marks) {
+        let bits = x.bits;
+        let message = match x.by {
+            MarkUse::Rule(r) => format!(
+                "the rule `{r}` (not eniroute's) uses fwmark bits {bits:#x}, which overlap \
+                 containers.mark_mask = {mask:#x}; pick a mark_mask clear of them"
             ),
-        });
+            MarkUse::Nft(f) => format!(
+                "nftables chain {} (not eniroute's) reads or writes mark bits {bits:#x}, which \
+                 overlap containers.mark_mask = {mask:#x}; pick a mark_mask clear of them",
+                f.chain
+            ),
+        };
+        conflicts.push(Conflict { message });
     }
 }
 

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use super::ini;
 use super::networkd::{self, NetworkdConf};
 
+/// At most this much of a module list (modules.dep, modules.builtin) is read.
+const MAX_MODULE_LIST: u64 = 16 << 20;
+
 /// At most this many /proc entries are looked at.
 const MAX_PROCS: usize = 100_000;
 
@@ -73,6 +76,29 @@ impl HostFacts {
         ini::read_small(&self.root.join(rel))
     }
 
+    /// Whether the running kernel has module `name` the way modprobe would find it: loaded, or
+    /// built in with parameters (sys/module/NAME), built in (modules.builtin) or loadable
+    /// (modules.dep) for [`HostFacts::kernel_release`]. None: neither sys/module shows it nor
+    /// is there a module list to look in (a kernel without /lib/modules, a fixture tree).
+    pub fn kernel_module(&self, name: &str) -> Option<bool> {
+        if self.root.join("sys/module").join(name).is_dir() {
+            return Some(true);
+        }
+        let dir = self
+            .root
+            .join("lib/modules")
+            .join(self.kernel_release.as_deref()?);
+        let mut listed = None;
+        for list in ["modules.builtin", "modules.dep"] {
+            let Some(text) = read_capped(&dir.join(list)) else {
+                continue;
+            };
+            let found = text.lines().any(|l| module_name(l) == Some(name.replace('-', "_")));
+            *listed.get_or_insert(false) |= found;
+        }
+        listed
+    }
+
     /// Running `eniroute watch` processes serving `netns` (None: the host's namespace).
     pub fn watchers(&self, netns: Option<&str>) -> Vec<u32> {
         self.processes
@@ -86,6 +112,27 @@ impl HostFacts {
             .map(|p| p.pid)
             .collect()
     }
+}
+
+/// A text file of at most [`MAX_MODULE_LIST`] bytes.
+fn read_capped(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    fs::File::open(path)
+        .ok()?
+        .take(MAX_MODULE_LIST)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+/// The module a line of modules.dep or modules.builtin names (`kernel/net/netfilter/
+/// nf_conntrack.ko.xz: deps`), with dashes as underscores (kmod's normal form).
+fn module_name(line: &str) -> Option<String> {
+    let path = line.split(':').next()?.trim();
+    let file = path.rsplit('/').next()?;
+    let stem = file.split(".ko").next().filter(|s| s.len() < file.len())?;
+    Some(stem.replace('-', "_"))
 }
 
 /// The `--netns NAME` (or `--netns=NAME`) of a command line.

@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::kernel::netns::{run_in_netns, NetnsError};
 use crate::kernel::{Kernel, KernelError, Netlink};
+use crate::model::nft::ForeignMark;
 use crate::model::{Config, HostLink, Rule};
 use crate::ops::{OpError, Target};
 use crate::plan;
@@ -88,6 +89,25 @@ pub enum Finding {
         ifname: String,
         sysctl: String,
     },
+    /// [containers]: a foreign fwmark rule reads bits of `mark_mask` (apply refuses it).
+    ForeignMarkRule {
+        rule: String,
+        bits: u32,
+        mark_mask: u32,
+    },
+    /// [containers]: a rule of another nftables table reads or writes bits of `mark_mask`.
+    ForeignNftMark {
+        chain: String,
+        bits: u32,
+        mark_mask: u32,
+    },
+    /// [containers]: the kernel lacks what the table `inet eniroute` needs.
+    NetfilterMissing {
+        /// `nf_tables` or `conntrack`.
+        feature: String,
+        /// How it was seen to be missing.
+        seen: String,
+    },
     /// The kernel predates address protocol tags (IFA_PROTO, Linux 5.18).
     OldKernel { release: String },
     /// A manager that removes addresses is active and no `eniroute watch` serves the namespace.
@@ -119,7 +139,11 @@ pub enum Skipped {
     /// No config file: only host-wide checks ran.
     NoConfig { path: String },
     /// nf_tables/conntrack and mark overlaps matter with [containers], which the config lacks.
-    Containers,
+    NoContainers,
+    /// The nftables rules of other tables could not be read (nfnetlink wants CAP_NET_ADMIN).
+    Nftables { error: String },
+    /// Whether the kernel has `feature` could not be told from /sys/module or its module lists.
+    KernelFeature { feature: String, looked: String },
     /// The kernel's rules and sysctls could not be read.
     Kernel { error: String },
     /// An ENI of the config is not on the host.
@@ -155,11 +179,23 @@ pub struct EniView {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelFacts {
     pub links: Vec<HostLink>,
+    /// Rules that are not eniroute's, with their fwmark selectors.
     pub foreign_rules: Vec<Rule>,
-    /// Rules with an fwmark selector: (rule, mark, mask).
-    pub fwmark_rules: Vec<(Rule, u32, u32)>,
+    /// nftables, read only when the config has [containers] (None: not read).
+    pub nft: Option<NftFacts>,
     /// (sysctl path below /proc/sys, value) for the ENIs' rp_filter and disable_ipv6.
     pub sysctls: Vec<(String, String)>,
+}
+
+/// What the kernel showed of nftables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NftFacts {
+    /// The kernel has no nf_tables (the nfnetlink request for it failed as without it).
+    Absent,
+    /// The rules of other tables that read or write marks.
+    Marks(Vec<ForeignMark>),
+    /// Could not be read (the error).
+    Unreadable(String),
 }
 
 impl KernelFacts {
@@ -218,13 +254,17 @@ pub fn inspect(
 
 /// Judge the facts (pure).
 pub fn check(f: &Facts) -> Report {
-    let mut skipped = vec![Skipped::Containers];
+    let mut skipped = Vec::new();
+    if f.cfg.is_some_and(|c| c.containers.is_none()) {
+        skipped.push(Skipped::NoContainers);
+    }
     let enis = match (f.cfg, &f.kernel) {
         (Some(cfg), Some(k)) => eni_views(cfg, &k.links, &mut skipped),
         _ => Vec::new(),
     };
     let mut findings = managers::check(f, &enis);
     findings.extend(checks::check(f, &enis));
+    findings.extend(checks::containers(f, &mut skipped));
     Report { findings, skipped }
 }
 
@@ -264,6 +304,7 @@ fn eni_views(cfg: &Config, links: &[HostLink], skipped: &mut Vec<Skipped>) -> Ve
 /// privilege; entering a named namespace does).
 fn kernel_facts(cfg: Option<&Config>, target: &Target) -> Result<KernelFacts, OpError> {
     let proto = cfg.map(|c| c.routing.protocol).unwrap_or(225);
+    let containers = cfg.is_some_and(|c| c.containers.is_some());
     let cfg = cfg.cloned();
     run_in_netns(target.netns.as_deref(), move || async move {
         let k = Netlink::connect(proto)?;
@@ -287,10 +328,17 @@ fn kernel_facts(cfg: Option<&Config>, target: &Target) -> Result<KernelFacts, Op
                 sysctls.push((p, v));
             }
         }
+        // nfnetlink only with [containers]: it wants CAP_NET_ADMIN, and the marks of other
+        // tables matter only then
+        let nft = containers.then(|| match k.nft_foreign_marks() {
+            Ok(Some(marks)) => NftFacts::Marks(marks),
+            Ok(None) => NftFacts::Absent,
+            Err(e) => NftFacts::Unreadable(e.to_string()),
+        });
         Ok::<_, KernelError>(KernelFacts {
             links,
-            foreign_rules: rules.rules,
-            fwmark_rules: rules.fwmark,
+            foreign_rules: rules,
+            nft,
             sysctls,
         })
     })

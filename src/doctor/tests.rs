@@ -13,6 +13,7 @@ use std::path::Path;
 use super::host::{self, HostFacts};
 use super::networkd::{self, LinkId};
 use super::*;
+use crate::model::nft::ForeignMark;
 use crate::model::{Family, HostLink};
 
 fn put(root: &Path, rel: &str, text: &str) {
@@ -308,7 +309,7 @@ fn kernel() -> KernelFacts {
             up: true,
         }],
         foreign_rules: Vec::new(),
-        fwmark_rules: Vec::new(),
+        nft: None,
         sysctls: vec![
             ("net/ipv4/conf/all/rp_filter".into(), "0".into()),
             ("net/ipv4/conf/eth1/rp_filter".into(), "2".into()),
@@ -343,6 +344,10 @@ fn kinds(f: &[Finding]) -> Vec<&'static str> {
             Finding::ForeignFwmarkRule { .. } => "fwmark",
             Finding::StrictRpFilter { .. } => "rp-filter",
             Finding::Ipv6Disabled { .. } => "ipv6",
+            Finding::ForeignMarkRule { .. } => "mark-rule",
+            Finding::ForeignNftMark { .. } => "nft-mark",
+            Finding::NetfilterMissing { feature, .. } if feature == "nf_tables" => "no-nf-tables",
+            Finding::NetfilterMissing { .. } => "no-conntrack",
             Finding::OldKernel { .. } => "old-kernel",
             Finding::NoWatch { .. } => "no-watch",
         })
@@ -651,14 +656,21 @@ fn network_files_for_other_kinds_of_links_do_not_match() {
     );
 }
 
+fn marked(priority: u32, table: u32, mark: u32, mask: u32) -> Rule {
+    Rule {
+        fwmark: Some(crate::model::FwMark { mark, mask }),
+        ..rule(priority, None, table)
+    }
+}
+
 #[test]
 fn foreign_fwmark_rules_before_the_source_layer() {
     let t = tree();
     let mut k = kernel();
-    k.fwmark_rules = vec![
-        (rule(100, None, 7), 0x4000, 0xc000),
+    k.foreign_rules = vec![
+        marked(100, 7, 0x4000, 0xc000),
         // after eniroute's source layer (20200): eniroute's rules win
-        (rule(20500, None, 8), 0x1, u32::MAX),
+        marked(20500, 8, 0x1, u32::MAX),
     ];
     let f = findings(t.path(), &config(), k);
     assert_eq!(kinds(&f), ["fwmark"]);
@@ -667,6 +679,208 @@ fn foreign_fwmark_rules_before_the_source_layer() {
         unreachable!()
     };
     assert_eq!((*mark, *mask), (0x4000, 0xc000));
+}
+
+// ---------------------------------------------------------------------------------------------
+// [containers]
+
+/// The test config with [containers] (`extra` inside the section).
+fn containers_config(extra: &str) -> Config {
+    let text = format!("{CONFIG}\n[containers]\n{extra}\n");
+    crate::config::load_str(&text, "test.toml").unwrap().config
+}
+
+/// A fixture tree whose kernel lists nf_tables and nf_conntrack as loadable modules.
+fn netfilter_tree() -> tempfile::TempDir {
+    let t = tree();
+    put(t.path(), "proc/sys/kernel/osrelease", "6.12.0-1-amd64\n");
+    put(
+        t.path(),
+        "lib/modules/6.12.0-1-amd64/modules.dep",
+        "kernel/net/netfilter/nf_tables.ko.xz: kernel/net/netfilter/nfnetlink.ko.xz\n\
+         kernel/net/netfilter/nf_conntrack.ko.xz: kernel/net/netfilter/nf_defrag_ipv4.ko.xz\n",
+    );
+    t
+}
+
+fn report(root: &Path, cfg: &Config, k: KernelFacts) -> Report {
+    check(&Facts {
+        cfg: Some(cfg),
+        netns: None,
+        host: host::gather(root),
+        kernel: Some(k),
+    })
+}
+
+fn nft(marks: &[(&str, u32)]) -> Option<NftFacts> {
+    Some(NftFacts::Marks(
+        marks
+            .iter()
+            .map(|(chain, bits)| ForeignMark {
+                chain: chain.to_string(),
+                bits: *bits,
+            })
+            .collect(),
+    ))
+}
+
+#[test]
+fn without_containers_the_containers_checks_are_skipped_truthfully() {
+    let t = netfilter_tree();
+    let mut k = kernel();
+    // a rule and a chain on the default mask's bits: no [containers], no mark finding
+    k.foreign_rules = vec![marked(30000, 100, 0x400, 0x400)];
+    k.nft = nft(&[("ip other p", 0x800)]);
+    let r = report(t.path(), &config(), k);
+    assert_eq!(r.findings, []);
+    assert_eq!(r.skipped, [Skipped::NoContainers]);
+    let with = report(t.path(), &containers_config(""), kernel());
+    assert!(!with.skipped.contains(&Skipped::NoContainers));
+}
+
+#[test]
+fn foreign_fwmark_rules_on_the_mark_mask_and_its_edges() {
+    let t = netfilter_tree();
+    let cfg = containers_config(""); // default mask 0x3c00 (bits 10-13)
+    let mut k = kernel();
+    k.nft = nft(&[]);
+    k.foreign_rules = vec![
+        // inside the mask: mark and mask
+        marked(30000, 100, 0x400, 0x400),
+        // the lowest and highest bit of the mask, by the mask alone
+        marked(30001, 101, 0, 0x400),
+        marked(30002, 102, 0, 0x2000),
+        // `fwmark 0x1` (no mask: all ones) reads every bit, the mask's too
+        marked(30003, 103, 0x1, u32::MAX),
+        // just outside: bit 9 and bit 14 (kube-proxy's 0x4000), mask 0 (matches everything)
+        marked(30004, 104, 0x200, 0x200),
+        marked(30005, 105, 0x4000, 0x4000),
+        marked(30006, 106, 0, 0),
+        // no mark at all
+        rule(30007, None, 107),
+    ];
+    let r = report(t.path(), &cfg, k);
+    assert_eq!(kinds(&r.findings), ["mark-rule"; 4]);
+    assert!(r.findings.iter().all(Finding::breaks));
+    let bits: Vec<u32> = r
+        .findings
+        .iter()
+        .map(|f| match f {
+            Finding::ForeignMarkRule { bits, mark_mask, .. } => {
+                assert_eq!(*mark_mask, 0x3c00);
+                *bits
+            }
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(bits, [0x400, 0x400, 0x2000, 0x3c00]);
+    // another mask moves the edge: 0x4000 overlaps now, 0x400 no longer
+    let cfg = containers_config("mark_mask = 0xc000");
+    let mut k = kernel();
+    k.nft = nft(&[]);
+    k.foreign_rules = vec![
+        marked(30000, 100, 0x400, 0x400),
+        marked(30005, 105, 0x4000, 0x4000),
+    ];
+    assert_eq!(kinds(&report(t.path(), &cfg, k).findings), ["mark-rule"]);
+}
+
+#[test]
+fn a_mark_rule_before_the_source_layer_is_reported_once_as_on_the_mask() {
+    let t = netfilter_tree();
+    let mut k = kernel();
+    k.nft = nft(&[]);
+    k.foreign_rules = vec![marked(100, 7, 0x400, 0x400), marked(101, 7, 0x4000, 0xc000)];
+    let f = report(t.path(), &containers_config(""), k).findings;
+    // the first on the mask (breaking), the second clear of it (the risk of any mark rule)
+    assert_eq!(kinds(&f), ["fwmark", "mark-rule"]);
+}
+
+#[test]
+fn foreign_nft_marks_on_the_mark_mask_and_its_edges() {
+    let t = netfilter_tree();
+    let mut k = kernel();
+    k.nft = nft(&[
+        ("ip other p", 0x800),
+        ("ip kube-proxy mark-for-masquerade", 0x4000),
+        ("inet calico x", 0xffff_0000),
+        ("ip6 mangle all", u32::MAX),
+        ("ip low bit9", 0x200),
+    ]);
+    let f = report(t.path(), &containers_config(""), k).findings;
+    assert_eq!(kinds(&f), ["nft-mark", "nft-mark"]);
+    assert!(f.iter().all(Finding::breaks));
+    let Finding::ForeignNftMark { chain, bits, .. } = &f[1] else {
+        unreachable!()
+    };
+    assert_eq!((chain.as_str(), *bits), ("ip6 mangle all", 0x3c00));
+}
+
+#[test]
+fn nf_tables_absent_unreadable_or_told_by_the_module_lists() {
+    let t = netfilter_tree();
+    let cfg = containers_config("");
+    // the kernel answered as one without nf_tables
+    let mut k = kernel();
+    k.nft = Some(NftFacts::Absent);
+    let r = report(t.path(), &cfg, k.clone());
+    assert_eq!(kinds(&r.findings), ["no-nf-tables"]);
+    assert!(r.findings[0].breaks());
+    // unreadable (no CAP_NET_ADMIN): the module list says it is there, the check is skipped
+    k.nft = Some(NftFacts::Unreadable("EPERM".into()));
+    let r = report(t.path(), &cfg, k.clone());
+    assert_eq!(r.findings, []);
+    assert!(matches!(r.skipped[..], [Skipped::Nftables { .. }]));
+    // unreadable, and the module list lacks it: missing
+    put(
+        t.path(),
+        "lib/modules/6.12.0-1-amd64/modules.dep",
+        "kernel/net/netfilter/nf_conntrack.ko.zst:\n",
+    );
+    assert_eq!(
+        kinds(&report(t.path(), &cfg, k.clone()).findings),
+        ["no-nf-tables"]
+    );
+    // built in counts; and so does sys/module (loaded)
+    put(
+        t.path(),
+        "lib/modules/6.12.0-1-amd64/modules.builtin",
+        "kernel/net/netfilter/nf_tables.ko\n",
+    );
+    assert_eq!(report(t.path(), &cfg, k.clone()).findings, []);
+    fs::remove_file(t.path().join("lib/modules/6.12.0-1-amd64/modules.builtin")).unwrap();
+    fs::create_dir_all(t.path().join("sys/module/nf_tables")).unwrap();
+    assert_eq!(report(t.path(), &cfg, k).findings, []);
+}
+
+#[test]
+fn conntrack_missing_present_or_unknown() {
+    let t = netfilter_tree();
+    let cfg = containers_config("");
+    let mut k = kernel();
+    k.nft = nft(&[]);
+    assert_eq!(report(t.path(), &cfg, k.clone()).findings, []);
+    // a module list without nf_conntrack: missing
+    put(
+        t.path(),
+        "lib/modules/6.12.0-1-amd64/modules.dep",
+        "kernel/net/netfilter/nf_tables.ko:\nkernel/net/netfilter/nf_conntrack_ftp.ko:\n",
+    );
+    let r = report(t.path(), &cfg, k.clone());
+    assert_eq!(kinds(&r.findings), ["no-conntrack"]);
+    assert!(r.findings[0].breaks());
+    // loaded (or built in with its parameters): sys/module shows it
+    fs::create_dir_all(t.path().join("sys/module/nf_conntrack")).unwrap();
+    assert_eq!(report(t.path(), &cfg, k.clone()).findings, []);
+    // no module list and not in sys/module (a fixture, a kernel without /lib/modules):
+    // cannot tell, so skipped rather than a finding
+    let bare = tree();
+    put(bare.path(), "proc/sys/kernel/osrelease", "6.12.0-1-amd64\n");
+    let r = report(bare.path(), &cfg, k);
+    assert_eq!(r.findings, []);
+    assert!(r.skipped.iter().any(
+        |s| matches!(s, Skipped::KernelFeature { feature, .. } if feature == "conntrack")
+    ));
 }
 
 #[test]

@@ -18,7 +18,7 @@ use rtnetlink::proto::ConnectionHandle;
 use tokio::sync::Mutex;
 
 use super::codec::{
-    change_message, fwmark_rule, host_link, lookup_answer, lookup_message, parse_address,
+    change_message, host_link, lookup_answer, lookup_message, parse_address,
     parse_route, parse_rule, restore_message,
 };
 use super::events::{Burst, Events, Group};
@@ -56,14 +56,6 @@ pub struct Netlink {
     proto: u8,
     /// The link-event subscription of [`Kernel::link_event`], made on its first call.
     link_events: Mutex<Option<Events>>,
-}
-
-/// What [`Netlink::foreign_rules`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ForeignRules {
-    pub rules: Vec<Rule>,
-    /// Rules with an fwmark selector: (rule, mark, mask).
-    pub fwmark: Vec<(Rule, u32, u32)>,
 }
 
 /// What the kernel answered to one message of a batch.
@@ -178,29 +170,33 @@ impl Netlink {
         Ok((mine.into_iter().map(|(o, _)| o).collect(), theirs))
     }
 
-    /// The rules that are not eniroute's, and among all rules those with an fwmark selector
-    /// (with mark and mask; `Kernel::observe` folds such selectors away): one rule dump, for
+    /// The rules that are not eniroute's (with their fwmark selectors): one rule dump, for
     /// doctor, which needs neither addresses nor routes.
-    pub async fn foreign_rules(&self) -> Result<ForeignRules, KernelError> {
+    pub async fn foreign_rules(&self) -> Result<Vec<Rule>, KernelError> {
         let msgs = self
             .dump(
                 RouteNetlinkMessage::GetRule(RuleMessage::default()),
                 "rules",
             )
             .await?;
-        let mut out = ForeignRules::default();
-        for m in &msgs {
-            let RouteNetlinkMessage::NewRule(r) = m else {
-                continue;
-            };
-            if let Some((rule, proto)) = parse_rule(r) {
-                if proto != self.proto {
-                    out.rules.push(rule);
-                }
-            }
-            out.fwmark.extend(fwmark_rule(r));
-        }
-        Ok(out)
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRule(r) => parse_rule(r),
+                _ => None,
+            })
+            .filter(|(_, proto)| *proto != self.proto)
+            .map(|(rule, _)| rule)
+            .collect())
+    }
+
+    /// The rules of other nftables tables that read or write marks (for doctor); None when the
+    /// kernel has no nf_tables. nfnetlink needs CAP_NET_ADMIN even to read (EPERM without).
+    pub fn nft_foreign_marks(&self) -> Result<Option<Vec<nft::ForeignMark>>, KernelError> {
+        super::nft::foreign_marks().map_err(|source| KernelError::Request {
+            what: "reading the nftables rules of other tables".into(),
+            source,
+        })
     }
 
     /// [`Netlink::dump_split`] where the foreign objects' tags do not matter.

@@ -397,24 +397,6 @@ pub(super) fn parse_rule(r: &RuleMessage) -> Option<(Rule, u8)> {
     Some((rule, if extra { 0 } else { proto }))
 }
 
-/// A rule with an fwmark selector: the rule as [`parse_rule`] sees it, the mark and the mask
-/// (all ones when the rule has none). None for rules without a mark.
-pub(super) fn fwmark_rule(r: &RuleMessage) -> Option<(Rule, u32, u32)> {
-    let mark = r.attributes.iter().find_map(|a| match a {
-        RuleAttribute::FwMark(m) => Some(*m),
-        _ => None,
-    })?;
-    let mask = r
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RuleAttribute::FwMask(m) => Some(*m),
-            _ => None,
-        })
-        .unwrap_or(u32::MAX);
-    Some((parse_rule(r)?.0, mark, mask))
-}
-
 fn rule_message(r: &Rule, proto: u8) -> RuleMessage {
     let mut m = RuleMessage::default();
     m.header.family = match r.family {
@@ -531,16 +513,24 @@ mod tests {
             },
             0,
         );
-        assert_eq!(fwmark_rule(&m), None);
+        let mark = |m: &RuleMessage| parse_rule(m).and_then(|(r, _)| r.fwmark);
+        assert_eq!(mark(&m), None);
+        // `ip rule add fwmark 0x4000`: no mask attribute means all ones
         m.attributes.push(RuleAttribute::FwMark(0x4000));
         assert_eq!(
-            fwmark_rule(&m).map(|(r, k, v)| (r.table, k, v)),
-            Some((7, 0x4000, u32::MAX))
+            mark(&m),
+            Some(FwMark {
+                mark: 0x4000,
+                mask: u32::MAX
+            })
         );
         m.attributes.push(RuleAttribute::FwMask(0xc000));
         assert_eq!(
-            fwmark_rule(&m).map(|(_, k, v)| (k, v)),
-            Some((0x4000, 0xc000))
+            mark(&m),
+            Some(FwMark {
+                mark: 0x4000,
+                mask: 0xc000
+            })
         );
     }
 

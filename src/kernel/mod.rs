@@ -23,7 +23,7 @@ use sysctl::SysctlError;
 
 use crate::model::{Change, ForeignRoute, HostLink, Observed};
 
-pub use client::{ForeignRules, Netlink};
+pub use client::Netlink;
 
 /// Errors of the kernel layer: each names the object and the errno.
 #[derive(Debug, thiserror::Error)]

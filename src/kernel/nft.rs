@@ -306,19 +306,24 @@ fn attr_str(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<String> {
 
 /// The table as the kernel holds it, and the rules of other tables that use marks.
 pub(super) fn observe() -> io::Result<NftObserved> {
-    let foreign_marks = match foreign_marks() {
-        Err(e) if e.raw_os_error() == Some(EPROTONOSUPPORT) => return Ok(NftObserved::default()),
-        other => other?,
+    let Some(foreign_marks) = foreign_marks()? else {
+        return Ok(NftObserved::default());
     };
     let mut seen = own_table()?;
     seen.foreign_marks = foreign_marks;
     Ok(seen)
 }
 
-/// Every rule of every other table that reads or writes marks, with the bits.
-fn foreign_marks() -> io::Result<Vec<ForeignMark>> {
+/// Every rule of every other table that reads or writes marks, with the bits; None when the
+/// kernel has no nf_tables: no nfnetlink at all (the socket: EPROTONOSUPPORT), or nfnetlink
+/// without the nftables subsystem, which the kernel tried to load on the request (EINVAL).
+pub(super) fn foreign_marks() -> io::Result<Option<Vec<ForeignMark>>> {
+    let rules = match dump_family(NFT_MSG_GETRULE, NFPROTO_UNSPEC, &[], true) {
+        Err(e) if matches!(e.raw_os_error(), Some(EPROTONOSUPPORT | EINVAL)) => return Ok(None),
+        other => other?,
+    };
     let mut out = Vec::new();
-    for m in dump_family(NFT_MSG_GETRULE, NFPROTO_UNSPEC, &[], true)? {
+    for m in rules {
         let a = expr::nlas(&m.attrs);
         let table = attr_str(&a, NFTA_RULE_TABLE).unwrap_or_default();
         if m.family == NFPROTO_INET && table == NFT_TABLE {
@@ -336,7 +341,7 @@ fn foreign_marks() -> io::Result<Vec<ForeignMark>> {
             });
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn family_name(f: u8) -> &'static str {
@@ -412,6 +417,7 @@ fn own_table() -> io::Result<NftObserved> {
 }
 
 const ENOENT: i32 = 2;
+const EINVAL: i32 = 22;
 const EPROTONOSUPPORT: i32 = 93;
 
 /// A base chain of the table; None for anything eniroute does not make.

@@ -1,12 +1,15 @@
 //! The nftables table eniroute owns, `inet eniroute`, as plain data (DESIGN §4): chains and
 //! rules made of the few matches and statements eniroute uses, with their `nft` syntax.
-//! The kernel layer turns it into nfnetlink messages and back. Imports nothing of the crate.
+//! The kernel layer turns it into nfnetlink messages and back; [`mark_overlaps`] says which
+//! foreign uses of marks collide with eniroute's. Imports only model's objects.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use serde::Serialize;
+
+use super::objects::Rule;
 
 /// The family and name of the table.
 pub const NFT_FAMILY: &str = "inet";
@@ -211,6 +214,48 @@ pub struct ForeignMark {
     /// `family table chain`.
     pub chain: String,
     pub bits: u32,
+}
+
+/// Another component's use of eniroute's mark bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkUse<'a> {
+    /// A foreign rule with an fwmark selector.
+    Rule(&'a Rule),
+    /// A rule of another nftables table that reads or writes marks.
+    Nft(&'a ForeignMark),
+}
+
+/// One foreign use of marks and the bits of `mark_mask` it touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkOverlap<'a> {
+    pub by: MarkUse<'a>,
+    pub bits: u32,
+}
+
+/// Which foreign rules (`fwmark X/M`: the bits X | M) and foreign nftables rules (the bits
+/// they read or write) overlap `mark_mask`: marks would be overwritten or misread. apply
+/// refuses these (a conflict); doctor reports them.
+pub fn mark_overlaps<'a>(
+    mark_mask: u32,
+    foreign_rules: &'a [Rule],
+    nft: &'a [ForeignMark],
+) -> Vec<MarkOverlap<'a>> {
+    let rules = foreign_rules.iter().filter_map(|r| {
+        let m = r.fwmark?;
+        let bits = (m.mark | m.mask) & mark_mask;
+        (bits != 0).then_some(MarkOverlap {
+            by: MarkUse::Rule(r),
+            bits,
+        })
+    });
+    let tables = nft.iter().filter_map(|f| {
+        let bits = f.bits & mark_mask;
+        (bits != 0).then_some(MarkOverlap {
+            by: MarkUse::Nft(f),
+            bits,
+        })
+    });
+    rules.chain(tables).collect()
 }
 
 /// A rule's counter.

@@ -96,6 +96,23 @@ fn words(f: &Finding) -> (&'static str, String, String, String) {
             format!("IPv6 is disabled on ENI {eni} ({ifname}) ({sysctl} is not 0), but the ENI declares ipv6 addresses"),
             "eniroute cannot add the IPv6 addresses, routes or rules: apply fails for this ENI".into(),
             format!("sysctl -w net.ipv6.conf.{ifname}.disable_ipv6=0 (and drop ipv6.disable=1 from the kernel command line if set)")),
+        Finding::ForeignMarkRule { rule, bits, mark_mask } => (
+            "foreign-mark-on-mask",
+            format!("a foreign rule `{rule}` selects on fwmark bits {bits:#x}, inside containers.mark_mask = {mark_mask:#x}"),
+            "eniroute marks connections with those bits: the other rule misroutes eniroute's marked packets and eniroute's marks overwrite the other tool's, so apply refuses to run while it is there".into(),
+            format!("set containers.mark_mask to bits that tool leaves free (mark_mask & {bits:#x} = 0), or move the tool's mark elsewhere; then eniroute apply")),
+        Finding::ForeignNftMark { chain, bits, mark_mask } => (
+            "foreign-nft-mark-on-mask",
+            format!("nftables chain {chain} (not eniroute's) reads or writes mark bits {bits:#x}, inside containers.mark_mask = {mark_mask:#x}"),
+            "the two would overwrite or misread each other's connection and packet marks, so replies would leave the wrong ENI; apply refuses to run while it is there".into(),
+            format!("set containers.mark_mask to bits that chain leaves free (mark_mask & {bits:#x} = 0; `nft list chain {chain}` shows its marks); then eniroute apply")),
+        Finding::NetfilterMissing { feature, seen } => (
+            if feature == "nf_tables" { "no-nf-tables" } else { "no-conntrack" },
+            format!("[containers] needs {feature}, and {seen}"),
+            "eniroute marks connections in its nftables table `inet eniroute` (ct mark): without it apply cannot make the table and fails, and forwarded replies and container egress leave the wrong ENI".into(),
+            format!("boot a kernel with {} (Debian/Ubuntu kernels have it; on a minimal kernel install the modules package), then: modprobe {}",
+                if feature == "nf_tables" { "CONFIG_NF_TABLES, CONFIG_NFT_CT and CONFIG_NFT_NAT" } else { "CONFIG_NF_CONNTRACK and CONFIG_NFT_CT" },
+                if feature == "nf_tables" { "nf_tables" } else { "nf_conntrack" })),
         Finding::OldKernel { release } => (
             "old-kernel",
             format!("kernel {release} is older than 5.18"),
@@ -112,7 +129,9 @@ fn words(f: &Finding) -> (&'static str, String, String, String) {
 fn skipped_text(s: &Skipped) -> String {
     match s {
         Skipped::NoConfig { path } => format!("{path} not found: only the host-wide checks ran (no ENIs to look at)"),
-        Skipped::Containers => "nf_tables/conntrack and fwmark overlaps: the config has no [containers] section (not yet supported), nothing to check".into(),
+        Skipped::NoContainers => "nf_tables, conntrack and marks on containers.mark_mask: no [containers] section; nothing to check".into(),
+        Skipped::Nftables { error } => format!("the nftables rules of other tables could not be read ({error}; reading them over nfnetlink needs CAP_NET_ADMIN): marks on containers.mark_mask were checked in ip rules only"),
+        Skipped::KernelFeature { feature, looked } => format!("whether the kernel has {feature} could not be told ({looked})"),
         Skipped::Kernel { error } => format!("the kernel's rules and sysctls could not be read: {error}"),
         Skipped::EniNotFound { eni } => format!("ENI {eni} is not on this host: its checks did not run"),
     }
@@ -220,6 +239,24 @@ mod tests {
                 eni,
                 ifname,
                 sysctl: "net/ipv6/conf/eth1/disable_ipv6".into(),
+            },
+            Finding::ForeignMarkRule {
+                rule: "priority 100 fwmark 0x400/0x400 lookup 100".into(),
+                bits: 0x400,
+                mark_mask: 0x3c00,
+            },
+            Finding::ForeignNftMark {
+                chain: "ip other p".into(),
+                bits: 0x800,
+                mark_mask: 0x3c00,
+            },
+            Finding::NetfilterMissing {
+                feature: "nf_tables".into(),
+                seen: "the kernel has no nftables subsystem".into(),
+            },
+            Finding::NetfilterMissing {
+                feature: "conntrack".into(),
+                seen: "module nf_conntrack is not loaded".into(),
             },
             Finding::OldKernel {
                 release: "5.15.0".into(),
