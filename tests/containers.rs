@@ -415,3 +415,57 @@ fn nft_loading_the_rendered_lines_gives_the_planned_table() {
     assert!(!plan.contains("nftables"), "{plan}");
     assert!(plan.contains("fwmark"), "the rest is still to do: {plan}");
 }
+
+/// doctor with [containers] on a real namespace: a foreign `ip rule` on fwmark 0x400/0x400 and
+/// a foreign nftables chain setting `meta mark set 0x800`, both inside the default mark_mask
+/// 0x3c00, are each reported (breaking routing, exit 1); clean once they are removed. The
+/// host's files are left out (`--root` an empty directory).
+#[test]
+fn doctor_reports_foreign_marks_on_the_mark_mask_then_is_clean() {
+    let v = Vpc::new(&example("containers.toml"));
+    let root = tempdir();
+    let root_s = root.to_string_lossy().into_owned();
+    let doctor = || {
+        let out = v.run(&["-o", "json", "doctor", "--root", &root_s]);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("doctor -o json: {e}: {}", text(&out)));
+        let mut ids: Vec<(String, bool)> = j["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let id = f["id"].as_str().unwrap().to_string();
+                (id, f["breaks_routing"].as_bool().unwrap())
+            })
+            .collect();
+        ids.sort();
+        let skipped = j["skipped"].to_string();
+        assert!(!skipped.contains("no [containers]"), "{skipped}");
+        (out.status.code(), ids)
+    };
+    assert_eq!(doctor(), (Some(0), vec![]), "a fresh namespace is clean");
+    v.guest
+        .ip(&["rule", "add", "fwmark", "0x400/0x400", "lookup", "100"]);
+    nft_load(
+        &v.guest,
+        "table ip other {\n chain p { type filter hook prerouting priority 0; meta mark set 0x800\n }\n}\n",
+    );
+    assert_eq!(
+        doctor(),
+        (
+            Some(1),
+            vec![
+                ("foreign-mark-on-mask".to_string(), true),
+                ("foreign-nft-mark-on-mask".to_string(), true)
+            ]
+        )
+    );
+    let words = v.run(&["doctor", "--root", &root_s]);
+    let said = text(&words);
+    assert!(said.contains("fwmark bits 0x400"), "{said}");
+    assert!(said.contains("ip other p"), "{said}");
+    v.guest
+        .ip(&["rule", "del", "fwmark", "0x400/0x400", "lookup", "100"]);
+    nft(&v.guest, &["delete", "table", "ip", "other"]);
+    assert_eq!(doctor(), (Some(0), vec![]));
+}
