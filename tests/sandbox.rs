@@ -37,11 +37,7 @@ fn run(opts: &SandboxOptions) -> SandboxReport {
 }
 
 fn assert_gone(r: &SandboxReport) {
-    for ns in [
-        &r.namespaces.guest,
-        &r.namespaces.vpc,
-        &r.namespaces.internet,
-    ] {
+    for ns in r.namespaces.all() {
         assert!(
             !Path::new("/run/netns").join(ns).exists(),
             "namespace {ns} is still there after the run"
@@ -177,6 +173,95 @@ fn every_example_config_passes_after_apply() {
         failed.len(),
         failed.join("\n")
     );
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs/examples")
+        .join(name)
+}
+
+/// The container rows (published port, container egress) of a report.
+fn container_rows(r: &SandboxReport) -> Vec<&sandbox::Check> {
+    r.checks
+        .iter()
+        .filter(|c| matches!(c.kind, Kind::Published | Kind::ContainerEgress))
+        .collect()
+}
+
+/// [containers] in the sandbox (issue 13): a container behind the guest's bridge, its port
+/// published (a foreign DNAT) on eth1's private IP and its network in [[containers.egress]].
+/// With the VPC's anti-spoofing, each container check fails before apply (replies and egress
+/// leave eth0) and holds after: the Internet through eth1's EIP and the vSwitch peer reach the
+/// container, and its egress is seen as eth1's .22 (and that address's EIP).
+#[test]
+fn containers_published_port_and_egress_fail_before_and_pass_after_apply() {
+    let r = run(&options("ctr", Some(example("containers-eip.toml"))));
+    println!("{}", r.render_text());
+    assert!(r.passed(), "{}", r.render_text());
+    assert!(r.namespaces.container.is_some());
+    let rows = container_rows(&r);
+    let kinds: Vec<Kind> = rows.iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Published,
+            Kind::Published,
+            Kind::ContainerEgress,
+            Kind::ContainerEgress
+        ],
+        "{}",
+        r.render_text()
+    );
+    for c in &rows {
+        assert!(
+            c.before.as_ref().is_some_and(|o| !o.ok),
+            "{} must fail before apply:\n{}",
+            c.name,
+            r.render_text()
+        );
+        assert!(c.after.as_ref().is_some_and(|o| o.ok), "{}", c.name);
+    }
+    // Before apply the container's egress was docker's masquerade to eth0's address.
+    let egress = rows[2].before.as_ref().unwrap();
+    assert!(egress.seen.contains("203.0.113.30"), "{egress:?}");
+    assert_gone(&r);
+}
+
+/// The published-port checks see the reply path itself: with return_path = false eniroute
+/// routes everything else, and the container's replies still leave the wrong ENI.
+#[test]
+fn containers_without_return_path_the_published_port_fails_after_apply() {
+    let text = std::fs::read_to_string(example("containers-eip.toml")).unwrap();
+    let file = std::env::temp_dir().join(format!("erst-{}-norp.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        text.replace("return_path = true", "return_path = false"),
+    )
+    .unwrap();
+    let r = run(&options("norp", Some(file.clone())));
+    let _ = std::fs::remove_file(&file);
+    println!("{}", r.render_text());
+    assert!(!r.passed());
+    for c in container_rows(&r) {
+        let after = c.after.as_ref().is_some_and(|o| o.ok);
+        assert_eq!(
+            after,
+            c.kind == Kind::ContainerEgress,
+            "{}:\n{}",
+            c.name,
+            r.render_text()
+        );
+    }
+    // Everything that is not the published port holds.
+    let failed: Vec<&str> = r
+        .checks
+        .iter()
+        .filter(|c| !c.after.as_ref().is_some_and(|o| o.ok))
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_gone(&r);
 }
 
 /// --keep leaves the three namespaces, with the instance as the config describes it; an

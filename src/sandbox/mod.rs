@@ -26,7 +26,7 @@ pub use report::{Check, Outcome, SandboxReport, Step, Timings};
 pub use topology::{Kind, Names};
 
 use probe::{Probe, ProbeResult, Reply};
-use topology::{ConnCheck, EgressCheck, Expect, Topology, PORT};
+use topology::{ConnCheck, EgressCheck, Expect, Origin, Topology, PORT};
 
 /// The bundled demo configuration (`eniroute sandbox` without `-c`).
 pub const DEMO_CONFIG: &str = include_str!("../../configs/examples/demo.toml");
@@ -148,6 +148,10 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
         guest: format!("{prefix}-guest"),
         vpc: format!("{prefix}-vpc"),
         internet: format!("{prefix}-inet"),
+        container: config
+            .containers
+            .as_ref()
+            .map(|_| format!("{prefix}-ctr")),
     };
     let topo = topology::build(&config, names).map_err(SandboxError::Topology)?;
     let (config_file, temp_files) = child_config(opts, &prefix)?;
@@ -366,10 +370,21 @@ impl Run<'_> {
         let names = &topo.names;
         sim::apply(Some(&names.guest), topo.guest_pre.clone())?;
         sim::apply(Some(&names.internet), topo.internet_pre.clone())?;
+        let container = topo.containers.as_ref().zip(names.container.as_deref());
+        if let Some((c, ns)) = container {
+            sim::apply(Some(ns), c.pre.clone())?;
+        }
         sim::apply(Some(&names.vpc), topo.vpc_ops.clone())?;
         sim::apply(Some(&names.guest), topo.guest_ops.clone())?;
         sim::apply(Some(&names.internet), topo.internet_ops.clone())?;
-        self.load_nft()
+        self.load_nft(&names.vpc, &topo.ruleset)?;
+        if let Some((c, ns)) = container {
+            sim::apply(Some(&names.guest), c.guest_ops.clone())?;
+            sim::apply(Some(ns), c.ops.clone())?;
+            // docker's own table: foreign to eniroute, which must never touch it
+            self.load_nft(&names.guest, &c.guest_ruleset)?;
+        }
+        Ok(())
     }
 
     /// The servers answering the probes, in every namespace; they stop when dropped.
@@ -379,12 +394,18 @@ impl Run<'_> {
         if self.topo.has_ipv6 {
             binds.push(SocketAddr::from(([0u16; 8], PORT)));
         }
-        [
+        let mut servers = vec![
             probe::serve(&names.internet, binds.clone(), Reply::PeerAddr),
             probe::serve(&names.vpc, binds.clone(), Reply::PeerAddr),
             probe::serve(&names.guest, binds, Reply::LocalAddr),
-        ]
-        .into_iter()
+        ];
+        if let Some(ns) = &names.container {
+            // The published port's server: it answers with the client it saw.
+            let any = vec![SocketAddr::from(([0, 0, 0, 0], PORT))];
+            servers.push(probe::serve(ns, any, Reply::PeerAddr));
+        }
+        servers
+            .into_iter()
         .collect::<Result<Vec<_>, String>>()
         .map_err(SandboxError::Probe)
     }
@@ -445,10 +466,11 @@ impl Run<'_> {
             steps.steps.push(again);
         }
     }
-    fn load_nft(&self) -> Result<(), SandboxError> {
-        let ns = self.topo.names.vpc.clone();
+    /// `nft -f -` with `ruleset` in namespace `ns`.
+    fn load_nft(&self, ns: &str, ruleset: &str) -> Result<(), SandboxError> {
+        let ns = ns.to_string();
         let nft = self.nft.to_path_buf();
-        let ruleset = self.topo.ruleset.clone();
+        let ruleset = ruleset.to_string();
         let out = run_in_netns(Some(&ns), move || async move {
             // A child process starts in the network namespace of the thread that forks it.
             let mut child = Command::new(&nft)
@@ -489,13 +511,16 @@ impl Run<'_> {
     fn matrix(&self, sport_base: u16) -> Result<Vec<Outcome>, SandboxError> {
         let topo = self.topo;
         let plan = self.probe_plan(sport_base);
-        let (guest_res, inet_res) = self.probe_both(plan.guest, plan.internet)?;
+        let results = self.probe_all(&plan)?;
         let mut by_check: Vec<Option<ProbeResult>> = vec![None; topo.conn_checks.len()];
-        let answered = (plan.guest_checks.iter().zip(&guest_res))
-            .chain(plan.internet_checks.iter().zip(&inet_res));
-        for (i, r) in answered {
-            if let Some(slot) = by_check.get_mut(*i) {
-                *slot = Some(r.clone());
+        let mut unbound = Vec::new();
+        for (origin, (_, checks)) in &plan.by {
+            let res = results.get(origin).map(Vec::as_slice).unwrap_or(&[]);
+            for (i, r) in checks.iter().zip(res) {
+                match i.and_then(|i| by_check.get_mut(i)) {
+                    Some(slot) => *slot = Some(r.clone()),
+                    None => unbound.push(r.clone()),
+                }
             }
         }
         let mut out: Vec<Outcome> = topo
@@ -508,8 +533,7 @@ impl Run<'_> {
             })
             .collect();
         if let Some(eg) = &topo.egress_check {
-            let unbound = guest_res.get(plan.guest_checks.len()..).unwrap_or(&[]);
-            out.push(judge_egress(eg, unbound));
+            out.push(judge_egress(eg, &unbound));
         }
         Ok(out)
     }
@@ -526,51 +550,71 @@ impl Run<'_> {
                 sport: 0,
                 target: c.target,
             };
-            if c.from_internet {
-                plan.internet.push(p);
-                plan.internet_checks.push(i);
-            } else {
-                plan.guest.push(p);
-                plan.guest_checks.push(i);
-            }
+            plan.push(c.from, p, Some(i));
         }
         if topo.egress_check.is_some() {
             let destinations = topo.extra_destinations.iter().cycle();
             for (k, dst) in (0..self.opts.unbound_connections).zip(destinations) {
-                plan.guest.push(Probe {
+                let p = Probe {
                     bind: None,
                     sport: sport_base.saturating_add(u16::try_from(k).unwrap_or(u16::MAX)),
                     target: SocketAddr::new(IpAddr::V4(*dst), PORT),
-                });
+                };
+                plan.push(Origin::Guest, p, None);
             }
         }
         plan
     }
 
-    /// Make the guest's and the Internet's probes at once (the guest's on a second thread).
-    fn probe_both(
-        &self,
-        guest: Vec<Probe>,
-        internet: Vec<Probe>,
-    ) -> Result<(Vec<ProbeResult>, Vec<ProbeResult>), SandboxError> {
+    /// The namespace probes from `o` connect from.
+    fn namespace(&self, o: Origin) -> Option<&str> {
         let names = &self.topo.names;
+        match o {
+            Origin::Guest => Some(&names.guest),
+            Origin::Internet => Some(&names.internet),
+            Origin::Vpc => Some(&names.vpc),
+            Origin::Container => names.container.as_deref(),
+        }
+    }
+
+    /// Make every origin's probes at once (a thread per namespace); the results by origin.
+    fn probe_all(
+        &self,
+        plan: &ProbePlan,
+    ) -> Result<BTreeMap<Origin, Vec<ProbeResult>>, SandboxError> {
         let timeout = self.opts.timeout;
-        let (guest_res, inet_res) = std::thread::scope(|s| {
-            let g = std::thread::Builder::new()
-                .name("sandbox-guest-probes".into())
-                .spawn_scoped(s, || probe::connect_all(&names.guest, guest, timeout));
-            let i = probe::connect_all(&names.internet, internet, timeout);
-            let g = match g {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err("guest probe thread panicked".into())),
-                Err(e) => Err(format!("cannot start the guest probe thread: {e}")),
-            };
-            (g, i)
+        let joined: Vec<(Origin, Result<Vec<ProbeResult>, String>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = plan
+                .by
+                .iter()
+                .map(|(o, (probes, _))| {
+                    let ns = self.namespace(*o);
+                    let h = std::thread::Builder::new()
+                        .name("sandbox-probes".into())
+                        .spawn_scoped(s, move || match ns {
+                            Some(ns) => probe::connect_all(ns, probes.clone(), timeout),
+                            None => Err(format!("no namespace for the {o:?} probes")),
+                        });
+                    (*o, h)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(o, h)| {
+                    let r = match h {
+                        Ok(h) => h
+                            .join()
+                            .unwrap_or_else(|_| Err("a probe thread panicked".into())),
+                        Err(e) => Err(format!("cannot start a probe thread: {e}")),
+                    };
+                    (o, r)
+                })
+                .collect()
         });
-        let guest_res = guest_res.map_err(SandboxError::Probe)?;
-        let inet_res = inet_res.map_err(SandboxError::Probe)?;
-        Ok((guest_res, inet_res))
+        joined
+            .into_iter()
+            .map(|(o, r)| r.map(|v| (o, v)).map_err(SandboxError::Probe))
+            .collect()
     }
 
     /// The matrix rows with their before-apply outcomes.
@@ -679,14 +723,19 @@ impl Run<'_> {
     }
 }
 
-/// The probes of one matrix run, by namespace, with the connection check each answers (the
-/// guest's probes past its checks are the unbound connections).
+/// The probes of one matrix run, by the namespace they connect from, each with the connection
+/// check it answers (None: one of the guest's unbound connections of the egress check).
 #[derive(Default)]
 struct ProbePlan {
-    guest: Vec<Probe>,
-    guest_checks: Vec<usize>,
-    internet: Vec<Probe>,
-    internet_checks: Vec<usize>,
+    by: BTreeMap<Origin, (Vec<Probe>, Vec<Option<usize>>)>,
+}
+
+impl ProbePlan {
+    fn push(&mut self, from: Origin, p: Probe, check: Option<usize>) {
+        let (probes, checks) = self.by.entry(from).or_default();
+        probes.push(p);
+        checks.push(check);
+    }
 }
 
 /// A connection check's "expected" column.
@@ -694,6 +743,7 @@ fn expected(c: &ConnCheck) -> String {
     match c.expect {
         Expect::Answer(a) => match c.kind {
             Kind::Inbound => format!("reaches {a}"),
+            Kind::Published => format!("container sees {a}"),
             _ => format!("seen as {a}"),
         },
         Expect::NoPath => "no Internet path (no EIP)".into(),

@@ -117,12 +117,12 @@ impl SandboxReport {
         if !self.notes.is_empty() {
             out.push('\n');
             for n in &self.notes {
-                out.push_str(&format!("note: {n}\n"));
+                out.push_str(&wrapped(&format!("note: {n}")));
             }
         }
         out.push('\n');
-        out.push_str(&self.text_verdict());
-        out.push_str(&self.text_timings());
+        out.push_str(&wrapped(self.text_verdict().trim_end()));
+        out.push_str(&wrapped(self.text_timings().trim_end()));
         if self.kept {
             out.push_str(&self.text_kept());
         }
@@ -131,14 +131,19 @@ impl SandboxReport {
 
     /// What was simulated, and where.
     fn text_header(&self) -> String {
-        format!(
-            "eniroute sandbox: {}\n  guest {}   VPC {}   Internet {} (host {})\n\n",
-            self.config,
+        let container = match &self.namespaces.container {
+            Some(c) => format!("\n  container {c} (behind the guest's bridge)"),
+            None => String::new(),
+        };
+        let mut out = wrapped(&format!("eniroute sandbox: {}", self.config));
+        out.push_str(&format!(
+            "  guest {}   VPC {}\n  Internet {} (host {}){container}\n\n",
             self.namespaces.guest,
             self.namespaces.vpc,
             self.namespaces.internet,
             self.internet_host
-        )
+        ));
+        out
     }
 
     /// One line per check (a cell too wide wraps onto the next lines), in columns.
@@ -281,17 +286,22 @@ impl SandboxReport {
             "\nThe namespaces are kept (--keep), with the config applied ({}).\n",
             self.config_file
         );
-        for (role, ns) in [
-            ("the instance", &self.namespaces.guest),
-            ("the VPC router", &self.namespaces.vpc),
-            ("the Internet host", &self.namespaces.internet),
-        ] {
+        let n = &self.namespaces;
+        let mut roles = vec![
+            ("the instance", &n.guest),
+            ("the VPC router", &n.vpc),
+            ("the Internet host", &n.internet),
+        ];
+        roles.extend(n.container.as_ref().map(|c| ("the container", c)));
+        for (role, ns) in &roles {
             out.push_str(&format!("  {role:<18} ip netns exec {ns} bash\n"));
         }
-        out.push_str(&format!(
-            "  remove them with: ip netns delete {} ; ip netns delete {} ; ip netns delete {}\n",
-            self.namespaces.guest, self.namespaces.vpc, self.namespaces.internet
-        ));
+        let delete: Vec<String> = roles
+            .iter()
+            .map(|(_, ns)| format!("ip netns delete {ns}"))
+            .collect();
+        out.push_str("  ");
+        out.push_str(&wrapped(&format!("remove them with: {}", delete.join(" ; "))));
         out
     }
 }
@@ -313,8 +323,31 @@ fn kind_label(k: Kind) -> &'static str {
         Kind::Outbound => "outbound",
         Kind::Vswitch => "vswitch",
         Kind::Egress => "egress",
+        Kind::Published => "publish",
+        Kind::ContainerEgress => "ctr-out",
         Kind::Step => "step",
     }
+}
+
+/// `text` wrapped at word boundaries to [`REPORT_COLUMNS`] (a one-cell table: comfy-table
+/// wraps cells), continuation lines indented by two spaces.
+fn wrapped(text: &str) -> String {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_width(REPORT_COLUMNS - 2)
+        .add_row([text]);
+    if let Some(c) = table.column_mut(0) {
+        c.set_padding((0, 0));
+    }
+    let mut out = String::new();
+    for (i, line) in table.lines().enumerate() {
+        out.push_str(if i == 0 { "" } else { "  " });
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn secs(ms: u64) -> String {
@@ -359,6 +392,7 @@ mod tests {
                 guest: "t-guest".into(),
                 vpc: "t-vpc".into(),
                 internet: "t-inet".into(),
+                container: None,
             },
             internet_host: "198.18.0.10".into(),
             checks: vec![
@@ -393,6 +427,7 @@ mod tests {
     #[test]
     fn table_columns_line_up_and_egress_shows_its_spread() {
         let text = report().render_text();
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
         let table: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.starts_with("CHECK"))
@@ -463,5 +498,33 @@ mod tests {
             text.contains("ip netns delete t-guest ; ip netns delete t-vpc"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn container_rows_and_a_long_failure_stay_within_100_columns() {
+        let mut r = report();
+        r.namespaces.container = Some("erst-123456-containers-ctr".into());
+        let long = "peer 192.168.30.254 -> 192.168.30.21:8081 (eth1) -> container";
+        for kind in [Kind::Published, Kind::ContainerEgress] {
+            r.checks.push(row(
+                kind,
+                long,
+                Some(Outcome::fail("no connection (timeout)")),
+                Some(Outcome::fail("no connection (timeout)")),
+            ));
+        }
+        r.notes.push(format!("{long}; {long}"));
+        r.kept = true;
+        let text = r.render_text();
+        assert!(!r.passed());
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+        assert!(text.contains("publish  peer 192.168.30.254"), "{text}");
+        assert!(text.contains("ctr-out  peer 192.168.30.254"), "{text}");
+        assert!(text.contains("container erst-123456-containers-ctr"), "{text}");
+        // wrapped onto further lines: compare words
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("ip netns delete erst-123456-containers-ctr"), "{text}");
+        // the verdict names the failures
+        assert!(words.contains(&format!("apply: {long}; {long}")), "{text}");
     }
 }

@@ -1,6 +1,9 @@
 //! The simulated instance and VPC a config describes, as data: which namespaces hold which links
 //! and addresses ([`SimOp`] lists), the VPC's nftables ruleset, and the checks whose expectations
-//! follow from the config alone. May import model, config and kernel::sim's ops; never plan.
+//! follow from the config alone (containers.rs: the [containers] side). May import model,
+//! config and kernel::sim's ops; never plan.
+
+mod containers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,18 +26,33 @@ const INET_IF: &str = "eth0";
 /// address-only (l3) multipath hash spreads connections too).
 const EXTRA_DESTINATIONS: u8 = 64;
 
-/// The three namespaces of one sandbox run.
+/// The namespaces of one sandbox run (a container's only with [containers]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Names {
     pub guest: String,
     pub vpc: String,
     pub internet: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 impl Names {
-    pub fn all(&self) -> [&str; 3] {
-        [&self.guest, &self.vpc, &self.internet]
+    pub fn all(&self) -> Vec<&str> {
+        let mut v = vec![self.guest.as_str(), &self.vpc, &self.internet];
+        v.extend(self.container.as_deref());
+        v
     }
+}
+
+/// The namespace a probe connects from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    Guest,
+    Internet,
+    /// The VPC namespace, bound to a vSwitch peer host's address.
+    Vpc,
+    /// The container behind the guest's bridge.
+    Container,
 }
 
 /// One ENI as simulated.
@@ -69,6 +87,10 @@ pub enum Kind {
     Vswitch,
     /// The guest opens many connections without binding a source.
     Egress,
+    /// A client connects to a port published (DNAT) to the container ([containers]).
+    Published,
+    /// The container connects out ([[containers.egress]]).
+    ContainerEgress,
     /// A step run with the eniroute binary (apply, plan, flush).
     Step,
 }
@@ -88,8 +110,7 @@ pub struct ConnCheck {
     pub kind: Kind,
     pub subject: String,
     pub eni: String,
-    /// true: from the Internet namespace; false: from the guest.
-    pub from_internet: bool,
+    pub from: Origin,
     pub bind: Option<IpAddr>,
     pub target: SocketAddr,
     pub expect: Expect,
@@ -123,6 +144,8 @@ pub struct Topology {
     pub internet_ops: Vec<SimOp>,
     /// The VPC's nftables ruleset.
     pub ruleset: String,
+    /// [containers]: the container namespace, the guest's bridge and its foreign table.
+    pub containers: Option<containers::ContainerSide>,
     pub conn_checks: Vec<ConnCheck>,
     pub egress_check: Option<EgressCheck>,
     pub has_ipv6: bool,
@@ -256,7 +279,17 @@ pub fn build(config: &Config, names: Names) -> Result<Topology, String> {
 
     let ruleset = nft_ruleset(config, &enis);
     let internet6 = internet.v6.as_ref().map(|v6| v6.host);
-    let (conn_checks, egress_check) = config_checks(config, &segments, internet.host, internet6);
+    let (mut conn_checks, egress_check) =
+        config_checks(config, &segments, internet.host, internet6);
+    let at = containers::At {
+        segments: &segments,
+        taken: &taken,
+        internet: internet.host,
+    };
+    let containers = containers::build(config, &names, &at, &mut notes)?;
+    if let Some(c) = &containers {
+        conn_checks.extend(c.checks.iter().cloned());
+    }
     Ok(Topology {
         names,
         internet_host: internet.host,
@@ -267,6 +300,7 @@ pub fn build(config: &Config, names: Names) -> Result<Topology, String> {
         vpc_ops,
         internet_ops,
         ruleset,
+        containers,
         conn_checks,
         egress_check,
         has_ipv6: internet6.is_some(),
@@ -927,7 +961,7 @@ impl ConnChecks {
             kind: Kind::Inbound,
             subject,
             eni: e.name.clone(),
-            from_internet: true,
+            from: Origin::Internet,
             bind: None,
             target: SocketAddr::new(target, PORT),
             expect: Expect::Answer(answer),
@@ -947,7 +981,7 @@ impl ConnChecks {
             kind: Kind::Outbound,
             subject,
             eni: e.name.clone(),
-            from_internet: false,
+            from: Origin::Guest,
             bind: Some(bind),
             target: internet,
             expect,
@@ -960,7 +994,7 @@ impl ConnChecks {
             kind: Kind::Vswitch,
             subject: format!("{from} ({}) -> peer {peer}", e.name),
             eni: e.name.clone(),
-            from_internet: false,
+            from: Origin::Guest,
             bind: Some(from),
             target: SocketAddr::new(peer, PORT),
             expect: Expect::Answer(from),
@@ -1053,6 +1087,11 @@ gateway = "198.51.100.129"
             guest: "t-guest".into(),
             vpc: "t-vpc".into(),
             internet: "t-inet".into(),
+            container: loaded
+                .config
+                .containers
+                .as_ref()
+                .map(|_| "t-ctr".to_string()),
         };
         build(&loaded.config, names)
     }
