@@ -192,7 +192,11 @@ pub(super) fn containers(f: &Facts, skipped: &mut Vec<Skipped>) -> Vec<Finding> 
 
 /// `feature` missing when the kernel lacks module `name`; skipped when that cannot be told.
 fn module(f: &Facts, feature: &str, name: &str, out: &mut Vec<Finding>, sk: &mut Vec<Skipped>) {
-    let release = f.host.kernel_release.as_deref().unwrap_or("(unknown release)");
+    let release = f
+        .host
+        .kernel_release
+        .as_deref()
+        .unwrap_or("(unknown release)");
     let looked = format!(
         "{}: not there; {}: no module list",
         f.host.root.join("sys/module").join(name).display(),

@@ -93,7 +93,9 @@ impl HostFacts {
             let Some(text) = read_capped(&dir.join(list)) else {
                 continue;
             };
-            let found = text.lines().any(|l| module_name(l) == Some(name.replace('-', "_")));
+            let found = text
+                .lines()
+                .any(|l| module_name(l) == Some(name.replace('-', "_")));
             *listed.get_or_insert(false) |= found;
         }
         listed

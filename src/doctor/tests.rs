@@ -766,7 +766,9 @@ fn foreign_fwmark_rules_on_the_mark_mask_and_its_edges() {
         .findings
         .iter()
         .map(|f| match f {
-            Finding::ForeignMarkRule { bits, mark_mask, .. } => {
+            Finding::ForeignMarkRule {
+                bits, mark_mask, ..
+            } => {
                 assert_eq!(*mark_mask, 0x3c00);
                 *bits
             }
@@ -878,9 +880,10 @@ fn conntrack_missing_present_or_unknown() {
     put(bare.path(), "proc/sys/kernel/osrelease", "6.12.0-1-amd64\n");
     let r = report(bare.path(), &cfg, k);
     assert_eq!(r.findings, []);
-    assert!(r.skipped.iter().any(
-        |s| matches!(s, Skipped::KernelFeature { feature, .. } if feature == "conntrack")
-    ));
+    assert!(r
+        .skipped
+        .iter()
+        .any(|s| matches!(s, Skipped::KernelFeature { feature, .. } if feature == "conntrack")));
 }
 
 #[test]

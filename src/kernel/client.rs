@@ -18,8 +18,8 @@ use rtnetlink::proto::ConnectionHandle;
 use tokio::sync::Mutex;
 
 use super::codec::{
-    change_message, host_link, lookup_answer, lookup_message, parse_address,
-    parse_route, parse_rule, restore_message,
+    change_message, host_link, lookup_answer, lookup_message, parse_address, parse_route,
+    parse_rule, restore_message,
 };
 use super::events::{Burst, Events, Group};
 use super::sysctl::{self, SysctlError};

@@ -148,10 +148,7 @@ pub fn run(opts: &SandboxOptions) -> Result<SandboxReport, SandboxError> {
         guest: format!("{prefix}-guest"),
         vpc: format!("{prefix}-vpc"),
         internet: format!("{prefix}-inet"),
-        container: config
-            .containers
-            .as_ref()
-            .map(|_| format!("{prefix}-ctr")),
+        container: config.containers.as_ref().map(|_| format!("{prefix}-ctr")),
     };
     let topo = topology::build(&config, names).map_err(SandboxError::Topology)?;
     let (config_file, temp_files) = child_config(opts, &prefix)?;
@@ -406,8 +403,8 @@ impl Run<'_> {
         }
         servers
             .into_iter()
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(SandboxError::Probe)
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(SandboxError::Probe)
     }
 
     /// `eniroute apply`, then, when it succeeded, `plan --detailed-exitcode` (which must find

@@ -301,7 +301,10 @@ impl SandboxReport {
             .map(|(_, ns)| format!("ip netns delete {ns}"))
             .collect();
         out.push_str("  ");
-        out.push_str(&wrapped(&format!("remove them with: {}", delete.join(" ; "))));
+        out.push_str(&wrapped(&format!(
+            "remove them with: {}",
+            delete.join(" ; ")
+        )));
         out
     }
 }
@@ -520,10 +523,16 @@ mod tests {
         assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
         assert!(text.contains("publish  peer 192.168.30.254"), "{text}");
         assert!(text.contains("ctr-out  peer 192.168.30.254"), "{text}");
-        assert!(text.contains("container erst-123456-containers-ctr"), "{text}");
+        assert!(
+            text.contains("container erst-123456-containers-ctr"),
+            "{text}"
+        );
         // wrapped onto further lines: compare words
         let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert!(words.contains("ip netns delete erst-123456-containers-ctr"), "{text}");
+        assert!(
+            words.contains("ip netns delete erst-123456-containers-ctr"),
+            "{text}"
+        );
         // the verdict names the failures
         assert!(words.contains(&format!("apply: {long}; {long}")), "{text}");
     }

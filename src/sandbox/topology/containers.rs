@@ -168,7 +168,10 @@ fn published(e: &Eni, ip: Ipv4Addr, at: &At, container: Ipv4Addr) -> Vec<ConnChe
         }
     }
     if let Some(peer) = peer_of(e, at) {
-        let subject = format!("peer {peer} -> {ip}:{PUBLISHED_PORT} ({}) -> container", e.name);
+        let subject = format!(
+            "peer {peer} -> {ip}:{PUBLISHED_PORT} ({}) -> container",
+            e.name
+        );
         let p = IpAddr::V4(peer);
         out.push(check(Origin::Vpc, Some(p), IpAddr::V4(ip), subject, p));
     }
@@ -331,7 +334,10 @@ mod tests {
         });
         let kinds: Vec<Kind> = checks(&t).iter().map(|c| c.0).collect();
         assert_eq!(kinds, [Kind::Published, Kind::Published]);
-        assert!(t.notes.iter().any(|n| n.contains("only the published port")));
+        assert!(t
+            .notes
+            .iter()
+            .any(|n| n.contains("only the published port")));
         assert!(t
             .containers
             .as_ref()
