@@ -16,12 +16,16 @@
 //! same time, by these tests or by another test run on the machine, do not share one.
 
 mod common;
+// Container boots (`Boot`, with a cgroup of its own each), shared with the manager tests.
+#[path = "common/nspawn.rs"]
+mod nspawn;
+
+use common::tempdir;
+use nspawn::{is_root, require, skipped};
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The overall exposure `systemd-analyze security` may report for the units (lower is better).
 const MAX_EXPOSURE: f64 = 2.5;
@@ -52,84 +56,11 @@ fn read(path: &Path) -> String {
 
 /// The path of an executable, looked up in $PATH and the sbin directories (which a non-root
 /// $PATH may lack).
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Print a message nobody can miss and return: the test cannot run here.
-fn skipped(test: &str, why: &str) {
-    let line = "*".repeat(78);
-    eprintln!("\n{line}\nSKIPPED: {test}: {why}\n{line}\n");
-}
-
-/// The tool, or a loud skip message when it is not installed.
-fn require(test: &str, name: &str, package: &str) -> Option<PathBuf> {
-    let found = tool(name);
-    if found.is_none() {
-        skipped(
-            test,
-            &format!("`{name}` is not installed (Debian package {package})"),
-        );
-    }
-    found
-}
-
-fn is_root() -> bool {
-    read(Path::new("/proc/self/status"))
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        == Some("0")
-}
-
-/// A fresh directory of its own for each call (tests run in parallel); removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "eniroute-boot-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn write(path: &Path, text: &str) {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
     }
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-fn write_executable(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    write(path, text);
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -288,7 +219,7 @@ fn units_pass_systemd_analyze_verify() {
     let Some(analyze) = require(TEST, "systemd-analyze", "systemd") else {
         return;
     };
-    let dir = TempDir::new("verify");
+    let dir = tempdir();
     let binary = env!("CARGO_BIN_EXE_eniroute");
     let mut files = Vec::new();
     for unit in shipped_units() {
@@ -415,7 +346,7 @@ fn cloud_init_user_data_passes_schema() {
         eprintln!("cloud-init schema: {} is valid", file.display());
     }
 
-    let dir = TempDir::new("cloud-init");
+    let dir = tempdir();
     let broken = dir.path().join("broken.yaml");
     write(
         &broken,
@@ -506,7 +437,7 @@ fn cloud_init_example_config_is_valid() {
         );
     }
 
-    let dir = TempDir::new("user-data-toml");
+    let dir = tempdir();
     let config = dir.path().join("eniroute.toml");
     write(&config, &toml);
     let out = run(Command::new(env!("CARGO_BIN_EXE_eniroute"))
@@ -618,7 +549,7 @@ fn udev_rule_pulls_in_reapply_for_hardware_nics_only() {
         return;
     }
 
-    let dir = TempDir::new("udev");
+    let dir = tempdir();
     fs::copy(&rule, dir.path().join(UDEV_RULE)).expect("copy the rule");
 
     let lo = udev_test(&udevadm, dir.path(), "lo");
@@ -664,129 +595,39 @@ fn udev_rule_pulls_in_reapply_for_hardware_nics_only() {
 // ---------------------------------------------------------------------------------------------
 // (e) the units under a real systemd
 
-// A cgroup of its own for each container: tests/common/nspawn.rs (`ContainerCgroup`), shared
-// with the manager tests.
-#[path = "common/nspawn.rs"]
-mod nspawn;
-use nspawn::ContainerCgroup;
-
-/// Container boots for the sandbox tests, with the shipped units in /run/systemd/system.
-struct Boot {
-    dir: TempDir,
+/// A container boot for the sandbox tests: the shipped units in /run/systemd/system (the
+/// binary's path set by a drop-in), `driver`, and `extra` files (path below the boot's
+/// directories, content): scripts under probe/, configs under etc/.
+fn boot(tag: &str, binary: &str, driver: &str, extra: &[(&str, &str)]) -> nspawn::Boot {
+    let b = nspawn::Boot::new(tag, &[("driver", driver.to_string())]);
+    let service = read(&unit_path(SERVICE));
+    b.put(&format!("system/{SERVICE}"), &service, false);
+    b.put(
+        &format!("system/{REAPPLY}"),
+        &read(&unit_path(REAPPLY)),
+        false,
+    );
+    b.put(
+        &format!("system/{SERVICE}.d/exec-path.conf"),
+        &exec_dropin(&service, binary),
+        false,
+    );
+    for (rel, content) in extra {
+        b.put(rel, content, rel.starts_with("probe/"));
+    }
+    b
 }
 
-impl Boot {
-    /// `extra` are (path relative to the temp dir, content) of further files: scripts under
-    /// probe/ (mounted at /eniroute-probe), configs under etc/ (mounted at /etc/eniroute).
-    fn new(tag: &str, binary: &str, driver: &str, extra: &[(&str, &str)]) -> Boot {
-        let dir = TempDir::new(tag);
-        let system = dir.path().join("system");
-        let service = read(&unit_path(SERVICE));
-        write(&system.join(SERVICE), &service);
-        write(&system.join(REAPPLY), &read(&unit_path(REAPPLY)));
-        write(
-            &system.join(format!("{SERVICE}.d/exec-path.conf")),
-            &exec_dropin(&service, binary),
-        );
-        write(
-            &system.join("probe-driver.service"),
-            "[Unit]\nDescription=eniroute boot-files test driver\n\
-             SuccessAction=exit-force\nFailureAction=exit-force\n\
-             [Service]\nType=oneshot\nExecStart=/eniroute-probe/driver\n",
-        );
-        write_executable(&dir.path().join("probe/driver"), driver);
-        for (rel, content) in extra {
-            let path = dir.path().join(rel);
-            if rel.starts_with("probe/") {
-                write_executable(&path, content);
-            } else {
-                write(&path, content);
-            }
-        }
-        fs::create_dir_all(dir.path().join("out")).unwrap();
-        fs::create_dir_all(dir.path().join("etc")).unwrap();
-        Boot { dir }
-    }
-
-    /// Boot the container into probe-driver.service and return (success, report).
-    fn run(&self, nspawn: &Path) -> (bool, String) {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = self.dir.path();
-        let machine = format!(
-            "eniroute-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let bind = |src: &str, dst: &str| format!("{}:{dst}", d.join(src).display());
-        let cgroup = ContainerCgroup::new(&machine);
-        let mut nspawn_cmd = Command::new("timeout");
-        nspawn_cmd
-            .args(["--kill-after=10s", "180s"])
-            .arg(nspawn)
-            .args([
-                "--quiet",
-                "--register=no",
-                "--keep-unit",
-                "--console=pipe",
-                "--directory=/",
-                "--volatile=yes",
-                "--private-network",
-            ])
-            .arg(format!("--machine={machine}"))
-            .arg(format!("--bind={}", bind("out", "/out")))
-            .arg(format!(
-                "--bind-ro={}",
-                bind("system", "/run/systemd/system")
-            ))
-            .arg(format!("--bind-ro={}", bind("probe", "/eniroute-probe")))
-            .arg(format!("--bind={}", bind("etc", "/etc/eniroute")))
-            .arg(format!(
-                "--bind-ro={}:/eniroute-real",
-                env!("CARGO_BIN_EXE_eniroute")
-            ))
-            .args([
-                "--boot",
-                "--",
-                "systemd.unit=probe-driver.service",
-                "systemd.firstboot=off",
-                // The container has no links to wait for. On an instance these services are
-                // what orders eniroute after the network is up.
-                "systemd.mask=systemd-networkd-wait-online.service",
-                "systemd.mask=NetworkManager-wait-online.service",
-                "systemd.mask=ifupdown-wait-online.service",
-            ]);
-        let out = run(&mut cgroup.wrap(&nspawn_cmd));
-        drop(cgroup);
-        let mut report = String::new();
-        for name in ["driver.txt", "report.txt", "status.txt", "journal.txt"] {
-            if let Ok(t) = fs::read_to_string(d.join("out").join(name)) {
-                report.push_str(&format!("--- {name}\n{t}"));
-            }
-        }
-        let driver = fs::read_to_string(d.join("out/driver.txt")).unwrap_or_default();
-        let ok = out.status.success()
-            && !driver.is_empty()
-            && !report.lines().any(|l| l.starts_with("FAIL"));
-        if !ok {
-            report.push_str(&format!(
-                "--- systemd-nspawn ({})\n{}{}",
-                out.status,
-                text(&out.stdout),
-                text(&out.stderr)
-            ));
-        }
-        (ok, report)
-    }
+/// Boot it; (success: the driver ran and no line of its report says FAIL, report).
+fn run_boot(b: &nspawn::Boot, nspawn: &Path) -> (bool, String) {
+    let (ok, report) = b.run(nspawn);
+    let ok = ok && !report.lines().any(|l| l.starts_with("FAIL"));
+    (ok, report)
 }
 
 /// The container sandbox test needs root and systemd-nspawn.
 fn nspawn_for(test: &str) -> Option<PathBuf> {
-    let nspawn = require(test, "systemd-nspawn", "systemd-container")?;
-    require(test, "ip", "iproute2")?;
-    if !is_root() {
-        skipped(test, "booting a systemd container needs root");
-        return None;
-    }
+    let nspawn = nspawn::require_root_nspawn(test)?;
     if fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() != "systemd") {
         eprintln!(
             "note: PID 1 here is not systemd, so `systemd-run` cannot be used; \
@@ -902,13 +743,13 @@ fn systemd_sandbox_allows_what_eniroute_needs_and_denies_the_rest() {
     };
     let yaml = read(&repo().join("configs/cloud-init").join(USER_DATA));
     let (_, toml) = write_files_entry(&yaml, "/etc/eniroute/eniroute.toml");
-    let boot = Boot::new(
+    let boot = boot(
         "sandbox-probe",
         "/eniroute-probe/eniroute",
         PROBE_DRIVER,
         &[("probe/eniroute", PROBE), ("etc/eniroute.toml", &toml)],
     );
-    let (ok, report) = boot.run(&nspawn);
+    let (ok, report) = run_boot(&boot, &nspawn);
     assert!(
         ok,
         "the unit's sandbox does not work as intended:\n{report}"
@@ -978,13 +819,13 @@ fn systemd_sandbox_runs_the_real_eniroute() {
         return;
     };
     let two = format!("{ONE_ENI}{SECOND_ENI}");
-    let boot = Boot::new(
+    let boot = boot(
         "sandbox-real",
         "/eniroute-real",
         REAL_DRIVER,
         &[("probe/one.toml", ONE_ENI), ("probe/two.toml", &two)],
     );
-    let (ok, report) = boot.run(&nspawn);
+    let (ok, report) = run_boot(&boot, &nspawn);
     assert!(ok, "eniroute does not work under its unit:\n{report}");
     eprintln!("{report}");
 }
@@ -1038,16 +879,10 @@ fn watch_heals_what_networkd_reconfigure_removes() {
         return;
     };
     let v = common::Vpc::new(&common::example("nat-secondary.toml"));
-    let dir = TempDir::new("networkd");
+    let b = nspawn::Boot::new("networkd", &[("driver", NETWORKD_DRIVER.to_string())]);
+    b.put("network/10-eth1.network", NETWORKD_ETH1, false);
+    let dir = tempdir();
     let d = dir.path();
-    write(&d.join("network/10-eth1.network"), NETWORKD_ETH1);
-    write_executable(&d.join("probe/driver"), NETWORKD_DRIVER);
-    write(
-        &d.join("system/probe-driver.service"),
-        "[Unit]\nDescription=networkd driver\nSuccessAction=exit-force\nFailureAction=exit-force\n\
-         [Service]\nType=oneshot\nExecStart=/eniroute-probe/driver\n",
-    );
-    fs::create_dir_all(d.join("out")).unwrap();
     let log = d.join("watch.log");
     let mut watch = Command::new(env!("CARGO_BIN_EXE_eniroute"))
         .args(["--netns", &v.guest.name, "-c"])
@@ -1071,50 +906,13 @@ fn watch_heals_what_networkd_reconfigure_removes() {
     }
     assert!(routes_right(), "watch did not converge:\n{}", logged());
 
-    let machine = format!("eniroute-nd-{}", std::process::id());
-    let cgroup = ContainerCgroup::new(&machine);
-    let bind = |src: &str, dst: &str| format!("{}:{dst}", d.join(src).display());
-    let mut cmd = Command::new("timeout");
-    cmd.args(["--kill-after=10s", "120s"])
-        .arg(&nspawn)
-        .args([
-            "--quiet",
-            "--register=no",
-            "--keep-unit",
-            "--console=pipe",
-            "--directory=/",
-            "--volatile=yes",
-        ])
-        .arg(format!(
-            "--network-namespace-path=/run/netns/{}",
-            v.guest.name
-        ))
-        // nspawn keeps CAP_NET_ADMIN only with a private network; networkd needs it.
-        .arg("--capability=CAP_NET_ADMIN")
-        .arg(format!("--machine={machine}"))
-        .arg(format!("--bind={}", bind("out", "/out")))
-        .arg(format!(
-            "--bind-ro={}",
-            bind("system", "/run/systemd/system")
-        ))
-        .arg(format!(
-            "--bind-ro={}",
-            bind("network", "/run/systemd/network")
-        ))
-        .arg(format!("--bind-ro={}", bind("probe", "/eniroute-probe")))
-        .args([
-            "--boot",
-            "--",
-            "systemd.unit=probe-driver.service",
-            "systemd.firstboot=off",
-        ]);
-    let mut container = cgroup
-        .wrap(&cmd)
+    let (cgroup, mut cmd) = b.command(&nspawn, Some(&v.guest.name));
+    let mut container = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = d.join("out");
+    let out = b.out_dir();
     let ready = wait_file(&out.join("ready"), std::time::Duration::from_secs(60));
     let finish = |container: &mut std::process::Child, out: &Path| {
         fs::write(out.join("done"), "").unwrap();

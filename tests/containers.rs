@@ -17,7 +17,8 @@ fn nft(ns: &Netns, args: &[&str]) -> String {
 
 /// Load an nft script into a namespace with `nft -f`.
 fn nft_load(ns: &Netns, script: &str) {
-    let file = tempdir().join("load.nft");
+    let dir = tempdir();
+    let file = dir.path().join("load.nft");
     std::fs::write(&file, script).unwrap();
     nft(ns, &["-f", &file.to_string_lossy()]);
 }
@@ -369,9 +370,7 @@ fn ipv6_container_network_and_marks() {
     text.push_str(
         "\n[containers]\n[[containers.egress]]\nnetwork = \"fd00:17::/64\"\neni = \"eth1\"\nsource = \"2001:db8:60::21\"\n",
     );
-    let file = tempdir().join("v6.toml");
-    std::fs::write(&file, text).unwrap();
-    let v = Vpc::new(&file);
+    let v = Vpc::from_text(&text);
     v.expect(&["apply"], 0);
     assert_eq!(listed_rules(&v.guest), rendered_rules(&v));
     let rules = listed_rules(&v.guest);

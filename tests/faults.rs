@@ -98,7 +98,7 @@ fn trial(v: &Vpc, spec: &str, before: &(String, BTreeMap<String, String>)) -> bo
 
 /// A large config: a primary and 3 secondary ENIs with 100 scattered private IPs each (no two
 /// siblings, so nothing aggregates): about 300 addresses and 600 rules, several `sendmsg`s each.
-fn large_config() -> std::path::PathBuf {
+fn large_config() -> Vpc {
     let mut text = String::from(
         "[[eni]]\nname = \"eth0\"\nmac = \"00:16:3e:0f:00:00\"\nprimary = true\n\
          cidr = \"192.168.0.0/24\"\ngateway = \"192.168.0.253\"\nprivate_ips = [\"192.168.0.10\"]\n",
@@ -113,14 +113,12 @@ fn large_config() -> std::path::PathBuf {
             ips.join(", ")
         ));
     }
-    let path = tempdir().join("large.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    Vpc::from_text(&text)
 }
 
 #[test]
 fn killed_at_every_batch_sysctl_write_and_step_is_healed_and_flushed_byte_for_byte() {
-    let v = Vpc::new(&large_config());
+    let v = large_config();
     perturb(&v);
     let before = (v.guest.dump(), sysctls(&v.guest));
     let mut t = Trials { run: 0, healed: 0 };

@@ -778,7 +778,7 @@ fn killed_apply_is_healed() {
 fn invalid_config_touches_nothing() {
     let v = Vpc::new(&example("nat-secondary.toml"));
     let dir = tempdir();
-    let bad = dir.join("bad.toml");
+    let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[[eni]]\nname = \"eth1\"\nmac = \"zz\"\n").unwrap();
     let mut mon = Command::new("ip")
         .args(["-n", &v.guest.name, "monitor", "all"])
@@ -1034,7 +1034,7 @@ fn state_of_a_deleted_namespace_is_swept() {
 #[test]
 fn config_change_converges() {
     let dir = tempdir();
-    let path = dir.join("c.toml");
+    let path = dir.path().join("c.toml");
     let base = std::fs::read_to_string(example("nat-secondary.toml")).unwrap();
     std::fs::write(&path, &base).unwrap();
     let v = Vpc::new(&path);

@@ -319,7 +319,8 @@ fn hooks_parse_and_apply_on_up_events_only() {
 #[test]
 fn doctor_reads_the_kernels_foreign_rules() {
     let vpc = common::Vpc::new(&common::example("nat-secondary.toml"));
-    let root = common::tempdir();
+    let root_dir = common::tempdir();
+    let root = root_dir.path();
     let root_s = root.to_string_lossy().into_owned();
     let doctor = || {
         let out = vpc.run(&["-o", "json", "doctor", "--root", &root_s]);
@@ -401,7 +402,8 @@ fn doctor_needs_no_privilege() {
     let Some(setpriv) = nspawn::tool("setpriv") else {
         return nspawn::skipped(TEST, "setpriv is not installed (Debian package util-linux)");
     };
-    let root = common::tempdir();
+    let root_dir = common::tempdir();
+    let root = root_dir.path();
     let as_nobody = |args: &[&str]| {
         Command::new(&setpriv)
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -460,7 +462,6 @@ fn doctor_needs_no_privilege() {
         "{}",
         common::text(&out)
     );
-    let _ = fs::remove_dir_all(&root);
 }
 
 /// The cloud-init example turns off what competes with eniroute: cloud-init's own secondary-NIC

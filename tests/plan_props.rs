@@ -1185,7 +1185,7 @@ fn apply_in_namespace(cfg: &Config) -> Result<(), String> {
         use eniroute::ops::{apply_once, plan_once, ApplyOptions};
         let k =
             eniroute::kernel::Netlink::connect(cfg.routing.protocol).map_err(|e| e.to_string())?;
-        let st = eniroute::host::State::at(dir);
+        let st = eniroute::host::State::at(dir.path());
         apply_once(&k, &st, &cfg, &ApplyOptions::default())
             .await
             .map_err(|e| format!("apply: {e}"))?;

@@ -50,23 +50,7 @@ pub fn merge(
     let discovered: Table = to_toml(found)
         .parse()
         .map_err(|e: toml::de::Error| fail(format!("discover wrote invalid TOML (a bug): {e}")))?;
-    let mut own: Vec<Option<Table>> = match file.remove("eni") {
-        None => Vec::new(),
-        Some(Value::Array(a)) => a
-            .into_iter()
-            .map(|v| match v {
-                Value::Table(t) => Ok(Some(t)),
-                _ => Err(fail(
-                    "`eni` must be an array of tables ([[eni]])".to_string(),
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(fail(
-                "`eni` must be an array of tables ([[eni]])".to_string(),
-            ))
-        }
-    };
+    let mut own = own_enis(&mut file).map_err(fail)?;
     let excluded_by = |mac: MacAddr6, name: &str| {
         let ifname = ifname_of(mac);
         settings
@@ -122,6 +106,22 @@ pub fn merge(
     let text =
         toml::to_string(&file).map_err(|e| fail(format!("cannot write the merged config: {e}")))?;
     Ok(Merged { text, excluded })
+}
+
+/// The file's own `[[eni]]` tables, taken out of it (each taken again when it is merged).
+fn own_enis(file: &mut Table) -> Result<Vec<Option<Table>>, String> {
+    let not_tables = || "`eni` must be an array of tables ([[eni]])".to_string();
+    match file.remove("eni") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                Value::Table(t) => Ok(Some(t)),
+                _ => Err(not_tables()),
+            })
+            .collect(),
+        Some(_) => Err(not_tables()),
+    }
 }
 
 fn discovered_enis(t: &Table) -> Vec<Table> {

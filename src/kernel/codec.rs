@@ -52,7 +52,14 @@ pub(super) fn change_message(change: &Change, proto: u8) -> Option<(RouteNetlink
             ack | NLM_F_CREATE | NLM_F_REPLACE,
         ),
         Change::DelRoute(r) => (RouteNetlinkMessage::DelRoute(route_message(r, p)), ack),
-        Change::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_message(r, p)), create),
+        // Without NLM_F_EXCL: the kernel then skips its duplicate check, a walk of every rule
+        // per add (961 rules re-added: 12.5 -> 9.8 ms in benches/watch.rs). The add follows a
+        // fresh dump under the lock; a duplicate only a concurrent identical add can make is
+        // deleted by the next reconcile (it deletes duplicates of owned rules).
+        Change::AddRule(r) => (
+            RouteNetlinkMessage::NewRule(rule_message(r, p)),
+            ack | NLM_F_CREATE,
+        ),
         Change::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_message(r, p)), ack),
     })
 }

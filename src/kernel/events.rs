@@ -150,16 +150,31 @@ impl Events {
             if left.is_zero() {
                 break;
             }
-            match timeout(left, self.recv()).await {
-                Ok(got) => absorb(got?),
-                Err(_) => break,
+            if !self.readable_within(left) {
+                break;
             }
+            absorb(self.recv().await?);
         }
         Ok(if overrun {
             Burst::Resync
         } else {
             Burst::Events(events)
         })
+    }
+
+    /// Whether a datagram is there within `wait`, to the microsecond: tokio's timers tick in
+    /// milliseconds (a 1 ms timeout took 2.3 ms here, in every heal). Blocks the thread for at
+    /// most `wait`, which is a debounce: short, and only while a burst is being gathered.
+    fn readable_within(&self, wait: Duration) -> bool {
+        use nix::poll::{ppoll, PollFd, PollFlags};
+        use nix::sys::time::TimeSpec;
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(
+            self.socket.socket_ref().as_fd(),
+            PollFlags::POLLIN,
+        )];
+        // EINTR (a signal): end the burst; the caller sees the signal next.
+        matches!(ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None), Ok(n) if n > 0)
     }
 
     /// One datagram's events; None when the socket overran.

@@ -88,49 +88,18 @@ fn table(
     iface_of: &dyn Fn(&str) -> Option<Iface>,
 ) -> NftTable {
     let mask = c.mark_mask;
-    let set_ct = |mark| NftAction::SetCtMark { mark, mask };
-    let rule = |matches, counter, action| NftRule {
-        matches,
-        counter,
-        action,
-    };
-    let mut pre = Vec::new();
-    if c.return_path {
-        for (i, mark) in eni_ifaces {
-            let m = vec![
-                NftMatch::IifName(i.name.clone()),
-                NftMatch::CtStateNew,
-                NftMatch::FibDaddrLocal,
-            ];
-            pre.push(rule(m, true, set_ct(*mark)));
-        }
-    }
-    // Packets arriving on an ENI keep their routing; the rest is other interfaces' traffic.
-    for (i, _) in eni_ifaces {
-        pre.push(rule(
-            vec![NftMatch::IifName(i.name.clone())],
-            false,
-            NftAction::Return,
-        ));
-    }
-    let mark_of = |eni: &str| c.marks.iter().find(|m| m.eni == eni).map(|m| m.mark);
-    for e in &c.egress {
-        if let Some(mark) = mark_of(&e.eni) {
-            let m = vec![NftMatch::Saddr(e.network), NftMatch::CtStateNew];
-            pre.push(rule(m, true, set_ct(mark)));
-        }
-    }
     let restore: Vec<NftRule> = used
         .iter()
         .map(|m| {
             let matched = vec![NftMatch::CtMark { mark: m.mark, mask }];
-            rule(
+            nft_rule(
                 matched,
                 false,
                 NftAction::SetMetaMark { mark: m.mark, mask },
             )
         })
         .collect();
+    let mut pre = marking(c, eni_ifaces);
     pre.extend(restore.iter().cloned());
     let mut chains = vec![chain(
         "prerouting",
@@ -154,7 +123,7 @@ fn table(
         .filter_map(|e| {
             let oif = iface_of(&e.eni)?;
             let m = vec![NftMatch::Saddr(e.network), NftMatch::OifName(oif.name)];
-            Some(rule(m, false, NftAction::Snat(e.source)))
+            Some(nft_rule(m, false, NftAction::Snat(e.source)))
         })
         .collect();
     if !snat.is_empty() {
@@ -167,6 +136,50 @@ fn table(
         ));
     }
     NftTable { chains }
+}
+
+/// Prerouting's marking: new connections to a local address through an ENI (return_path),
+/// a return for the rest of an ENI's packets, and new connections of each egress network.
+fn marking(c: &Containers, eni_ifaces: &[(Iface, u32)]) -> Vec<NftRule> {
+    let set_ct = |mark| NftAction::SetCtMark {
+        mark,
+        mask: c.mark_mask,
+    };
+    let mut pre = Vec::new();
+    if c.return_path {
+        for (i, mark) in eni_ifaces {
+            let m = vec![
+                NftMatch::IifName(i.name.clone()),
+                NftMatch::CtStateNew,
+                NftMatch::FibDaddrLocal,
+            ];
+            pre.push(nft_rule(m, true, set_ct(*mark)));
+        }
+    }
+    // Packets arriving on an ENI keep their routing; the rest is other interfaces' traffic.
+    for (i, _) in eni_ifaces {
+        pre.push(nft_rule(
+            vec![NftMatch::IifName(i.name.clone())],
+            false,
+            NftAction::Return,
+        ));
+    }
+    let mark_of = |eni: &str| c.marks.iter().find(|m| m.eni == eni).map(|m| m.mark);
+    for e in &c.egress {
+        if let Some(mark) = mark_of(&e.eni) {
+            let m = vec![NftMatch::Saddr(e.network), NftMatch::CtStateNew];
+            pre.push(nft_rule(m, true, set_ct(mark)));
+        }
+    }
+    pre
+}
+
+fn nft_rule(matches: Vec<NftMatch>, counter: bool, action: NftAction) -> NftRule {
+    NftRule {
+        matches,
+        counter,
+        action,
+    }
 }
 
 fn chain(

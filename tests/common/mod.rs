@@ -183,11 +183,24 @@ pub struct Vpc {
     pub vpc: Netns,
     pub config: PathBuf,
     pub cfg: Config,
+    /// The directory of a config written by [`Vpc::from_text`], removed with the Vpc.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Vpc {
     pub fn new(config: &Path) -> Vpc {
         Self::with_missing(config, &[])
+    }
+
+    /// A Vpc for a config given as text (kept in a directory of its own while the Vpc lives).
+    pub fn from_text(text: &str) -> Vpc {
+        let dir = tempdir();
+        let path = dir.path().join("eniroute.toml");
+        std::fs::write(&path, text).unwrap();
+        Vpc {
+            _dir: Some(dir),
+            ..Self::new(&path)
+        }
     }
 
     /// Like `new`, but without the veths of the ENIs named in `skip`.
@@ -261,6 +274,7 @@ impl Vpc {
             vpc,
             config: config.to_path_buf(),
             cfg,
+            _dir: None,
         }
     }
 
@@ -350,14 +364,10 @@ pub fn send_udp(ns: &str, src: Option<IpAddr>, dst: IpAddr, n: usize) {
     std::thread::sleep(std::time::Duration::from_millis(300));
 }
 
-/// A fresh directory under the system temp dir (unique per process and call).
-pub fn tempdir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "eniroute-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory under the system temp dir, removed when dropped (also on a failure).
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("eniroute-test-")
+        .tempdir()
+        .unwrap()
 }

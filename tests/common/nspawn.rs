@@ -1,7 +1,7 @@
-//! A throw-away systemd container for the manager tests: `systemd-nspawn --volatile=yes
-//! --private-network --boot` on the host's /usr, booted into one driver service, each in a
-//! cgroup of its own (the reasons are in tests/boot_files.rs, `ContainerCgroup`, which can use
-//! this one). Included with `#[path]` by boot_files.rs and managers.rs, not from common/mod.rs.
+//! A throw-away systemd container for the tests of boot files and network managers:
+//! `systemd-nspawn --volatile=yes --boot` on the host's /usr, on a private network or on a test
+//! namespace, booted into one driver service, each in a cgroup of its own (`ContainerCgroup`
+//! says why). Included with `#[path]` by boot_files.rs and managers.rs, not from common/mod.rs.
 #![allow(dead_code)] // each including test uses a part
 
 use std::fs;
@@ -15,31 +15,44 @@ pub fn skipped(test: &str, why: &str) {
     eprintln!("\n{line}\nSKIPPED: {test}: {why}\n{line}\n");
 }
 
-/// An executable by absolute path or in the usual directories.
+/// An executable by absolute path, on PATH or in the usual directories.
 pub fn tool(name: &str) -> Option<PathBuf> {
     if name.starts_with('/') {
         return Path::new(name).is_file().then(|| PathBuf::from(name));
     }
-    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// The tool, or a loud skip message when it is not installed.
+pub fn require(test: &str, name: &str, package: &str) -> Option<PathBuf> {
+    let found = tool(name);
+    if found.is_none() {
+        skipped(
+            test,
+            &format!("`{name}` is not installed (Debian package {package})"),
+        );
+    }
+    found
+}
+
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
 /// systemd-nspawn when it and iproute2 are installed and we are root; else a loud skip.
 pub fn require_root_nspawn(test: &str) -> Option<PathBuf> {
-    let (Some(nspawn), Some(_)) = (tool("systemd-nspawn"), tool("ip")) else {
-        skipped(
-            test,
-            "systemd-nspawn (systemd-container) or ip (iproute2) is not installed",
-        );
-        return None;
-    };
-    let root = fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !root {
+    let nspawn = require(test, "systemd-nspawn", "systemd-container")?;
+    require(test, "ip", "iproute2")?;
+    if !is_root() {
         skipped(test, "booting a systemd container needs root");
         return None;
     }
@@ -56,34 +69,46 @@ static N: AtomicUsize = AtomicUsize::new(0);
 
 impl Boot {
     pub fn new(tag: &str, files: &[(&str, String)]) -> Boot {
-        use std::os::unix::fs::PermissionsExt;
         let name = format!(
             "eniroute-mgr-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
         let dir = std::env::temp_dir().join(format!("{name}-{tag}"));
-        for sub in ["probe", "out", "system"] {
+        for sub in ["probe", "out", "system", "etc"] {
             fs::create_dir_all(dir.join(sub)).unwrap();
         }
+        let b = Boot { dir, name };
         for (rel, content) in files {
-            let p = dir.join("probe").join(rel);
-            fs::write(&p, content).unwrap();
-            let mode = if rel.ends_with(".sh") || *rel == "driver" {
-                0o755
-            } else {
-                0o644
-            };
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            let exec = rel.ends_with(".sh") || *rel == "driver";
+            b.put(&format!("probe/{rel}"), content, exec);
         }
-        fs::write(
-            dir.join("system/probe-driver.service"),
-            "[Unit]\nDescription=eniroute manager test driver\n\
+        b.put(
+            "system/probe-driver.service",
+            "[Unit]\nDescription=eniroute test driver\n\
              SuccessAction=exit-force\nFailureAction=exit-force\n\
              [Service]\nType=oneshot\nExecStart=/eniroute-probe/driver\nTimeoutStartSec=240\n",
-        )
-        .unwrap();
-        Boot { dir, name }
+            false,
+        );
+        b
+    }
+
+    /// A file below the container's directories: `probe/` (read-only at /eniroute-probe),
+    /// `system/` (read-only at /run/systemd/system), `etc/` (at /etc/eniroute).
+    pub fn put(&self, rel: &str, content: &str, executable: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.join(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&p, content).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        let mode = if executable { 0o755 } else { 0o644 };
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// The directory at /out.
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.join("out")
     }
 
     /// A file the driver wrote under /out ("" when none).
@@ -91,10 +116,14 @@ impl Boot {
         fs::read_to_string(self.dir.join("out").join(name)).unwrap_or_default()
     }
 
-    /// Boot into the driver; (nspawn succeeded and the driver wrote something, report).
-    pub fn run(&self, nspawn: &Path) -> (bool, String) {
-        let cgroup = ContainerCgroup::new(&self.name);
+    /// The boot's systemd-nspawn command, in a cgroup of its own (keep it while the container
+    /// runs): on a private network, or on the network namespace `netns` (with CAP_NET_ADMIN,
+    /// which nspawn keeps only with a private network) for a manager to configure its links.
+    /// `network/` is bound read-only at /run/systemd/network when the boot has one.
+    pub fn command(&self, nspawn: &Path, netns: Option<&str>) -> (ContainerCgroup, Command) {
         let d = &self.dir;
+        let bind =
+            |flag: &str, src: &str, dst: &str| format!("{flag}={}:{dst}", d.join(src).display());
         let mut cmd = Command::new("timeout");
         cmd.args(["--kill-after=10s", "300s"]).arg(nspawn).args([
             "--quiet",
@@ -103,31 +132,46 @@ impl Boot {
             "--console=pipe",
             "--directory=/",
             "--volatile=yes",
-            "--private-network",
         ]);
+        match netns {
+            Some(ns) => cmd
+                .arg(format!("--network-namespace-path=/run/netns/{ns}"))
+                .arg("--capability=CAP_NET_ADMIN"),
+            None => cmd.arg("--private-network"),
+        };
         cmd.arg(format!("--machine={}", self.name))
-            .arg(format!("--bind={}:/out", d.join("out").display()))
-            .arg(format!(
-                "--bind-ro={}:/run/systemd/system",
-                d.join("system").display()
-            ))
-            .arg(format!(
-                "--bind-ro={}:/eniroute-probe",
-                d.join("probe").display()
-            ))
+            .arg(bind("--bind", "out", "/out"))
+            .arg(bind("--bind-ro", "system", "/run/systemd/system"))
+            .arg(bind("--bind-ro", "probe", "/eniroute-probe"))
+            .arg(bind("--bind", "etc", "/etc/eniroute"))
             .arg(format!(
                 "--bind-ro={}:/eniroute-real",
                 env!("CARGO_BIN_EXE_eniroute")
-            ))
-            .args([
-                "--boot",
-                "--",
-                "systemd.unit=probe-driver.service",
-                "systemd.firstboot=off",
-                "systemd.mask=systemd-networkd-wait-online.service",
-                "systemd.mask=NetworkManager-wait-online.service",
-            ]);
-        let out = cgroup.wrap(&cmd).stdin(Stdio::null()).output().unwrap();
+            ));
+        if d.join("network").is_dir() {
+            cmd.arg(bind("--bind-ro", "network", "/run/systemd/network"));
+        }
+        cmd.args([
+            "--boot",
+            "--",
+            "systemd.unit=probe-driver.service",
+            "systemd.firstboot=off",
+            // The container has no links to wait for. On an instance these services are
+            // what orders eniroute after the network is up.
+            "systemd.mask=systemd-networkd-wait-online.service",
+            "systemd.mask=NetworkManager-wait-online.service",
+            "systemd.mask=ifupdown-wait-online.service",
+        ]);
+        let cgroup = ContainerCgroup::new(&self.name);
+        let wrapped = cgroup.wrap(&cmd);
+        (cgroup, wrapped)
+    }
+
+    /// Boot into the driver; (nspawn succeeded and the driver wrote something, report).
+    pub fn run(&self, nspawn: &Path) -> (bool, String) {
+        let d = &self.dir;
+        let (cgroup, mut cmd) = self.command(nspawn, None);
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
         drop(cgroup);
         let mut report = String::new();
         let mut names: Vec<_> = fs::read_dir(d.join("out"))
