@@ -423,7 +423,7 @@ fn nft_loading_the_rendered_lines_gives_the_planned_table() {
 fn doctor_reports_foreign_marks_on_the_mark_mask_then_is_clean() {
     let v = Vpc::new(&example("containers.toml"));
     let root = tempdir();
-    let root_s = root.to_string_lossy().into_owned();
+    let root_s = root.path().to_string_lossy().into_owned();
     let doctor = || {
         let out = v.run(&["-o", "json", "doctor", "--root", &root_s]);
         let j: serde_json::Value = serde_json::from_slice(&out.stdout)
