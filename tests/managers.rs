@@ -424,6 +424,15 @@ fn doctor_needs_no_privilege() {
     chmod();
     let out = as_nobody(&["-c", &cfg, "doctor", "--root", &rs]);
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    // [containers]: nfnetlink refuses to read without CAP_NET_ADMIN; doctor says what it
+    // skipped instead of failing or reporting a missing nf_tables
+    let containers = common::example("containers.toml");
+    let ccfg = containers.to_string_lossy().into_owned();
+    let out = as_nobody(&["-c", &ccfg, "-v", "doctor", "--root", &rs]);
+    let t = common::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("CAP_NET_ADMIN"), "{t}");
+    assert!(!t.contains("no-nf-tables"), "{t}");
     // networkd running with its defaults
     fs::create_dir_all(root.join("proc/42")).unwrap();
     fs::write(root.join("proc/42/comm"), "systemd-network\n").unwrap();

@@ -130,7 +130,7 @@ fn skipped_text(s: &Skipped) -> String {
     match s {
         Skipped::NoConfig { path } => format!("{path} not found: only the host-wide checks ran (no ENIs to look at)"),
         Skipped::NoContainers => "nf_tables, conntrack and marks on containers.mark_mask: no [containers] section; nothing to check".into(),
-        Skipped::Nftables { error } => format!("the nftables rules of other tables could not be read ({error}; reading them over nfnetlink needs CAP_NET_ADMIN): marks on containers.mark_mask were checked in ip rules only"),
+        Skipped::Nftables { error } => format!("{error} (nfnetlink wants CAP_NET_ADMIN, even to read): marks on containers.mark_mask were checked in ip rules only"),
         Skipped::KernelFeature { feature, looked } => format!("whether the kernel has {feature} could not be told ({looked})"),
         Skipped::Kernel { error } => format!("the kernel's rules and sysctls could not be read: {error}"),
         Skipped::EniNotFound { eni } => format!("ENI {eni} is not on this host: its checks did not run"),
