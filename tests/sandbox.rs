@@ -228,20 +228,37 @@ fn containers_published_port_and_egress_fail_before_and_pass_after_apply() {
     assert_gone(&r);
 }
 
-/// The published-port checks see the reply path itself: with return_path = false eniroute
-/// routes everything else, and the container's replies still leave the wrong ENI.
+/// The published-port checks see the reply path itself: an eniroute that applies the same
+/// config with return_path = false (a wrapper swaps the config file) routes everything else,
+/// and the container's replies still leave the wrong ENI.
 #[test]
 fn containers_without_return_path_the_published_port_fails_after_apply() {
     let text = std::fs::read_to_string(example("containers-eip.toml")).unwrap();
-    let file = std::env::temp_dir().join(format!("erst-{}-norp.toml", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let norp = dir.path().join("norp.toml");
     std::fs::write(
-        &file,
+        &norp,
         text.replace("return_path = true", "return_path = false"),
     )
     .unwrap();
-    let r = run(&options("norp", Some(file.clone())));
-    let _ = std::fs::remove_file(&file);
+    // The sandbox runs `EXE --netns NS -c CONFIG ARGS...`.
+    let wrapper = dir.path().join("eniroute-norp");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nns=$2\nshift 4\nexec {} --netns \"$ns\" -c {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_eniroute"),
+            norp.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut o = options("norp", Some(example("containers-eip.toml")));
+    o.exe = wrapper;
+    let r = run(&o);
     println!("{}", r.render_text());
+    assert!(r.steps.iter().all(|s| s.ok), "{}", r.render_text());
     assert!(!r.passed());
     for c in container_rows(&r) {
         let after = c.after.as_ref().is_some_and(|o| o.ok);
@@ -261,6 +278,27 @@ fn containers_without_return_path_the_published_port_fails_after_apply() {
         .map(|c| c.name.as_str())
         .collect();
     assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_gone(&r);
+}
+
+/// A config with return_path = false makes no published-port promise: those checks are not
+/// run (a note says why), and the container's egress still must hold.
+#[test]
+fn containers_with_return_path_false_checks_egress_only() {
+    let text = std::fs::read_to_string(example("containers-eip.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let norp = dir.path().join("norp.toml");
+    std::fs::write(
+        &norp,
+        text.replace("return_path = true", "return_path = false"),
+    )
+    .unwrap();
+    let r = run(&options("norp2", Some(norp)));
+    println!("{}", r.render_text());
+    assert!(r.passed(), "{}", r.render_text());
+    let kinds: Vec<Kind> = container_rows(&r).iter().map(|c| c.kind).collect();
+    assert_eq!(kinds, [Kind::ContainerEgress, Kind::ContainerEgress]);
+    assert!(r.notes.iter().any(|n| n.contains("return_path = false")));
     assert_gone(&r);
 }
 

@@ -78,6 +78,13 @@ pub(super) fn build(
     let mut checks = Vec::new();
     let publish = published_eni(config, egress.map(|e| e.eni.as_str()));
     match publish {
+        // Replies of forwarded connections are what return_path routes; without it eniroute
+        // promises nothing for them (the DNAT stays: the host is docker's as it would be).
+        Some(_) if !c.return_path => notes.push(
+            "[containers] return_path = false: replies of the published port are not \
+             eniroute's to route; the published-port checks are skipped"
+                .into(),
+        ),
         Some((e, ip)) => checks.extend(published(e, ip, at, address)),
         None => notes.push(
             "[containers]: no secondary ENI with a private IP to publish a port on: the \
@@ -344,5 +351,12 @@ mod tests {
             .unwrap()
             .guest_ruleset
             .contains("172.17.0.0/16"));
+        // return_path = false: eniroute does not route the published port's replies
+        let t = topology(EIP, |s| {
+            s.replace("return_path = true", "return_path = false")
+        });
+        let kinds: Vec<Kind> = checks(&t).iter().map(|c| c.0).collect();
+        assert_eq!(kinds, [Kind::ContainerEgress, Kind::ContainerEgress]);
+        assert!(t.notes.iter().any(|n| n.contains("return_path = false")));
     }
 }
