@@ -97,25 +97,7 @@ pub(super) fn build(
     }
     Ok(Some(ContainerSide {
         pre: vec![up("lo")],
-        guest_ops: vec![
-            sysctl("net/ipv4/ip_forward", "1"),
-            SimOp::Bridge {
-                name: BRIDGE.into(),
-            },
-            addr(BRIDGE, IpAddr::V4(gateway), network.prefix()),
-            up(BRIDGE),
-            SimOp::Veth {
-                name: GUEST_VETH.into(),
-                peer: CONTAINER_IF.into(),
-                peer_mac: None,
-                peer_netns: Some(ns.clone()),
-            },
-            SimOp::Master {
-                port: GUEST_VETH.into(),
-                bridge: BRIDGE.into(),
-            },
-            up(GUEST_VETH),
-        ],
+        guest_ops: bridge_ops(ns, gateway, network.prefix()),
         ops: vec![
             addr(CONTAINER_IF, IpAddr::V4(address), network.prefix()),
             up(CONTAINER_IF),
@@ -124,6 +106,30 @@ pub(super) fn build(
         guest_ruleset: guest_ruleset(publish.map(|(_, ip)| ip), network, address),
         checks,
     }))
+}
+
+/// The guest's side: forwarding on, the bridge with the container network's gateway address,
+/// and the veth whose peer goes into the container namespace `ns`.
+fn bridge_ops(ns: &str, gateway: Ipv4Addr, prefix: u8) -> Vec<SimOp> {
+    vec![
+        sysctl("net/ipv4/ip_forward", "1"),
+        SimOp::Bridge {
+            name: BRIDGE.into(),
+        },
+        addr(BRIDGE, IpAddr::V4(gateway), prefix),
+        up(BRIDGE),
+        SimOp::Veth {
+            name: GUEST_VETH.into(),
+            peer: CONTAINER_IF.into(),
+            peer_mac: None,
+            peer_netns: Some(ns.to_string()),
+        },
+        SimOp::Master {
+            port: GUEST_VETH.into(),
+            bridge: BRIDGE.into(),
+        },
+        up(GUEST_VETH),
+    ]
 }
 
 /// docker's 172.17.0.0/16, or the first of 172.18-31 that overlaps nothing declared.
