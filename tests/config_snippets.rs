@@ -1,0 +1,164 @@
+//! Config problems, warnings and notes drawn with their lines (issue 15, "Hand-written code that
+//! a crate does better"): annotate-snippets' rustc-style text, a caret under the exact span —
+//! the key for an unknown key, the value for a bad value —, the hint as a `help` footer. Plain
+//! text is pinned (insta snapshots in tests/snapshots/); odd input (multi-byte characters,
+//! tabs, CRLF, a span at the end of the file, an empty file, very long lines) never panics and
+//! stays bounded.
+
+use eniroute::config::{load_str, Loaded};
+use eniroute::output::{config_error_text, warning_text};
+
+const PATH: &str = "eniroute.toml";
+
+/// A valid file of one ENI; the tests change one line of it.
+const ONE: &str = "region = \"cn-beijing\"\n\n[[eni]]\nname = \"eth1\"\ninterface = \"eth1\"\n\
+                   primary = true\ncidr = \"192.168.10.0/24\"\ngateway = \"192.168.10.253\"\n\
+                   private_ips = [\"192.168.10.21\"]\n";
+
+/// The problems of `text`, drawn without colour.
+#[track_caller]
+fn drawn(text: &str) -> String {
+    match load_str(text, PATH) {
+        Ok(_) => panic!("expected the config to be rejected:\n{text}"),
+        Err(e) => config_error_text(&e, false),
+    }
+}
+
+#[track_caller]
+fn accepts(text: &str) -> Loaded {
+    load_str(text, PATH).unwrap_or_else(|e| panic!("expected valid, got:\n{e}"))
+}
+
+#[test]
+fn unknown_keys_all_at_once_caret_under_the_key_with_did_you_mean() {
+    let text = ONE.replace("cidr", "cdir").replace("gateway", "gatway");
+    insta::assert_snapshot!("unknown_keys", drawn(&text));
+}
+
+#[test]
+fn unquoted_cidr_caret_under_the_value_and_the_fix_as_help() {
+    let text = ONE.replace("cidr = \"192.168.10.0/24\"", "cidr=192.168.10.0/24");
+    let out = drawn(&text);
+    insta::assert_snapshot!("unquoted_cidr", out);
+    assert!(out.contains("help: quote addresses and CIDR values: cidr = \"192.168.10.0/24\""));
+}
+
+#[test]
+fn bad_values_inside_an_array_and_an_inline_table() {
+    // A bad address inside an array: the caret under that element only.
+    let text = ONE.replace(
+        "private_ips = [\"192.168.10.21\"]",
+        "private_ips = [\"192.168.10.21\", \"192.168.10.300\"]\neip = [{ address = \"10.1.2.3\" }]",
+    );
+    insta::assert_snapshot!("array_and_inline_table", drawn(&text));
+    // An unquoted address inside an array: the element, and the fix.
+    let text = ONE.replace("[\"192.168.10.21\"]", "[192.168.10.21]");
+    let out = drawn(&text);
+    insta::assert_snapshot!("unquoted_in_array", out);
+}
+
+#[test]
+fn multi_byte_characters_and_tabs_keep_the_caret_under_the_value() {
+    // The column counts characters; the caret is under the value however the line is drawn.
+    let text = ONE.replace("name = \"eth1\"", "name =\t\"日本-ü\"");
+    let out = drawn(&text);
+    insta::assert_snapshot!("multi_byte", out);
+    assert!(out.contains(&format!("{PATH}:4:8")), "{out}");
+}
+
+#[test]
+fn a_span_at_the_end_of_the_file_and_an_empty_file() {
+    // An unterminated string on the last line, no newline after it: TOML stops at the end.
+    let text = ONE
+        .trim_end()
+        .replace("[\"192.168.10.21\"]", "[\"192.168.10.21");
+    insta::assert_snapshot!("at_eof", drawn(&text));
+    let out = drawn("");
+    insta::assert_snapshot!("empty_file", out);
+    // CRLF line ends: no CR shown, the same columns.
+    let crlf = ONE.replace("cidr", "cdir").replace('\n', "\r\n");
+    let out = drawn(&crlf);
+    assert!(!out.contains('\r'), "{out:?}");
+    assert!(out.contains(&format!("{PATH}:7:1")), "{out}");
+}
+
+/// Every line drawn from the file (the gutter ones, not the messages) fits 120 columns.
+fn source_lines_fit(out: &str) -> bool {
+    out.lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit() || c == ' '))
+        .all(|l| l.chars().count() <= 120)
+}
+
+#[test]
+fn very_long_lines_are_cut_to_the_width_around_the_caret() {
+    let pad = "x".repeat(50_000);
+    let text = ONE.replace(
+        "gateway = \"192.168.10.253\"",
+        &format!("gateway = \"192.168.10.999\" # {pad}"),
+    );
+    let out = drawn(&text);
+    assert!(source_lines_fit(&out), "{out}");
+    assert!(out.contains("^^^^"), "{out}");
+    // The key far right on its line: the window moves to it.
+    let out = drawn(&format!("{ONE}{}bogus = 1\n", " ".repeat(50_000)));
+    assert!(source_lines_fit(&out), "{out}");
+    assert!(out.contains(&format!("{PATH}:10:50001")), "{out}");
+    assert!(out.contains("unknown field"), "{out}");
+}
+
+#[test]
+fn hostile_bytes_are_shown_harmlessly() {
+    // Control characters and terminal escapes in a value and in a quoted key: no ESC reaches
+    // the terminal, plain text has no colour codes at all.
+    let text = ONE.replace(
+        "name = \"eth1\"",
+        "name = \"e\\u001b[31mth1\"\n\"k\\u001bey\" = 1",
+    );
+    let out = drawn(&text);
+    assert!(!out.contains('\x1b'), "{out:?}");
+    // With colour: styled (ANSI) output, still no escape from the file.
+    let e = load_str(&ONE.replace("cidr", "cdir"), PATH).unwrap_err();
+    assert!(config_error_text(&e, true).contains("\x1b["));
+}
+
+#[test]
+fn warnings_and_notes_are_drawn_at_their_level() {
+    let text = ONE.replace("primary = true\n", "");
+    let l = accepts(&text);
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    insta::assert_snapshot!("warning", warning_text(PATH, &l.warnings[0], false));
+}
+
+/// Two secondary nat ENIs with EIPs and a primary: ONE note naming both (never the primary),
+/// each marked.
+#[test]
+fn one_alg_note_names_every_secondary_nat_eni_with_eips() {
+    let eni = |name: &str, n: u8| {
+        format!(
+            "\n[[eni]]\nname = \"{name}\"\ninterface = \"{name}\"\ncidr = \"192.168.{n}.0/24\"\n\
+             gateway = \"192.168.{n}.253\"\nprivate_ips = [\"192.168.{n}.10\"]\n\n\
+             [[eni.eip]]\naddress = \"203.0.113.{n}\"\n"
+        )
+    };
+    let text = format!(
+        "{}\n[[eni.eip]]\naddress = \"203.0.113.1\"\n{}{}",
+        ONE,
+        eni("web", 20),
+        eni("db", 30)
+    );
+    let l = accepts(&text);
+    let notes: Vec<_> = l.warnings.iter().filter(|w| w.note).collect();
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    let n = notes[0];
+    assert!(
+        n.message
+            .starts_with("eni \"web\", eni \"db\": nat mode has no ALG: H.323, SIP"),
+        "{n:?}"
+    );
+    assert!(
+        !n.message.contains("eth1"),
+        "the primary is never named: {n:?}"
+    );
+    assert_eq!(n.excerpts.len(), 2);
+    insta::assert_snapshot!("alg_note", warning_text(PATH, n, false));
+}
