@@ -162,3 +162,26 @@ fn one_alg_note_names_every_secondary_nat_eni_with_eips() {
     assert_eq!(n.excerpts.len(), 2);
     insta::assert_snapshot!("alg_note", warning_text(PATH, n, false));
 }
+
+/// README's example of `validate` on a bad file ("Validation") is what validate prints.
+#[test]
+fn the_readme_example_is_true() {
+    let bad = "region = \"cn-hangzhou\"\n\n[[eni]]\nname = \"eth0\"\ninterface = \"eth0\"\n\
+               primary = true\ncidr = \"192.168.10.0/24\"\ngateway = \"192.168.10.253\"\n\
+               private_ips = [\"192.168.10.10\"]\n\n[[eni]]\nname = \"eth1\"\n\
+               interface = \"eth1\"\ncidr = \"192.168.10.0/24\"\ngateway = \"192.168.10.253\"\n\
+               private_ips = [\"192.168.10.21\"]\n\
+               eip = [{ address = \"198.51.100.21\" }, { address = \"198.51.100.22\" }]\n\n\
+               [[eni]]\nname = \"eth2\"\ninterface = \"eth2\"\ncidr = \"192.168.20.0/24\"\n\
+               gateway = \"192.168.9.253\"\nprivate_ips = [\"192.168.20.10\"]\n";
+    let e = load_str(bad, "bad.toml").unwrap_err();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let shown = readme
+        .split_once("the exit code is 65.")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(block, _)| block)
+        .expect("README's validation example");
+    assert_eq!(config_error_text(&e, false), shown);
+}
