@@ -1957,16 +1957,18 @@ fn nat_alg_note_for_secondary_nat_enis_with_eips_from_validate_only() {
     // namespace is not found: exit 69.)
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), BASE).unwrap();
-    let out = eniroute(&[
-        "-c",
-        file.path().to_str().unwrap(),
-        "--netns",
-        "eniroute-no-such-ns",
-        "plan",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "{stderr}");
-    assert!(!stderr.contains("ALG"), "{stderr}");
+    for verb in ["plan", "apply"] {
+        let out = eniroute(&[
+            "-c",
+            file.path().to_str().unwrap(),
+            "--netns",
+            "eniroute-no-such-ns",
+            verb,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{verb}: {stderr}");
+        assert!(!stderr.contains("ALG"), "{verb}: {stderr}");
+    }
 }
 
 /// The messages that the validator builds from `Mode` capabilities, in full: they must read

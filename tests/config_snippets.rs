@@ -185,3 +185,46 @@ fn the_readme_example_is_true() {
         .expect("README's validation example");
     assert_eq!(config_error_text(&e, false), shown);
 }
+
+/// Through the binary: colour on a terminal (a pty from util-linux `script`), none with
+/// NO_COLOR set, none into a pipe.
+#[test]
+fn colour_only_on_a_terminal_without_no_color() {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), ONE.replace("cidr", "cdir")).expect("write");
+    let cmd = format!(
+        "{} -c {} validate",
+        env!("CARGO_BIN_EXE_eniroute"),
+        file.path().display()
+    );
+    let run = |no_color: Option<&str>| {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"]).env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        let o = c
+            .output()
+            .expect("util-linux `script` (Debian package bsdutils) gives the test a terminal");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let tty = run(None);
+    assert!(
+        tty.contains("\x1b[") && tty.contains("did you mean `cidr`?"),
+        "{tty:?}"
+    );
+    let plain = run(Some("1"));
+    assert!(
+        !plain.contains('\x1b') && plain.contains("^^^^"),
+        "{plain:?}"
+    );
+    // An empty NO_COLOR does not count (no-color.org).
+    assert!(run(Some("")).contains("\x1b["));
+    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_eniroute"))
+        .args(["-c", &file.path().display().to_string(), "validate"])
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run eniroute");
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(!err.contains('\x1b') && err.contains("^^^^"), "{err:?}");
+}

@@ -1,7 +1,6 @@
-//! Spans of the config file to positions and excerpts: byte offsets to 1-based lines and
-//! character columns, the (bounded) line a problem is on, and the unquoted-address hint.
-//! Safe on any input: offsets are clamped to the text and moved to character boundaries.
-//! Imports only the config's own types.
+//! Spans of the config file to lines, character columns and excerpts (the line, what to
+//! underline), and the unquoted-address hint; any offset is clamped and moved to a character
+//! boundary. Imports only the config's own types.
 
 use std::ops::Range;
 use std::sync::Arc;
