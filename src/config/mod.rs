@@ -61,7 +61,7 @@ impl Problem {
 }
 
 /// A span of the file to show under a message: the line it starts on, and what to underline.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Excerpt {
     /// 1-based line, and column in characters, of the span's start.
     pub line: usize,
@@ -80,6 +80,19 @@ impl Excerpt {
     /// The line's text.
     pub fn text(&self) -> &str {
         self.source.get(self.line_range.clone()).unwrap_or("")
+    }
+}
+
+/// The line, not the whole file it is shared with.
+impl fmt::Debug for Excerpt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Excerpt")
+            .field("line", &self.line)
+            .field("column", &self.column)
+            .field("text", &self.text())
+            .field("mark", &self.mark)
+            .field("label", &self.label)
+            .finish()
     }
 }
 
