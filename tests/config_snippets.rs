@@ -228,3 +228,39 @@ fn colour_only_on_a_terminal_without_no_color() {
     let err = String::from_utf8_lossy(&piped.stderr);
     assert!(!err.contains('\x1b') && err.contains("^^^^"), "{err:?}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Any text (multi-byte, control characters, CR, tabs, long) put anywhere in a valid file:
+    /// drawing its problems never panics, and the lines drawn from the file stay bounded.
+    #[test]
+    fn any_text_anywhere_draws_bounded(
+        at in 0usize..400,
+        junk in "(\\PC|[\\t\\r\\n\\u{0}-\\u{1f}\"=\\[\\]{}#.:/0-9a-f]){0,300}",
+        repeat in 1usize..60,
+    ) {
+        let mut text = ONE.to_string();
+        let mut at = at.min(text.len());
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.insert_str(at, &junk.repeat(repeat));
+        match load_str(&text, PATH) {
+            Ok(l) => {
+                for w in &l.warnings {
+                    let _ = warning_text(PATH, w, true);
+                }
+            }
+            Err(e) => {
+                let out = config_error_text(&e, false);
+                proptest::prop_assert!(out.contains("invalid configuration"), "{}", out);
+                proptest::prop_assert!(source_lines_fit(&out), "{}", out);
+            }
+        }
+    }
+}
