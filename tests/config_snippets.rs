@@ -163,6 +163,19 @@ fn one_alg_note_names_every_secondary_nat_eni_with_eips() {
     insta::assert_snapshot!("alg_note", warning_text(PATH, n, false));
 }
 
+/// A file of many problems: the first 50 drawn, all counted.
+#[test]
+fn many_problems_are_counted_and_the_first_ones_drawn() {
+    let keys: String = (0..300).map(|i| format!("bogus{i} = 1\n")).collect();
+    let e = load_str(&format!("{keys}{ONE}"), PATH).unwrap_err();
+    assert_eq!(e.problems.len(), 300);
+    let out = config_error_text(&e, false);
+    assert_eq!(out.matches("unknown field `bogus").count(), 50, "{out}");
+    assert!(out.ends_with(&format!(
+        "error: invalid configuration {PATH} (300 problems; the first 50 shown, `-o json` lists all)"
+    )), "{out}");
+}
+
 /// README's example of `validate` on a bad file ("Validation") is what validate prints.
 #[test]
 fn the_readme_example_is_true() {

@@ -10,6 +10,8 @@ use crate::config::{ConfigError, Excerpt, Warning};
 
 /// The width long lines are cut to (the sandbox's report fits 100 columns too).
 const WIDTH: usize = 100;
+/// The problems drawn at most; the summary counts them all, `-o json` lists them all.
+const MAX_DRAWN: usize = 50;
 
 /// How a message is headed.
 #[derive(Clone, Copy)]
@@ -28,7 +30,7 @@ pub(super) fn colour() -> bool {
 /// Every problem of an invalid file, each drawn, then one summary line.
 pub fn config_error_text(e: &ConfigError, colour: bool) -> String {
     let mut text = String::new();
-    for p in &e.problems {
+    for p in e.problems.iter().take(MAX_DRAWN) {
         let at = (p.line > 0).then_some((p.line, p.column));
         text.push_str(&draw(
             Kind::Error,
@@ -43,9 +45,14 @@ pub fn config_error_text(e: &ConfigError, colour: bool) -> String {
     }
     let n = e.problems.len();
     let summary = format!(
-        "invalid configuration {} ({n} problem{})",
+        "invalid configuration {} ({n} problem{}{})",
         e.path,
-        if n == 1 { "" } else { "s" }
+        if n == 1 { "" } else { "s" },
+        if n > MAX_DRAWN {
+            format!("; the first {MAX_DRAWN} shown, `-o json` lists all")
+        } else {
+            String::new()
+        }
     );
     text.push_str(
         &renderer(colour).render(&[Group::with_title(Level::ERROR.primary_title(summary))]),
