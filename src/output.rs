@@ -19,6 +19,8 @@ use crate::reconcile::Conflict;
 
 mod doctor_text;
 pub use doctor_text::{doctor, doctor_warnings};
+mod snippet;
+pub use snippet::{config_error_text, warning_text};
 
 /// `-o text|json`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -64,17 +66,10 @@ impl Out {
         if self.quiet {
             return;
         }
+        let colour = snippet::colour();
         for w in warnings {
-            let (kind, level) = if w.note {
-                ("note", Level::Info)
-            } else {
-                ("warning", Level::Warning)
-            };
-            if w.line > 0 {
-                journal::say(level, &format!("{kind}: {path}:{}: {}", w.line, w.message));
-            } else {
-                journal::say(level, &format!("{kind}: {path}: {}", w.message));
-            }
+            let level = if w.note { Level::Info } else { Level::Warning };
+            journal::say(level, &snippet::warning_text(path, w, colour));
         }
     }
 
@@ -95,15 +90,10 @@ impl Out {
     /// An invalid config: every problem.
     pub fn config_error(&self, e: &ConfigError) {
         match self.format {
-            Format::Text => {
-                journal::say(
-                    Level::Err,
-                    &format!("error: invalid configuration {}", e.path),
-                );
-                for line in e.to_string().lines() {
-                    journal::say(Level::Err, &format!("  {line}"));
-                }
-            }
+            Format::Text => journal::say(
+                Level::Err,
+                &snippet::config_error_text(e, snippet::colour()),
+            ),
             Format::Json => print_json(&serde_json::json!({
                 "ok": false,
                 "valid": false,

@@ -141,10 +141,20 @@ proptest! {
         let Ok(s) = std::str::from_utf8(&text) else {
             return Ok(());
         };
-        if let Ok(loaded) = eniroute::config::load_str(s, "fuzz.toml") {
-            let d = eniroute::plan::desired(&loaded.config, None);
-            let _ = eniroute::render::ip_script(&d);
-            let _ = eniroute::render::json(&d);
+        match eniroute::config::load_str(s, "fuzz.toml") {
+            Ok(loaded) => {
+                let d = eniroute::plan::desired(&loaded.config, None);
+                let _ = eniroute::render::ip_script(&d);
+                let _ = eniroute::render::json(&d);
+                for w in &loaded.warnings {
+                    let _ = eniroute::output::warning_text("fuzz.toml", w, true);
+                }
+            }
+            // The problems drawn with their lines, carets on any span of any input.
+            Err(e) => {
+                let drawn = eniroute::output::config_error_text(&e, false);
+                prop_assert!(drawn.contains("invalid configuration fuzz.toml"), "{drawn}");
+            }
         }
     }
 }
@@ -162,7 +172,9 @@ fn hostile_values_in_every_key_of_every_example_are_errors_or_valid_never_panics
                 let mut l = lines.clone();
                 let new = format!("{key}= {h}");
                 l[i] = &new;
-                let _ = eniroute::config::load_str(&l.join("\n"), "hostile.toml");
+                if let Err(e) = eniroute::config::load_str(&l.join("\n"), "hostile.toml") {
+                    let _ = eniroute::output::config_error_text(&e, false);
+                }
                 inputs += 1;
             }
         }

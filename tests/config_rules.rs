@@ -354,17 +354,21 @@ fn syntax_error_shows_the_offending_line() {
     assert_eq!(ps.len(), 1, "{ps:#?}");
     let l = line_of(&text, "gateway = \"192.168.2.253");
     assert_eq!(ps[0].line, l, "{ps:#?}");
-    // The message quotes the line it points at.
+    // The problem carries the line it points at, to be drawn under it.
     let src = text.lines().nth(ps[0].line - 1).unwrap();
-    assert!(
-        ps[0].message.contains(&format!("{} | {src}", ps[0].line)),
-        "{ps:#?}"
-    );
+    assert_eq!(ps[0].excerpts[0].text(), src, "{ps:#?}");
 
     let text = edit(&[("name = \"eth2\"", "name = \"eth2\" \"eth9\"")]);
     let l = line_of(&text, "\"eth9\"");
-    let p = rejects_only(&text, &format!("{l} | name = \"eth2\" \"eth9\""), l);
-    assert!(p.column > 1);
+    let ps = problems(&text);
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    let x = &ps[0].excerpts[0];
+    assert_eq!(
+        (ps[0].line, x.text()),
+        (l, "name = \"eth2\" \"eth9\""),
+        "{ps:#?}"
+    );
+    assert!(ps[0].column > 1);
 }
 
 #[test]
@@ -409,10 +413,10 @@ fn unknown_keys_are_errors_at_their_line() {
         let key = bogus.split(' ').next().unwrap();
         let l = line_of(&text, bogus);
         let p = rejects_only(&text, &format!("unknown field `{key}`"), l);
-        assert!(
-            p.message.contains(bogus),
-            "{table}: the line is quoted: {p:?}"
-        );
+        // The line, the caret under the key.
+        let x = &p.excerpts[0];
+        assert_eq!(x.text(), *bogus, "{table}: {p:?}");
+        assert_eq!(&x.text()[x.mark.clone()], key, "{table}: {p:?}");
     }
 }
 
@@ -1917,7 +1921,8 @@ fn multi_eip_outside_its_regions_warns_but_validates() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("valid"), "{stdout}");
     assert!(
-        stderr.contains(&format!("warning: {path}:1:")) && stderr.contains("multi-eip"),
+        stderr.contains("warning: eni \"eth2\": multi-eip mode")
+            && stderr.contains(&format!(" --> {path}:1:")),
         "{stderr}"
     );
 }
@@ -1944,23 +1949,26 @@ fn nat_alg_note_for_secondary_nat_enis_with_eips_from_validate_only() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stderr.matches("ALG").count(), 1, "{stderr}");
     assert!(
-        stderr.contains(&format!("note: {path}:{}:", eni_header(BASE, "eth1"))),
+        stderr.contains("note: eni \"eth1\": nat mode has no ALG")
+            && stderr.contains(&format!(" --> {path}:{}:1", eni_header(BASE, "eth1"))),
         "{stderr}"
     );
     // plan (and apply) never print it: it was said by validate. (The config loads, then the
     // namespace is not found: exit 69.)
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), BASE).unwrap();
-    let out = eniroute(&[
-        "-c",
-        file.path().to_str().unwrap(),
-        "--netns",
-        "eniroute-no-such-ns",
-        "plan",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "{stderr}");
-    assert!(!stderr.contains("ALG"), "{stderr}");
+    for verb in ["plan", "apply"] {
+        let out = eniroute(&[
+            "-c",
+            file.path().to_str().unwrap(),
+            "--netns",
+            "eniroute-no-such-ns",
+            verb,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{verb}: {stderr}");
+        assert!(!stderr.contains("ALG"), "{verb}: {stderr}");
+    }
 }
 
 /// The messages that the validator builds from `Mode` capabilities, in full: they must read
@@ -2088,7 +2096,8 @@ fn invalid_utf8_names_its_line_and_column() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{stderr}");
     assert!(
-        stderr.contains(&format!("{path}:3:11: the file is not UTF-8 text")),
+        stderr.contains("error: the file is not UTF-8 text")
+            && stderr.contains(&format!(" --> {path}:3:11\n")),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -9,7 +9,7 @@ use super::reference::{KEYS, TABLES};
 
 /// An unknown key: where it is (byte span of the key) and what to say.
 pub(super) struct Unknown {
-    pub(super) start: usize,
+    pub(super) span: std::ops::Range<usize>,
     pub(super) message: String,
 }
 
@@ -19,7 +19,7 @@ pub(super) fn unknown_keys(text: &str) -> Option<Vec<Unknown>> {
     let root = DeTable::parse(text).ok()?;
     let mut found = Vec::new();
     walk(root.get_ref(), "", &mut found);
-    found.sort_by_key(|u| u.start);
+    found.sort_by_key(|u| u.span.start);
     Some(found)
 }
 
@@ -37,7 +37,7 @@ fn walk(table: &DeTable<'_>, path: &str, found: &mut Vec<Unknown>) {
             }
         } else if !KEYS.iter().any(|k| k.table == path && k.key == name) {
             found.push(Unknown {
-                start: key.span().start,
+                span: key.span(),
                 message: message(path, name),
             });
         }

@@ -11,6 +11,7 @@ mod keys;
 mod raw;
 pub mod reference;
 pub(crate) mod rules;
+mod span;
 mod validate;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use crate::exit::{self, ExitCode};
 use crate::model::{Config, Routing};
 use raw::{RawConfig, RawDiscoverOnly, RawRoutingOnly};
+use span::LineIndex;
 use validate::Validator;
 
 pub use validate::{DiscoverSettings, Excluded, DEFAULT_REFRESH};
@@ -33,12 +35,65 @@ pub const DEFAULT_PATH: &str = "/etc/eniroute/eniroute.toml";
 // Errors and warnings
 // ---------------------------------------------------------------------------------------------
 
-/// One problem found in the file, at a line and column (1-based; 0 = the whole file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One problem found in the file, at a line and column (1-based, the column in characters;
+/// 0 = the whole file), with the span of the file to show under it and a hint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Problem {
     pub line: usize,
     pub column: usize,
     pub message: String,
+    /// How to fix it ("quote addresses and CIDR values: cidr = \"10.0.0.0/24\"").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    /// What to underline (none: the whole file).
+    #[serde(skip)]
+    pub excerpts: Vec<Excerpt>,
+}
+
+impl Problem {
+    /// A problem of the whole file (no line).
+    pub fn whole_file(message: impl Into<String>) -> Self {
+        Problem {
+            message: message.into(),
+            ..Problem::default()
+        }
+    }
+}
+
+/// A span of the file to show under a message: the line it starts on, and what to underline.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Excerpt {
+    /// 1-based line, and column in characters, of the span's start.
+    pub line: usize,
+    pub column: usize,
+    /// The file (shared by every excerpt of it) and the byte range of the line in it, without
+    /// its end of line.
+    pub source: std::sync::Arc<str>,
+    pub line_range: std::ops::Range<usize>,
+    /// The byte range of the line to underline (empty: a point).
+    pub mark: std::ops::Range<usize>,
+    /// A word under the mark.
+    pub label: Option<String>,
+}
+
+impl Excerpt {
+    /// The line's text.
+    pub fn text(&self) -> &str {
+        self.source.get(self.line_range.clone()).unwrap_or("")
+    }
+}
+
+/// The line, not the whole file it is shared with.
+impl fmt::Debug for Excerpt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Excerpt")
+            .field("line", &self.line)
+            .field("column", &self.column)
+            .field("text", &self.text())
+            .field("mark", &self.mark)
+            .field("label", &self.label)
+            .finish()
+    }
 }
 
 /// An invalid configuration: every problem found, with the file it is in.
@@ -48,6 +103,8 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+/// One line per problem, `file:line:column: message (help)`: for logs. People get the
+/// problems drawn with their lines by `output`.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.problems.iter().enumerate() {
@@ -58,6 +115,9 @@ impl fmt::Display for ConfigError {
                 write!(f, "{}: {}", self.path, p.message)?;
             } else {
                 write!(f, "{}:{}:{}: {}", self.path, p.line, p.column, p.message)?;
+            }
+            if let Some(help) = &p.help {
+                write!(f, " ({help})")?;
             }
         }
         Ok(())
@@ -71,6 +131,9 @@ pub struct Warning {
     pub message: String,
     /// A note (information, e.g. a mode's known limits) rather than a warning.
     pub note: bool,
+    /// What to underline (none: the whole file).
+    #[serde(skip)]
+    pub excerpts: Vec<Excerpt>,
 }
 
 /// A loaded, valid configuration with the warnings its validation produced.
@@ -127,21 +190,19 @@ pub fn read_text(path: &Path) -> Result<String, LoadError> {
     Ok(decode(&bytes, &shown)?.to_string())
 }
 
-/// The file as UTF-8 text; else a config error at the line and column of the first bad byte.
+/// The file as UTF-8 text; else a config error at the line and column of the first bad byte,
+/// the line shown with the byte replaced.
 fn decode<'a>(bytes: &'a [u8], path: &str) -> Result<&'a str, ConfigError> {
     std::str::from_utf8(bytes).map_err(|e| {
-        let good = &bytes[..e.valid_up_to()];
-        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
-        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        // Columns count characters, as in every other message.
-        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        let bad = e.valid_up_to();
+        let shown = String::from_utf8_lossy(bytes);
+        let problem = LineIndex::new(&shown).problem(
+            &(bad..bad + 1),
+            "the file is not UTF-8 text (an invalid byte here)",
+        );
         ConfigError {
             path: path.to_string(),
-            problems: vec![Problem {
-                line,
-                column,
-                message: "the file is not UTF-8 text (an invalid byte here)".into(),
-            }],
+            problems: vec![problem],
         }
     })
 }
@@ -200,40 +261,23 @@ fn read_bounded(path: &Path, shown: &str) -> Result<Vec<u8>, LoadError> {
 /// Validate configuration text; `path` is only used in messages.
 pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
     let lines = LineIndex::new(text);
+    let invalid = |problems| ConfigError {
+        path: path.to_string(),
+        problems,
+    };
     if let Some(unknown) = keys::unknown_keys(text).filter(|u| !u.is_empty()) {
         let problems = unknown
             .into_iter()
-            .map(|u| problem_at(text, &lines, u.start, u.message))
+            .map(|u| lines.problem(&u.span, u.message))
             .collect();
-        return Err(ConfigError {
-            path: path.to_string(),
-            problems,
-        });
+        return Err(invalid(problems));
     }
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let message = e.message().trim_end().to_string();
-        let problem = match e.span() {
-            Some(span) => {
-                let p = problem_at(text, &lines, span.start, message);
-                let hint = text.lines().nth(p.line - 1).and_then(unquoted_address);
-                Problem {
-                    message: match hint {
-                        Some(h) => format!("{}\n  {h}", p.message),
-                        None => p.message,
-                    },
-                    ..p
-                }
-            }
-            None => Problem {
-                line: 0,
-                column: 0,
-                message,
-            },
-        };
-        ConfigError {
-            path: path.to_string(),
-            problems: vec![problem],
-        }
+        invalid(vec![match e.span() {
+            Some(span) => lines.syntax_error(&span, message),
+            None => Problem::whole_file(message),
+        }])
     })?;
     let mut v = Validator::new(lines);
     let config = v.config(raw);
@@ -243,10 +287,7 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, ConfigError> {
             config,
             warnings,
         }),
-        Err(problems) => Err(ConfigError {
-            path: path.to_string(),
-            problems,
-        }),
+        Err(problems) => Err(invalid(problems)),
     }
 }
 
@@ -288,66 +329,6 @@ pub fn routing_section(text: &str, path: &str) -> Result<Routing, ConfigError> {
         path: path.to_string(),
         problems,
     })
-}
-
-/// `cidr = 192.168.10.0/24`: an address or CIDR written without quotes (TOML reads it as a
-/// number, or cannot read it): the fix, quoted.
-fn unquoted_address(line: &str) -> Option<String> {
-    let (key, value) = line.split_once('=')?;
-    let value = value.split('#').next().unwrap_or("").trim();
-    let looks_like_address = value.len() <= 64
-        && value.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
-        && value.chars().any(|c| matches!(c, '.' | ':' | '/'))
-        && value
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/'));
-    looks_like_address.then(|| {
-        format!(
-            "hint: quote addresses and CIDR values: {} = \"{value}\"",
-            key.trim()
-        )
-    })
-}
-
-/// A problem at a byte offset, quoting (a short excerpt of) its line.
-fn problem_at(text: &str, lines: &LineIndex, offset: usize, mut message: String) -> Problem {
-    let (line, column) = lines.position(offset);
-    if let Some(src) = text.lines().nth(line - 1) {
-        let excerpt: String = src.chars().take(100).collect();
-        let more = if excerpt.len() < src.len() {
-            " ..."
-        } else {
-            ""
-        };
-        message.push_str(&format!("\n  {line} | {excerpt}{more}"));
-    }
-    Problem {
-        line,
-        column,
-        message,
-    }
-}
-
-/// Byte offsets to 1-based lines and columns.
-struct LineIndex {
-    starts: Vec<usize>,
-}
-
-impl LineIndex {
-    fn new(text: &str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { starts }
-    }
-
-    /// 1-based (line, column) of a byte offset.
-    fn position(&self, offset: usize) -> (usize, usize) {
-        let idx = match self.starts.binary_search(&offset) {
-            Ok(i) => i,
-            Err(i) => i.saturating_sub(1),
-        };
-        (idx + 1, offset - self.starts[idx] + 1)
-    }
 }
 
 /// Why an address cannot be an EIP, if it cannot.

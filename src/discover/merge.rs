@@ -38,11 +38,7 @@ pub fn merge(
 ) -> Result<Merged, ConfigError> {
     let fail = |message: String| ConfigError {
         path: path.to_string(),
-        problems: vec![Problem {
-            line: 0,
-            column: 0,
-            message,
-        }],
+        problems: vec![Problem::whole_file(message)],
     };
     let mut file: Table = file_text
         .parse()

@@ -3,7 +3,6 @@
 //! path and showing the value. May import `crate::config` (its address rules) and the error type.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use macaddr::MacAddr6;
@@ -45,22 +44,17 @@ pub(crate) fn parse_mac_listing(
     Ok(out)
 }
 
-/// Strictly `xx:xx:xx:xx:xx:xx` (hex, either case).
+/// Strictly `xx:xx:xx:xx:xx:xx` (hex, either case): macaddr parses it, after a check of that
+/// shape (macaddr also takes `-` and `.` separators, and separators left out).
 pub(crate) fn parse_mac(text: &str, path: &str) -> Result<MacAddr6, DiscoverError> {
-    let bad = || invalid(path, "malformed MAC address", text);
-    let mut bytes = [0u8; 6];
-    let mut parts = text.split(':');
-    for b in bytes.iter_mut() {
-        let part = parts.next().ok_or_else(bad)?;
-        if part.len() != 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        *b = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-    }
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    let mac = MacAddr6::from(bytes);
+    let colons = text.len() == 17
+        && [2, 5, 8, 11, 14]
+            .iter()
+            .all(|&i| text.as_bytes()[i] == b':');
+    let mac = colons
+        .then(|| text.parse::<MacAddr6>().ok())
+        .flatten()
+        .ok_or_else(|| invalid(path, "malformed MAC address", text))?;
     if !rules::unicast_mac(mac) {
         return Err(invalid(path, "not a unicast MAC address", text));
     }
@@ -79,7 +73,9 @@ pub(crate) fn parse_v6(text: &str, path: &str) -> Result<Ipv6Addr, DiscoverError
 
 /// A CIDR block `a.b.c.d/n` whose host bits are zero.
 pub(crate) fn parse_v4_net(text: &str, path: &str) -> Result<Ipv4Network, DiscoverError> {
-    let net = split_cidr(text, 32).and_then(|(addr, len)| Ipv4Network::new(addr, len).ok());
+    let net: Option<Ipv4Network> = prefix_len_written(text)
+        .then(|| text.parse().ok())
+        .flatten();
     let net = net.ok_or_else(|| invalid(path, "malformed IPv4 CIDR block", text))?;
     no_host_bits(net.network() == net.ip(), path, text)?;
     Ok(net)
@@ -87,16 +83,23 @@ pub(crate) fn parse_v4_net(text: &str, path: &str) -> Result<Ipv4Network, Discov
 
 /// A CIDR block `x:y::/n` whose host bits are zero.
 pub(crate) fn parse_v6_net(text: &str, path: &str) -> Result<Ipv6Network, DiscoverError> {
-    let net = split_cidr(text, 128).and_then(|(addr, len)| Ipv6Network::new(addr, len).ok());
+    let net: Option<Ipv6Network> = prefix_len_written(text)
+        .then(|| text.parse().ok())
+        .flatten();
     let net = net.ok_or_else(|| invalid(path, "malformed IPv6 CIDR block", text))?;
     no_host_bits(net.network() == net.ip(), path, text)?;
     Ok(net)
 }
 
-/// `address/length`, the length in strict decimal of at most `max`.
-fn split_cidr<A: FromStr>(text: &str, max: u8) -> Option<(A, u8)> {
-    let (addr, len) = text.split_once('/')?;
-    Some((addr.parse().ok()?, parse_prefix_len(len, max)?))
+/// The metadata's own form, checked before ipnetwork parses it: an explicit `/length` in plain
+/// decimal (ipnetwork also takes no length, a netmask, a sign or leading zeros).
+fn prefix_len_written(text: &str) -> bool {
+    let Some((_, len)) = text.split_once('/') else {
+        return false;
+    };
+    (1..=3).contains(&len.len())
+        && len.bytes().all(|b| b.is_ascii_digit())
+        && (len == "0" || !len.starts_with('0'))
 }
 
 fn no_host_bits(clear: bool, path: &str, text: &str) -> Result<(), DiscoverError> {
@@ -105,19 +108,6 @@ fn no_host_bits(clear: bool, path: &str, text: &str) -> Result<(), DiscoverError
     } else {
         Err(invalid(path, "CIDR block has host bits set", text))
     }
-}
-
-/// Decimal digits only (no sign, no leading zeros beyond "0"), at most `max`.
-fn parse_prefix_len(text: &str, max: u8) -> Option<u8> {
-    if text.is_empty()
-        || text.len() > 3
-        || !text.bytes().all(|b| b.is_ascii_digit())
-        || (text.len() > 1 && text.starts_with('0'))
-    {
-        return None;
-    }
-    let n: u8 = text.parse().ok()?;
-    (n <= max).then_some(n)
 }
 
 /// A dotted-quad netmask with contiguous ones; returns its prefix length.
@@ -262,6 +252,12 @@ mod tests {
             "00:16:3e:aa:bb:cc:dd",
             "0:16:3e:aa:bb:cc",
             "+0:16:3e:aa:bb:cc",
+            "00:16:3e:aa:bb:c",
+            "0016.3eaa.bbcc",
+            "00163eaabbcc",
+            "00:16:3e:aa:bb:cc\n",
+            ":00:16:3e:aa:bbcc",
+            "00:16:3e:aa:bb:\u{e9}",
             "",
         ] {
             assert!(parse_mac(bad, "p").is_err(), "{bad}");
@@ -277,11 +273,21 @@ mod tests {
             "192.168.1.0",
             "192.168.1.0/+4",
             "192.168.1.0/",
+            "192.168.1.0/255.255.255.0",
+            "192.168.1.0/24/24",
+            "192.168.01.0/24",
+            " 192.168.1.0/24",
         ] {
             assert!(parse_v4_net(bad, "p").is_err(), "{bad}");
         }
         assert!(parse_v6_net("2001:db8::/64", "p").is_ok());
         assert!(parse_v6_net("2001:db8::1/64", "p").is_err());
+        assert!(parse_v6_net("2001:db8::", "p").is_err());
+        assert!(parse_v6_net("2001:db8::/0129", "p").is_err());
+        assert!(parse_v6_net("::/0", "p").is_ok());
+        assert!(parse_v4_net("0.0.0.0/0", "p").is_ok());
+        // Unicast only: a multicast MAC is refused after the crate read it.
+        assert!(parse_mac("01:00:5e:00:00:01", "p").is_err());
         assert!(parse_public_v4("203.0.113.7", "p").is_ok());
         assert!(parse_public_v4("192.168.0.1", "p").is_err());
         assert!(parse_region("cn-hangzhou", "p").is_ok());

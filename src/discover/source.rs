@@ -136,25 +136,25 @@ impl MetadataSource {
         };
         let merged = merge(text, path, found, &self.settings, &ifname_of)?;
         let label = format!("{path} + {} metadata", found.provider.name());
-        let loaded =
-            config::load_str(&merged.text, &label).map_err(|e| unmerged(e, &merged.text))?;
+        let loaded = config::load_str(&merged.text, &label).map_err(unmerged)?;
         Ok((loaded, merged.excluded))
     }
 }
 
 /// The merged text is nobody's file: its line numbers would mislead. Each problem quotes the
-/// merged line it is about instead.
-fn unmerged(mut e: ConfigError, merged: &str) -> ConfigError {
+/// (bounded) merged line it is about instead.
+fn unmerged(mut e: ConfigError) -> ConfigError {
     for p in &mut e.problems {
-        if let Some(src) = p.line.checked_sub(1).and_then(|i| merged.lines().nth(i)) {
+        if let Some(x) = p.excerpts.first() {
+            let quoted: String = x.text().trim().chars().take(120).collect();
             p.message = format!(
-                "{} (at `{}` of the file merged with the metadata)",
-                p.message,
-                src.trim()
+                "{} (at `{quoted}` of the file merged with the metadata)",
+                p.message
             );
         }
         p.line = 0;
         p.column = 0;
+        p.excerpts.clear();
     }
     e
 }

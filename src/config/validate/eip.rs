@@ -2,7 +2,7 @@
 //! then the mode's limits, its ALG note and its region warning. Every mode decision asks a
 //! [`Mode`] capability. May import the raw types, the shared rules and `crate::model`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
@@ -49,20 +49,40 @@ impl Validator {
             self.one_eip_per_private_ip(x, &eips, &spans);
         }
         // Not for the primary ENI: it supports only nat, so the advice could not be followed.
+        // One note for all of them, once every ENI is read (`alg_note`).
         if x.mode.lacks_alg() && !eips.is_empty() && !x.raw.is_primary() {
-            self.note(
-                &x.span,
-                format!(
-                    "{}{} mode has no ALG: H.323, SIP, DNS and RTSP through its EIPs may break \
-                     (use {} for them)",
-                    x.ctx,
-                    x.mode,
-                    modes_where(|m| !m.lacks_alg(), " or ")
-                ),
-            );
+            self.lacks_alg
+                .push((x.mode, x.name.clone(), x.span.clone()));
         }
         self.region_warning(x, region);
         eips
+    }
+
+    /// One note naming every secondary ENI whose mode has no ALG and that has EIPs, each ENI
+    /// marked.
+    pub(super) fn alg_note(&mut self) {
+        let found = std::mem::take(&mut self.lacks_alg);
+        if found.is_empty() {
+            return;
+        }
+        let names: Vec<String> = found.iter().map(|(_, n, _)| format!("eni {n:?}")).collect();
+        let modes: BTreeSet<&str> = found.iter().map(|(m, _, _)| m.as_str()).collect();
+        let modes: Vec<&str> = modes.into_iter().collect();
+        let message = format!(
+            "{}: {} mode has no ALG: H.323, SIP, DNS and RTSP through {} EIPs may break \
+             (use {} for them)",
+            names.join(", "),
+            modes.join(" and "),
+            if names.len() == 1 { "its" } else { "their" },
+            modes_where(|m| !m.lacks_alg(), " or ")
+        );
+        let spans: Vec<Range<usize>> = found.iter().map(|(_, _, s)| s.clone()).collect();
+        self.warning(&spans, message, true);
+        if let Some(w) = self.warnings.last_mut() {
+            for (x, (mode, name, _)) in w.excerpts.iter_mut().zip(&found) {
+                x.label = Some(format!("{name}: {mode}, with EIPs"));
+            }
+        }
     }
 
     /// `eip_quota`: only where the mode has a quota; the default otherwise.

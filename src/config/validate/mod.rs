@@ -26,6 +26,8 @@ pub(super) struct Validator {
     lines: LineIndex,
     problems: Vec<Problem>,
     warnings: Vec<Warning>,
+    /// The secondary ENIs with EIPs whose mode has no ALG: one note for all (`alg_note`).
+    lacks_alg: Vec<(Mode, String, Range<usize>)>,
 }
 
 impl Validator {
@@ -34,6 +36,7 @@ impl Validator {
             lines,
             problems: Vec::new(),
             warnings: Vec::new(),
+            lacks_alg: Vec::new(),
         }
     }
 
@@ -73,38 +76,28 @@ impl Validator {
     }
 
     fn err(&mut self, span: &Range<usize>, message: impl Into<String>) {
-        let (line, column) = self.lines.position(span.start);
-        self.problems.push(Problem {
-            line,
-            column,
-            message: message.into(),
-        });
+        let problem = self.lines.problem(span, message);
+        self.problems.push(problem);
     }
 
     /// A problem of the whole file (no line).
     fn err_file(&mut self, message: impl Into<String>) {
-        self.problems.push(Problem {
-            line: 0,
-            column: 0,
-            message: message.into(),
-        });
+        self.problems.push(Problem::whole_file(message));
     }
 
     fn warn(&mut self, span: &Range<usize>, message: impl Into<String>) {
-        let line = self.line(span);
-        self.warnings.push(Warning {
-            line,
-            message: message.into(),
-            note: false,
-        });
+        self.warning(std::slice::from_ref(span), message.into(), false);
     }
 
-    fn note(&mut self, span: &Range<usize>, message: impl Into<String>) {
-        let line = self.line(span);
+    /// A warning or note at the first span, every span shown under it.
+    fn warning(&mut self, spans: &[Range<usize>], message: String, note: bool) {
+        let line = spans.first().map_or(0, |s| self.line(s));
+        let excerpts = spans.iter().map(|s| self.lines.excerpt(s)).collect();
         self.warnings.push(Warning {
             line,
-            message: message.into(),
-            note: true,
+            message,
+            note,
+            excerpts,
         });
     }
 
@@ -178,6 +171,7 @@ impl Validator {
             }
         }
         self.cross_eni(&raw.eni, &enis, ok);
+        self.alg_note();
 
         let egress = match &raw.egress {
             Some(e) => self.egress(e, &enis, ok),
