@@ -82,9 +82,15 @@ enum Command {
         /// Wait this long for ENIs that are not there yet (e.g. 30s, 2m)
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         wait: Option<Duration>,
+        /// Keep the new routing only if confirmed within DURATION (Enter on a terminal, or
+        /// `eniroute confirm`); else roll it back (for changes made over SSH)
+        #[arg(long = "try", value_name = "DURATION", value_parser = parse_try_window)]
+        try_window: Option<Duration>,
         #[command(flatten)]
         lock: LockArgs,
     },
+    /// Keep the routing of a pending `apply --try`
+    Confirm,
     /// Apply, then stay: re-converge within milliseconds of any change that matters; reload
     /// the config on SIGHUP; exit 0 on SIGTERM leaving the routing in place
     Watch {
@@ -248,6 +254,7 @@ fn verb(c: &Command) -> &'static str {
         Command::Validate => "validate",
         Command::Plan { .. } => "plan",
         Command::Apply { .. } => "apply",
+        Command::Confirm => "confirm",
         Command::Status => "status",
         Command::Flush { .. } => "flush",
         Command::Discover { .. } => "discover",
@@ -303,29 +310,25 @@ fn run(cli: &Cli) -> i32 {
             })
         }),
         Command::Doctor { root } => doctor(cli, &out, root),
-        Command::Apply { wait, lock } => with_config(cli, &out, |l, t| {
-            // Once per apply: what on the host will undo what it is about to do (-q silences
-            // the warnings, so the checks are skipped too).
-            if !out.quiet {
-                let root = std::path::Path::new("/");
-                // (a missing namespace is apply's own error, reported next)
-                if let Ok(found) = crate::doctor::inspect(Some(&l.config), &l.path, root, t) {
-                    output::doctor_warnings(&out, &found);
-                }
-            }
-            // SIGTERM, SIGINT and SIGHUP stop the pass, which then rolls back (a second signal
-            // changes nothing until the rollback ends).
-            let interrupted = stop_on_signals();
-            let opts = ops::ApplyOptions {
-                wait: *wait,
-                interrupted: Some(interrupted.clone()),
-                progress: Some(output::wait_progress(&out)),
-                trace: output::batch_trace(&out),
-            };
-            let report = ops::apply(&l.config, t, &opts, lock.wait(out, Some(interrupted)))?;
-            output::applied(&out, &report);
-            Ok(exit::OK)
+        Command::Apply {
+            wait,
+            try_window,
+            lock,
+        } => with_config(cli, &out, |l, t| {
+            apply(&out, l, t, *wait, *try_window, *lock)
         }),
+        Command::Confirm => {
+            let target = Target {
+                netns: cli.netns.clone(),
+            };
+            match ops::confirm(&target) {
+                Ok(c) => {
+                    output::confirmed(&out, &c);
+                    exit::OK
+                }
+                Err(e) => fail(&out, &e),
+            }
+        }
         Command::Status => with_config(cli, &out, |l, t| {
             let report = ops::status(&l.config, t)?;
             output::status(&out, &report);
@@ -349,6 +352,88 @@ fn run(cli: &Cli) -> i32 {
             }
         }
     }
+}
+
+/// `apply`, or `apply --try`.
+fn apply(
+    out: &output::Out,
+    l: &Loaded,
+    t: &Target,
+    wait: Option<Duration>,
+    try_window: Option<Duration>,
+    lock: LockArgs,
+) -> Result<i32, OpError> {
+    // Once per apply: what on the host will undo what it is about to do (-q silences the
+    // warnings, so the checks are skipped too).
+    if !out.quiet {
+        let root = std::path::Path::new("/");
+        // (a missing namespace is apply's own error, reported next)
+        if let Ok(found) = crate::doctor::inspect(Some(&l.config), &l.path, root, t) {
+            output::doctor_warnings(out, &found);
+        }
+    }
+    // SIGTERM, SIGINT and SIGHUP stop the pass, which then rolls back (a second signal
+    // changes nothing until the rollback ends).
+    let interrupted = stop_on_signals();
+    let opts = ops::ApplyOptions {
+        wait,
+        interrupted: Some(interrupted.clone()),
+        progress: Some(output::wait_progress(out)),
+        trace: output::batch_trace(out),
+    };
+    let lock = lock.wait(*out, Some(interrupted));
+    let Some(window) = try_window else {
+        let report = ops::apply(&l.config, t, &opts, lock)?;
+        output::applied(out, &report);
+        return Ok(exit::OK);
+    };
+    let confirmed = confirm_on_usr1_or_enter();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let t_opts = ops::TryOptions {
+        window,
+        confirmed,
+        netns: t.netns.clone(),
+        config: l.path.clone(),
+        on_window: Some(Box::new(move |p| output::try_window(p, window, tty))),
+    };
+    let report = ops::apply_try(&l.config, t, &opts, t_opts, lock)?;
+    output::tried(out, &report);
+    Ok(exit::OK)
+}
+
+/// The flag `apply --try` waits for: set by SIGUSR1 (`eniroute confirm`) or, on a terminal,
+/// by a line on standard input.
+fn confirm_on_usr1_or_enter() -> Arc<AtomicBool> {
+    use std::io::{BufRead, IsTerminal};
+    let flag = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, flag.clone());
+    if std::io::stdin().is_terminal() {
+        let f = flag.clone();
+        // The thread stays blocked on the terminal until the process ends; a read error or end
+        // of input confirms nothing.
+        let _ = std::thread::Builder::new()
+            .name("eniroute-enter".into())
+            .spawn(move || {
+                let mut line = String::new();
+                if matches!(std::io::stdin().lock().read_line(&mut line), Ok(n) if n > 0) {
+                    f.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+    }
+    flag
+}
+
+/// `--try`'s window: a duration between [`ops::MIN_WINDOW`] and [`ops::MAX_WINDOW`].
+fn parse_try_window(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < ops::MIN_WINDOW || d > ops::MAX_WINDOW {
+        return Err(format!(
+            "the window must be between {} and {}",
+            humantime::format_duration(ops::MIN_WINDOW),
+            humantime::format_duration(ops::MAX_WINDOW)
+        ));
+    }
+    Ok(d)
 }
 
 /// `watch`: the daemon. Tells systemd READY=1 after the first convergence, STATUS= lines,

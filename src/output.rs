@@ -303,6 +303,56 @@ pub fn applied(out: &Out, r: &ApplyReport) {
     }
 }
 
+/// `apply --try`: the window opens. Said on stderr even with -q or -o json (it asks the
+/// operator for something, and the answer decides what the host keeps).
+pub fn try_window(p: &crate::host::PendingTry, window: std::time::Duration, tty: bool) {
+    let how = if tty {
+        "press Enter here, or run `eniroute confirm`"
+    } else {
+        "run `eniroute confirm`"
+    };
+    let netns = p
+        .netns
+        .as_ref()
+        .map(|n| format!(" --netns {n}"))
+        .unwrap_or_default();
+    let how = how.replace("eniroute confirm", &format!("eniroute{netns} confirm"));
+    journal::say(
+        Level::Info,
+        &format!(
+            "applied {} change(s): {how} within {} to keep them, or they are rolled back",
+            p.changes + p.sysctls,
+            humantime::format_duration(window)
+        ),
+    );
+}
+
+/// `apply --try`, confirmed (or nothing to try).
+pub fn tried(out: &Out, r: &crate::ops::TryReport) {
+    if out.format == Format::Json {
+        return print_json(&serde_json::json!({
+            "ok": true,
+            "report": r.report,
+            "confirmed": r.confirmed.is_some(),
+        }));
+    }
+    applied(out, &r.report);
+    if r.confirmed.is_some() {
+        out.info("Confirmed: the new routing stays.");
+    }
+}
+
+/// `confirm`: the try kept its routing.
+pub fn confirmed(out: &Out, c: &crate::ops::Confirmed) {
+    if out.format == Format::Json {
+        return print_json(&serde_json::json!({ "ok": true, "try": c.pending }));
+    }
+    out.info(&format!(
+        "Confirmed: eniroute apply --try (pid {}, {}) keeps its routing.",
+        c.pending.pid, c.pending.config
+    ));
+}
+
 /// A failed apply that was rolled back: the error and what was undone (one JSON object in
 /// JSON mode; the disagreeing verdicts and the error on stderr in text mode).
 pub fn rolled_back(out: &Out, f: &Failure) {
@@ -425,7 +475,18 @@ impl fmt::Display for OpError {
                 f,
                 "{verb} changes the kernel's routing and needs root or CAP_NET_ADMIN (try sudo)"
             ),
-            OpError::Signal(e) => write!(f, "cannot listen for signals: {e}"),
+            OpError::Signal(e) => write!(f, "cannot listen for or send signals: {e}"),
+            OpError::NoPendingTry => f.write_str(
+                "no `eniroute apply --try` is waiting for a confirmation in this namespace",
+            ),
+            OpError::TooLate { pid } => write!(
+                f,
+                "too late: the try (pid {pid}) had already rolled back the routing"
+            ),
+            OpError::TryUnanswered { pid } => write!(
+                f,
+                "the try (pid {pid}) did not say whether it kept the routing: see `eniroute status`"
+            ),
         }
     }
 }
@@ -511,6 +572,24 @@ fn failure_text(f: &Failure) -> String {
         Cause::Sysctl(e) => e.to_string(),
         Cause::State(e) => e.to_string(),
         Cause::Verification => verification_failure(&f.report.verification),
+        Cause::NotConfirmed {
+            window,
+            interrupted,
+            drifted,
+        } => format!(
+            "{} within {}{}",
+            if *interrupted {
+                "interrupted before a confirmation"
+            } else {
+                "not confirmed"
+            },
+            humantime::format_duration(*window),
+            if *drifted {
+                " (the routing had changed meanwhile: converged back to what eniroute owned before)"
+            } else {
+                ""
+            }
+        ),
     };
     // A cause of several lines gets the outcome on a line of its own.
     let sep = if cause.contains('\n') { "\n" } else { "; " };

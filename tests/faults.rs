@@ -190,3 +190,111 @@ fn sigterm_mid_apply_rolls_back_and_a_second_signal_changes_nothing() {
     assert_eq!(sysctls(&v.guest), before.1);
     v.expect(&["apply"], 0);
 }
+
+/// `apply --try` in the background (stdin not a terminal), and its stderr once the window is
+/// open (the line that says how to confirm).
+fn try_in_background(v: &Vpc, window: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let cfg = v.config.to_string_lossy().into_owned();
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "--netns",
+            &v.guest.name,
+            "-c",
+            &cfg,
+            "apply",
+            "--try",
+            window,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("confirm") {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    // The rest of stderr, read to its end in the background so that the child never blocks.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    (child, seen)
+}
+
+#[test]
+fn apply_try_keeps_the_routing_only_when_confirmed() {
+    let v = Vpc::new(&example("demo.toml"));
+    perturb(&v);
+    let before = (v.guest.dump(), sysctls(&v.guest));
+    // Confirmed from another shell: the routing stays.
+    let (child, seen) = try_in_background(&v, "30s");
+    assert!(
+        seen.contains(&format!("eniroute --netns {} confirm", v.guest.name))
+            && seen.contains("within 30s"),
+        "{seen}"
+    );
+    let confirmed = v.expect(&["confirm"], 0);
+    assert!(confirmed.contains("keeps its routing"), "{confirmed}");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Confirmed"));
+    assert_ne!(v.guest.dump(), before.0);
+    v.expect(&["plan", "--detailed-exitcode"], 0);
+    v.expect(&["flush"], 0);
+    assert_eq!((v.guest.dump(), sysctls(&v.guest)), before);
+
+    // Not confirmed: rolled back when the window closes, the host byte for byte as before.
+    let (child, _) = try_in_background(&v, "1s");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(v.guest.dump(), before.0);
+    assert_eq!(sysctls(&v.guest), before.1);
+    // Too late now: nothing waits.
+    let late = v.run(&["confirm"]);
+    assert_eq!(late.status.code(), Some(69), "{}", text(&late));
+    assert!(text(&late).contains("no `eniroute apply --try` is waiting"));
+}
+
+#[test]
+fn apply_try_says_why_it_rolled_back_and_enter_on_a_terminal_confirms() {
+    let v = Vpc::new(&example("demo.toml"));
+    perturb(&v);
+    let before = v.guest.dump();
+    let o = v.run(&["apply", "--try", "1s"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not confirmed within 1s; rolled back")
+            && err.contains("the host is as before"),
+        "{err}"
+    );
+    assert_eq!(v.guest.dump(), before);
+    // A window out of bounds is a usage error.
+    assert_eq!(v.run(&["apply", "--try", "2h"]).status.code(), Some(64));
+    // Enter on a terminal (a pty from util-linux `script`; its input is the Enter).
+    let cmd = format!(
+        "{BIN} --netns {} -c {} apply --try 30s",
+        v.guest.name,
+        v.config.display()
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` (Debian package bsdutils) gives the test a terminal");
+    std::io::Write::write_all(script.stdin.as_mut().unwrap(), b"\n").unwrap();
+    let o = script.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("press Enter") && out.contains("Confirmed"),
+        "{out}"
+    );
+    v.expect(&["plan", "--detailed-exitcode"], 0);
+}

@@ -5,6 +5,7 @@
 mod lock;
 mod saved;
 mod sweep;
+mod trial;
 mod watch;
 
 use std::fs;
@@ -14,6 +15,7 @@ use crate::exit::{self, ExitCode};
 
 pub use lock::{Holder, Lock};
 pub use saved::{LinkKey, Saved, SavedSysctl};
+pub use trial::{PendingTry, TryOutcome, TryResult};
 pub use watch::WatchStatus;
 
 /// Where eniroute keeps its per-namespace state.
@@ -100,6 +102,22 @@ impl State {
     /// Remove the whole directory (a namespace about to be deleted leaves nothing behind).
     pub fn remove(&self) {
         let _ = fs::remove_dir_all(&self.dir);
+    }
+
+    /// Write the file `name` of the directory atomically (a temporary file renamed over it),
+    /// so that a reader never sees half of it.
+    fn write_atomic(&self, name: &str, body: &[u8]) -> Result<(), HostError> {
+        use std::io::Write;
+        let path = self.dir.join(name);
+        let fail = |source| HostError::State {
+            path: path.display().to_string(),
+            source,
+        };
+        self.ensure_dir().map_err(fail)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(fail)?;
+        tmp.write_all(body).map_err(fail)?;
+        tmp.persist(&path).map_err(|e| fail(e.error))?;
+        Ok(())
     }
 
     /// The directory, created (mode 0700) if it is not there.

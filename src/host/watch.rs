@@ -3,7 +3,6 @@
 //! file renamed over it), so `status` never reads half of it; removed when the daemon exits.
 
 use std::fs;
-use std::io::Write;
 
 use super::{HostError, State};
 
@@ -55,16 +54,7 @@ impl WatchStatus {
 impl State {
     /// Write the daemon's status (atomically: a temporary file renamed over the old one).
     pub fn store_watch(&self, status: &WatchStatus) -> Result<(), HostError> {
-        let path = self.dir.join("watch");
-        let fail = |source| HostError::State {
-            path: path.display().to_string(),
-            source,
-        };
-        self.ensure_dir().map_err(fail)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(fail)?;
-        tmp.write_all(status.render().as_bytes()).map_err(fail)?;
-        tmp.persist(&path).map_err(|e| fail(e.error))?;
-        Ok(())
+        self.write_atomic("watch", status.render().as_bytes())
     }
 
     /// The status of the daemon serving this namespace, if one is running (a file left by

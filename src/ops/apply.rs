@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::converge::{compute, converge, links_when_ready, restore_foreign, undo, Computed};
+use super::converge::{
+    compute, converge, inverse, links_when_ready, restore_foreign, undo, Computed,
+};
 use super::sysctls::{self, SysctlChange};
 use super::verify::verify;
 use super::{OpError, PlanReport, Verdict};
 use crate::host::{HostError, Saved, State};
 use crate::kernel::sysctl::SysctlError;
 use crate::kernel::{failpoint, Kernel, KernelError};
-use crate::model::{Change, Config};
+use crate::model::{Change, Config, Observed};
 
 /// Told while apply waits for ENIs (at least once a second): the ENIs still missing, how
 /// long it has waited, the limit; and once more with nothing missing when they all came.
@@ -74,6 +76,14 @@ pub enum Cause {
     State(HostError),
     /// A signal asked the pass to stop.
     Interrupted,
+    /// `apply --try`: not confirmed within `window` (or `interrupted` by a signal first); the
+    /// pass had succeeded. `drifted`: the kernel's owned objects had changed during the window,
+    /// so the rollback converged back to those owned before the pass instead of inverting it.
+    NotConfirmed {
+        window: Duration,
+        interrupted: bool,
+        drifted: bool,
+    },
 }
 
 /// A failed apply, rolled back: the cause, what was undone and what the undo met.
@@ -86,10 +96,10 @@ pub struct Failure {
 }
 
 /// One pass in progress: what it has done so far, so that it can be undone.
-struct Pass<'a, K: Kernel> {
+pub(super) struct Pass<'a, K: Kernel> {
     k: &'a K,
     state: &'a State,
-    c: &'a Computed,
+    c: Computed,
     report: ApplyReport,
     written: Vec<SysctlChange>,
     /// The saved originals were rewritten by this pass (put the old set back on failure).
@@ -103,15 +113,26 @@ pub async fn apply_once(
     cfg: &Config,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, OpError> {
+    Ok(apply_pass(k, state, cfg, opts).await?.report)
+}
+
+/// [`apply_once`], returning the succeeded pass itself, which can still be rolled back.
+pub(super) async fn apply_pass<'a, K: Kernel>(
+    k: &'a K,
+    state: &'a State,
+    cfg: &Config,
+    opts: &ApplyOptions,
+) -> Result<Pass<'a, K>, OpError> {
     let links = links_when_ready(k, cfg, opts.wait, opts.progress.as_ref()).await?;
     let c = compute(k, state, cfg, links).await?;
     failpoint::hit("computed");
+    let plan = c.plan_report();
     let mut pass = Pass {
         k,
         state,
-        c: &c,
+        c,
         report: ApplyReport {
-            plan: c.plan_report(),
+            plan,
             applied: Vec::new(),
             rolled_back: false,
             verification: Vec::new(),
@@ -124,17 +145,17 @@ pub async fn apply_once(
             t(done, sent, took);
         }
     };
-    let (applied, err) = converge(k, &c.changes, &|| opts.interrupted(), &traced).await;
+    let (applied, err) = converge(k, &pass.c.changes, &|| opts.interrupted(), &traced).await;
     pass.report.applied = applied;
     if let Some(e) = err {
         return Err(pass.fail(Cause::Kernel(e)).await);
     }
-    if opts.interrupted() || pass.report.applied.len() < c.changes.len() {
+    if opts.interrupted() || pass.report.applied.len() < pass.c.changes.len() {
         return Err(pass.fail(Cause::Interrupted).await);
     }
     failpoint::hit("converged");
     // Write-ahead: every original is durable before its sysctl changes.
-    let ahead = sysctls::ahead(&c.saved, &c.sysctls, &c.links);
+    let ahead = sysctls::ahead(&pass.c.saved, &pass.c.sysctls, &pass.c.before.links);
     if let Err(e) = pass.store(&ahead) {
         return Err(pass.fail(Cause::State(e)).await);
     }
@@ -144,20 +165,20 @@ pub async fn apply_once(
     }
     failpoint::hit("written");
     if cfg.routing.verify {
-        pass.report.verification = verify(k, &c.desired, &c.links).await;
+        pass.report.verification = verify(k, &pass.c.desired, &pass.c.before.links).await;
         if pass.report.verification.iter().any(|v| !v.ok) {
             return Err(pass.fail(Cause::Verification).await);
         }
     }
     failpoint::hit("verified");
-    let after = sysctls::after(&ahead, &c.restores, &c.links);
+    let after = sysctls::after(&ahead, &pass.c.restores, &pass.c.before.links);
     if after != ahead {
         if let Err(e) = pass.store(&after) {
             return Err(pass.fail(Cause::State(e)).await);
         }
     }
     failpoint::hit("stored");
-    Ok(pass.report)
+    Ok(pass)
 }
 
 impl<K: Kernel> Pass<'_, K> {
@@ -185,12 +206,29 @@ impl<K: Kernel> Pass<'_, K> {
         Ok(())
     }
 
+    /// What the pass did, so far.
+    pub(super) fn report(&self) -> &ApplyReport {
+        &self.report
+    }
+
+    /// The kernel's objects and links before the pass.
+    pub(super) fn before(&self) -> &Observed {
+        &self.c.before
+    }
+
     /// Undo everything, put the saved originals back as they were, and say why.
-    async fn fail(mut self, cause: Cause) -> OpError {
-        let mut undo_errors = undo(self.k, &self.report.applied, &self.written).await;
-        // Undoing eniroute's addresses may have made the kernel drop other programs' routes.
-        if (self.report.applied.iter()).any(|c| matches!(c, Change::AddAddress(_))) {
-            match restore_foreign(self.k, &self.c.foreign_routes).await {
+    async fn fail(self, cause: Cause) -> OpError {
+        let inverse = inverse(&self.report.applied);
+        self.roll_back(cause, inverse).await
+    }
+
+    /// Roll back with `changes` (the inverse of what the pass applied, or a way back to the
+    /// objects owned before it), the sysctls written, the saved originals; and say why.
+    pub(super) async fn roll_back(mut self, cause: Cause, changes: Vec<Change>) -> OpError {
+        let mut undo_errors = undo(self.k, &changes, &self.written).await;
+        // Removing eniroute's addresses may have made the kernel drop other programs' routes.
+        if (changes.iter()).any(|c| matches!(c, Change::DelAddress(_))) {
+            match restore_foreign(self.k, &self.c.before.foreign_routes).await {
                 Ok((_, failed)) => undo_errors.extend(
                     (failed.iter()).map(|(r, e)| format!("cannot put back route {r}: {e}")),
                 ),
@@ -202,7 +240,7 @@ impl<K: Kernel> Pass<'_, K> {
                 undo_errors.push(e.to_string());
             }
         }
-        let undone = self.report.applied.len();
+        let undone = changes.len();
         if matches!(cause, Cause::Kernel(_)) {
             // The report lists no change as applied: all of them were undone.
             self.report.applied.clear();

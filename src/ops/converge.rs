@@ -9,7 +9,7 @@ use super::sysctls::{self, SysctlChange};
 use super::OpError;
 use crate::host::{Saved, State};
 use crate::kernel::{Kernel, KernelError};
-use crate::model::{phases, Change, Config, ForeignRoute, HostLink, Route};
+use crate::model::{phases, Change, Config, ForeignRoute, HostLink, Observed, Route};
 use crate::plan::{self, Desired};
 use crate::reconcile;
 
@@ -76,9 +76,10 @@ pub(super) async fn links_when_ready(
 /// The desired state and the way from the kernel's to it.
 pub(super) struct Computed {
     pub desired: Desired,
-    pub links: Vec<HostLink>,
-    /// Other programs' routes before the pass (to put back any the kernel drops with it).
-    pub foreign_routes: Vec<ForeignRoute>,
+    /// Everything observed before the pass: its links, other programs' routes (to put back
+    /// any the kernel drops with the pass's addresses), the owned objects (`apply --try` may
+    /// converge back to them).
+    pub before: Observed,
     pub changes: Vec<Change>,
     pub sysctls: Vec<SysctlChange>,
     pub restores: Vec<SysctlChange>,
@@ -113,8 +114,7 @@ pub(super) async fn compute(
     let restores = sysctls::restores(k, &observed.links, &desired.sysctls, &saved);
     Ok(Computed {
         desired,
-        foreign_routes: observed.foreign_routes,
-        links: observed.links,
+        before: observed,
         changes,
         sysctls,
         restores,
@@ -163,11 +163,17 @@ pub(super) async fn converge(
     (applied, None)
 }
 
-/// Undo applied changes and written sysctls, newest first. Returns the errors met (it goes
-/// on after one).
+/// What undoes `applied`: each change's inverse, newest first.
+pub(super) fn inverse(applied: &[Change]) -> Vec<Change> {
+    applied.iter().rev().map(Change::inverse).collect()
+}
+
+/// Undo: put the written sysctls back (newest first), then make `changes` (the [`inverse`] of
+/// the applied ones, or another way back), one at a time. Returns the errors met (it goes on
+/// after one).
 pub(super) async fn undo(
     k: &impl Kernel,
-    applied: &[Change],
+    changes: &[Change],
     sysctls: &[SysctlChange],
 ) -> Vec<String> {
     let mut errors = Vec::new();
@@ -176,9 +182,9 @@ pub(super) async fn undo(
             errors.push(e.to_string());
         }
     }
-    for c in applied.iter().rev() {
-        if let Err(e) = k.apply(&c.inverse()).await {
-            errors.push(format!("undoing {c}: {e}"));
+    for c in changes {
+        if let Err(e) = k.apply(c).await {
+            errors.push(format!("undoing with {c}: {e}"));
         }
     }
     errors

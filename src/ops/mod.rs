@@ -17,6 +17,7 @@ mod sysctls;
 mod tests;
 #[cfg(test)]
 mod tests_containers;
+mod trial;
 mod verify;
 mod watch;
 
@@ -33,6 +34,7 @@ pub use status::{
     status_once, ContainersStatus, EniStatus, MarkedCount, Owned, StatusAddress, StatusReport,
 };
 pub use sysctls::SysctlChange;
+pub use trial::{Confirmed, TryOptions, TryReport, MAX_WINDOW, MIN_WINDOW};
 pub use verify::Verdict;
 pub use watch::{FightWarning, Heal, ResyncWhy, WatchEvent, WatchOptions, MAX_BACKOFF};
 
@@ -64,8 +66,18 @@ pub enum OpError {
     NetnsGone {
         name: String,
     },
-    /// watch cannot listen for its signals.
+    /// watch or `apply --try` cannot listen for its signals, or confirm cannot signal.
     Signal(std::io::Error),
+    /// `confirm`: no `apply --try` is waiting in the namespace.
+    NoPendingTry,
+    /// `confirm`: the try's window had closed; it rolled back.
+    TooLate {
+        pid: u32,
+    },
+    /// `confirm`: the try did not say how it ended.
+    TryUnanswered {
+        pid: u32,
+    },
 }
 
 impl ExitCode for OpError {
@@ -73,7 +85,8 @@ impl ExitCode for OpError {
         match self {
             OpError::Netns(NetnsError::NotFound { .. })
             | OpError::Missing(_)
-            | OpError::NetnsGone { .. } => exit::NOT_FOUND,
+            | OpError::NetnsGone { .. }
+            | OpError::NoPendingTry => exit::NOT_FOUND,
             OpError::Host(e) => e.exit_code(),
             _ => exit::FAILED,
         }
@@ -190,6 +203,38 @@ pub fn apply(
                 apply_once(k, st, &cfg, &opts).await
             })
         }),
+    )
+}
+
+/// `apply --try`: apply, then keep the routing only if confirmed within the window (the lock
+/// is held for the whole window, so no other apply or flush runs meanwhile).
+pub fn apply_try(
+    cfg: &Config,
+    target: &Target,
+    opts: &ApplyOptions,
+    t: TryOptions,
+    lock: LockWait,
+) -> Result<TryReport, OpError> {
+    require_net_admin("apply")?;
+    let (cfg, opts) = (cfg.clone(), opts.clone());
+    run(
+        target,
+        cfg.routing.protocol,
+        Box::new(move |k, st| {
+            Box::pin(async move {
+                let _lock = lock.take(st, "eniroute apply --try")?;
+                trial::try_once(k, st, &cfg, &opts, &t).await
+            })
+        }),
+    )
+}
+
+/// `confirm`: keep the routing of the namespace's pending `apply --try`.
+pub fn confirm(target: &Target) -> Result<Confirmed, OpError> {
+    run(
+        target,
+        0,
+        Box::new(|_, st| Box::pin(async move { trial::confirm_in(st) })),
     )
 }
 
