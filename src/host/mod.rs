@@ -104,8 +104,9 @@ impl State {
         let _ = fs::remove_dir_all(&self.dir);
     }
 
-    /// Write the file `name` of the directory atomically (a temporary file renamed over it),
-    /// so that a reader never sees half of it.
+    /// Write the file `name` of the directory atomically and durably: a temporary file,
+    /// fsync'd, renamed over it, then the directory fsync'd, so that a reader never sees half
+    /// of it and a crash leaves the old file or the new one.
     fn write_atomic(&self, name: &str, body: &[u8]) -> Result<(), HostError> {
         use std::io::Write;
         let path = self.dir.join(name);
@@ -116,8 +117,12 @@ impl State {
         self.ensure_dir().map_err(fail)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(fail)?;
         tmp.write_all(body).map_err(fail)?;
+        tmp.as_file().sync_all().map_err(fail)?;
         tmp.persist(&path).map_err(|e| fail(e.error))?;
-        Ok(())
+        // The rename is durable only once the directory is.
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)
     }
 
     /// The directory, created (mode 0700) if it is not there.

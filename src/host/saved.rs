@@ -3,13 +3,15 @@
 //! durably (fsync'd file, atomic rename, fsync'd directory); a file that does not parse, or
 //! that names anything but a sysctl eniroute manages, is refused and kept.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::{HostError, State};
+
+/// The file of the saved originals, in the namespace's state directory.
+const SAVED: &str = "sysctl.json";
 use crate::model::{Family, Knob};
 
 /// The format of sysctl.json.
@@ -136,7 +138,7 @@ impl Saved {
 
 impl State {
     fn saved_path(&self) -> PathBuf {
-        self.dir.join("sysctl.json")
+        self.dir.join(SAVED)
     }
 
     /// The saved sysctls; a missing file is an empty set. A file that cannot be used is an
@@ -170,18 +172,10 @@ impl State {
                 _ => Ok(()),
             };
         }
-        self.ensure_dir().map_err(err)?;
         let mut doc = saved.clone();
         doc.version = VERSION;
         let body = serde_json::to_vec_pretty(&doc).map_err(|e| err(e.into()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(err)?;
-        tmp.write_all(&body).map_err(err)?;
-        tmp.as_file().sync_all().map_err(err)?;
-        tmp.persist(&path).map_err(|e| err(e.error))?;
-        // The rename is durable only once the directory is.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)
+        self.write_atomic(SAVED, &body)
     }
 }
 
