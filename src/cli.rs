@@ -380,6 +380,7 @@ fn apply(
         interrupted: Some(interrupted.clone()),
         progress: Some(output::wait_progress(out)),
         trace: output::batch_trace(out),
+        skip_mark_scan: false,
     };
     let lock = lock.wait(*out, Some(interrupted));
     let Some(window) = try_window else {

@@ -284,11 +284,15 @@ impl Kernel for Netlink {
             foreign_routes,
             rules,
             foreign_rules,
-            nft: super::nft::observe().map_err(|source| KernelError::Request {
+            nft: super::nft::own_table().map_err(|source| KernelError::Request {
                 what: format!("reading nftables table {}", nft::NFT_TABLE),
                 source,
             })?,
         })
+    }
+
+    async fn foreign_marks(&self) -> Result<Vec<nft::ForeignMark>, KernelError> {
+        Ok(self.nft_foreign_marks()?.unwrap_or_default())
     }
 
     async fn restore_route(&self, r: &ForeignRoute) -> Result<(), KernelError> {

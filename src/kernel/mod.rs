@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use sysctl::SysctlError;
 
+use crate::model::nft::ForeignMark;
 use crate::model::{Change, ForeignRoute, HostLink, Observed};
 
 pub use client::Netlink;
@@ -67,6 +68,10 @@ pub trait Kernel {
     async fn links(&self) -> Result<Vec<HostLink>, KernelError>;
     /// Addresses, routes and rules, split by ownership; `links` is this run's link dump.
     async fn observe(&self, links: Vec<HostLink>) -> Result<Observed, KernelError>;
+    /// The rules of other nftables tables that read or write marks (empty without nf_tables).
+    /// Not part of `observe`: on a host with thousands of nftables rules (kube-proxy) the dump
+    /// costs tens of milliseconds, and only a config with `[containers]` needs it.
+    async fn foreign_marks(&self) -> Result<Vec<ForeignMark>, KernelError>;
     /// Make one change.
     async fn apply(&self, change: &Change) -> Result<(), KernelError>;
     /// Put back a foreign route as it was (its own protocol) after the kernel dropped it.

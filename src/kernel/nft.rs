@@ -304,16 +304,6 @@ fn attr_str(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<String> {
     )
 }
 
-/// The table as the kernel holds it, and the rules of other tables that use marks.
-pub(super) fn observe() -> io::Result<NftObserved> {
-    let Some(foreign_marks) = foreign_marks()? else {
-        return Ok(NftObserved::default());
-    };
-    let mut seen = own_table()?;
-    seen.foreign_marks = foreign_marks;
-    Ok(seen)
-}
-
 /// Every rule of every other table that reads or writes marks, with the bits; None when the
 /// kernel has no nf_tables: no nfnetlink at all (the socket: EPROTONOSUPPORT), or nfnetlink
 /// without the nftables subsystem, which the kernel tried to load on the request (EINVAL).
@@ -356,11 +346,12 @@ fn family_name(f: u8) -> &'static str {
     }
 }
 
-/// The table `inet eniroute`, decoded.
-fn own_table() -> io::Result<NftObserved> {
+/// The table `inet eniroute`, decoded (its foreign marks left empty: see `foreign_marks`).
+pub(super) fn own_table() -> io::Result<NftObserved> {
     match dump(NFT_MSG_GETTABLE, &[table_attr()], false) {
-        // No such table; or a kernel without nf_tables, which cannot hold one.
-        Err(e) if matches!(e.raw_os_error(), Some(ENOENT | EPROTONOSUPPORT)) => {
+        // No such table; or a kernel without nf_tables, which cannot hold one (no nfnetlink:
+        // EPROTONOSUPPORT; nfnetlink without its nftables subsystem: EINVAL).
+        Err(e) if matches!(e.raw_os_error(), Some(ENOENT | EPROTONOSUPPORT | EINVAL)) => {
             return Ok(NftObserved::default())
         }
         Err(e) => return Err(e),

@@ -38,6 +38,9 @@ pub struct ApplyOptions {
     pub progress: Option<WaitProgress>,
     /// Each batch as it is made.
     pub trace: Option<BatchTrace>,
+    /// Do not read the other nftables tables' marks (watch's heals: the scan is for a new
+    /// config, a reload or a resync).
+    pub skip_mark_scan: bool,
 }
 
 impl std::fmt::Debug for ApplyOptions {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for ApplyOptions {
             .field("interrupted", &self.interrupted)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
             .field("trace", &self.trace.as_ref().map(|_| "callback"))
+            .field("skip_mark_scan", &self.skip_mark_scan)
             .finish()
     }
 }
@@ -124,7 +128,7 @@ pub(super) async fn apply_pass<'a, K: Kernel>(
     opts: &ApplyOptions,
 ) -> Result<Pass<'a, K>, OpError> {
     let links = links_when_ready(k, cfg, opts.wait, opts.progress.as_ref()).await?;
-    let c = compute(k, state, cfg, links).await?;
+    let c = compute(k, state, cfg, links, !opts.skip_mark_scan).await?;
     failpoint::hit("computed");
     let plan = c.plan_report();
     let mut pass = Pass {

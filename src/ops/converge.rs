@@ -97,17 +97,35 @@ impl Computed {
     }
 }
 
+/// What is in the kernel for `desired`: [`Kernel::observe`], and the other nftables tables'
+/// marks when `desired` marks connections and `marks` asks for them (reconcile refuses marks
+/// that overlap eniroute's).
+pub(super) async fn observe(
+    k: &impl Kernel,
+    links: Vec<HostLink>,
+    desired: &Desired,
+    marks: bool,
+) -> Result<Observed, KernelError> {
+    let mut observed = k.observe(links).await?;
+    if marks && desired.mark_mask.is_some() {
+        observed.nft.foreign_marks = k.foreign_marks().await?;
+    }
+    Ok(observed)
+}
+
+/// The desired state, what is in the kernel, and the way between. `marks`: see [`observe`].
 pub(super) async fn compute(
     k: &impl Kernel,
     state: &State,
     cfg: &Config,
     links: Vec<HostLink>,
+    marks: bool,
 ) -> Result<Computed, OpError> {
     let desired = plan::desired(cfg, Some(&links));
     if !desired.missing.is_empty() {
         return Err(OpError::Missing(desired.missing));
     }
-    let observed = k.observe(links).await?;
+    let observed = observe(k, links, &desired, marks).await?;
     let changes = reconcile::reconcile(&desired, &observed).map_err(OpError::Conflicts)?;
     let sysctls = sysctls::diff(k, &desired.sysctls)?;
     let saved = state.saved()?;
@@ -129,7 +147,7 @@ pub async fn plan_once(
     cfg: &Config,
 ) -> Result<PlanReport, OpError> {
     let links = links_when_ready(k, cfg, None, None).await?;
-    Ok(compute(k, state, cfg, links).await?.plan_report())
+    Ok(compute(k, state, cfg, links, true).await?.plan_report())
 }
 
 /// Make changes phase by phase; what was applied, and the error that stopped it. Before each

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::kernel::sysctl::SysctlError;
 use crate::kernel::{Kernel, KernelError, Lookup};
+use crate::model::nft::ForeignMark;
 use crate::model::{Change, Family, ForeignRoute, HostLink, Observed, Route, Rule};
 
 /// A failure to inject.
@@ -112,11 +113,11 @@ impl Fake {
             }
             Change::AddRule(r) => s.rules.push(r.clone()),
             Change::DelRule(r) => remove(&mut s.rules, r).then_some(()).ok_or_else(gone)?,
+            // A new table starts its counters at zero; other tables' marks stay.
             Change::SetTable { new, .. } => {
-                s.nft = crate::model::nft::NftObserved {
-                    table: new.clone(),
-                    ..Default::default()
-                };
+                s.nft.table = new.clone();
+                s.nft.unknown = false;
+                s.nft.counters.clear();
             }
         }
         drop(s);
@@ -180,7 +181,13 @@ impl Kernel for Fake {
     async fn observe(&self, links: Vec<HostLink>) -> Result<Observed, KernelError> {
         let mut o = self.state.borrow().clone();
         o.links = links;
+        // As the real client: marks are read on their own.
+        o.nft.foreign_marks.clear();
         Ok(o)
+    }
+
+    async fn foreign_marks(&self) -> Result<Vec<ForeignMark>, KernelError> {
+        Ok(self.state.borrow().nft.foreign_marks.clone())
     }
 
     async fn apply(&self, change: &Change) -> Result<(), KernelError> {

@@ -138,8 +138,9 @@ pub async fn status_once(
     state: &State,
     cfg: &Config,
 ) -> Result<StatusReport, OpError> {
-    let observed = k.observe(k.links().await?).await?;
-    let d = plan::desired(cfg, Some(&observed.links));
+    let links = k.links().await?;
+    let d = plan::desired(cfg, Some(&links));
+    let observed = super::converge::observe(k, links, &d, true).await?;
     let sysctl_drift = if d.missing.is_empty() {
         let mut drift = sysctls::diff(k, &d.sysctls)?;
         drift.extend(sysctls::restores(

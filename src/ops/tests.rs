@@ -20,7 +20,7 @@ fn original(st: &State, iface: &str, knob: Knob) -> Option<String> {
         .map(|s| s.value.clone())
 }
 
-const CFG: &str = r#"
+pub(super) const CFG: &str = r#"
 [[eni]]
 name = "eth1"
 interface = "eth1"

@@ -154,3 +154,24 @@ fn a_foreign_fwmark_rule_or_nft_mark_on_the_mask_is_a_conflict_before_any_change
     ));
     st.remove();
 }
+
+#[test]
+fn other_tables_marks_are_read_only_for_marking_configs_and_not_in_heals() {
+    let (k, st, c) = (fake(), state(), cfg(CFG));
+    // A mark on the mask that a heal would not see: only a scanning pass refuses.
+    k.state.borrow_mut().nft.foreign_marks.push(ForeignMark {
+        chain: "ip filter x".into(),
+        bits: u32::MAX,
+    });
+    let heal = ApplyOptions {
+        skip_mark_scan: true,
+        ..Default::default()
+    };
+    assert!(block(apply_once(&k, &st, &c, &heal)).is_ok());
+    let r = apply(&k, &st, &c);
+    assert!(matches!(r, Err(OpError::Conflicts(_))), "{r:?}");
+    // Without [containers] the marks are not eniroute's business: no scan, no conflict.
+    let plain = cfg(super::tests::CFG);
+    assert!(block(plan_once(&k, &st, &plain)).is_ok());
+    st.remove();
+}

@@ -166,6 +166,9 @@ struct Daemon<'a, K: Kernel, S: Source> {
     /// Converged at least once since the start or the last reload.
     converged: bool,
     ever_converged: bool,
+    /// The next pass reads the other nftables tables' marks (the first pass, after a reload,
+    /// at a resync); heals between do not.
+    scan_marks: bool,
     /// The ENIs last reported missing.
     waiting: Vec<String>,
     failures: u32,
@@ -204,6 +207,7 @@ pub async fn watch_once<K: Kernel, S: Source>(
         },
         converged: false,
         ever_converged: false,
+        scan_marks: true,
         waiting: Vec::new(),
         failures: 0,
         due: Some(now),
@@ -242,6 +246,7 @@ impl<K: Kernel, S: Source> Daemon<'_, K, S> {
             }
             if now >= self.next_resync {
                 (self.on)(&WatchEvent::Resync(ResyncWhy::Timer));
+                self.scan_marks = true;
                 self.due = Some(now);
                 continue;
             }
@@ -252,6 +257,7 @@ impl<K: Kernel, S: Source> Daemon<'_, K, S> {
                 Wake::Events(events) => self.events(events),
                 Wake::Overrun => {
                     (self.on)(&WatchEvent::Resync(ResyncWhy::Overrun));
+                    self.scan_marks = true;
                     self.due = Some(Instant::now());
                 }
                 Wake::Reload => self.opts.reload.store(true, Ordering::SeqCst),
@@ -333,6 +339,7 @@ impl<K: Kernel, S: Source> Daemon<'_, K, S> {
         (self.on)(&WatchEvent::Reloaded(&l));
         self.cfg = l.config;
         self.converged = false;
+        self.scan_marks = true;
         self.interest = Interest::unknown();
         self.due = Some(Instant::now());
     }
@@ -349,7 +356,13 @@ impl<K: Kernel, S: Source> Daemon<'_, K, S> {
             &move || stop.load(Ordering::SeqCst),
         );
         let result = match lock {
-            Ok(_lock) => apply_once(self.k, self.state, &self.cfg, &ApplyOptions::default()).await,
+            Ok(_lock) => {
+                let opts = ApplyOptions {
+                    skip_mark_scan: !self.scan_marks,
+                    ..ApplyOptions::default()
+                };
+                apply_once(self.k, self.state, &self.cfg, &opts).await
+            }
             Err(e) => Err(OpError::Host(e)),
         };
         let now = Instant::now();
@@ -360,6 +373,7 @@ impl<K: Kernel, S: Source> Daemon<'_, K, S> {
         match result {
             Ok(report) => {
                 self.failures = 0;
+                self.scan_marks = false;
                 self.waiting.clear();
                 self.converged_pass(&report, &desired, &links, now);
                 Ok(())
