@@ -14,12 +14,24 @@ const MAX_MODULE_LIST: u64 = 16 << 20;
 /// At most this many /proc entries are looked at.
 const MAX_PROCS: usize = 100_000;
 
+/// A network namespace, by the (device, inode) of its nsfs file.
+pub type NsId = (u64, u64);
+
+/// The namespace of an nsfs file (`/proc/PID/ns/net`, `/run/netns/NAME`); None when it cannot
+/// be read (another user's process without privilege, a fixture tree).
+pub fn ns_id(path: &Path) -> Option<NsId> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// A process found in /proc.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     pub pid: u32,
     pub comm: String,
     pub args: Vec<String>,
+    /// Its network namespace, when readable.
+    pub net_ns: Option<NsId>,
 }
 
 /// The host facts doctor judges (kernel objects come separately).
@@ -49,10 +61,12 @@ pub fn gather(root: &Path) -> HostFacts {
 }
 
 impl HostFacts {
-    /// The first process whose comm is `comm` (the kernel keeps 15 characters of it).
-    pub fn process(&self, comm: &str) -> Option<&Process> {
+    /// The first process whose comm is `comm` (the kernel keeps 15 characters of it) that
+    /// runs in the namespace `ns` (a process or namespace that cannot be told counts).
+    pub fn process_in(&self, comm: &str, ns: Option<NsId>) -> Option<&Process> {
         let short: String = comm.chars().take(15).collect();
-        self.processes.iter().find(|p| p.comm == short)
+        (self.processes.iter())
+            .find(|p| p.comm == short && (ns.is_none() || p.net_ns.is_none() || p.net_ns == ns))
     }
 
     /// The symlink that enables `unit`, if any.
@@ -177,6 +191,7 @@ fn processes(root: &Path) -> Vec<Process> {
             pid,
             comm: comm.trim().to_string(),
             args,
+            net_ns: ns_id(&e.path().join("ns/net")),
         });
     }
     out.sort_by_key(|p| p.pid);

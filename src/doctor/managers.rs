@@ -33,7 +33,11 @@ pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
     // (finding, removes eniroute's addresses with nothing to put them back)
     let mut found = networkd(f, enis);
     found.extend(networkmanager(f, enis));
-    found.extend(ifupdown(f, enis));
+    // ifupdown and the cloud helpers act in the host's namespace only (ifup, udev, timers).
+    let host = f.netns.is_none();
+    if host {
+        found.extend(ifupdown(f, enis));
+    }
     let removers: Vec<String> = found
         .iter()
         .filter(|(_, removes)| *removes)
@@ -47,7 +51,9 @@ pub(super) fn check(f: &Facts, enis: &[EniView]) -> Vec<Finding> {
         })
         .collect();
     let mut out: Vec<Finding> = found.into_iter().map(|(finding, _)| finding).collect();
-    out.extend(helpers(f));
+    if host {
+        out.extend(helpers(f));
+    }
     if !removers.is_empty() && f.host.watchers(f.netns).is_empty() {
         out.push(Finding::NoWatch { managers: removers });
     }
@@ -128,11 +134,16 @@ fn ifupdown(f: &Facts, enis: &[EniView]) -> Vec<(Finding, bool)> {
         .collect()
 }
 
-/// How systemd-networkd was seen: its process, its runtime state (when /proc hides other
-/// processes, as under eniroute.service's ProtectProc=invisible), or the link that enables it.
+/// How systemd-networkd was seen: its process in the target's namespace; for the host's own
+/// namespace also its runtime state (when /proc hides other processes, as under
+/// eniroute.service's ProtectProc=invisible) or the link that enables it (units start in the
+/// host's namespace: for a `--netns` target only a process there counts).
 fn networkd_active(f: &Facts) -> Option<String> {
-    if let Some(p) = f.host.process("systemd-networkd") {
+    if let Some(p) = f.host.process_in("systemd-networkd", f.target_ns) {
         return Some(format!("running (pid {})", p.pid));
+    }
+    if f.netns.is_some() {
+        return None;
     }
     if let Some(state) = f.host.first_existing(&["run/systemd/netif/state"]) {
         return Some(format!("running this boot ({})", state.display()));
@@ -142,9 +153,11 @@ fn networkd_active(f: &Facts) -> Option<String> {
         .map(|l| format!("enabled ({})", l.display()))
 }
 
-/// NetworkManager's process, else the link that enables it.
+/// NetworkManager's process in the target's namespace, else (for the host's own namespace)
+/// the link that enables it.
 fn nm_active(f: &Facts) -> bool {
-    f.host.process("NetworkManager").is_some() || f.host.enabled("NetworkManager.service").is_some()
+    f.host.process_in("NetworkManager", f.target_ns).is_some()
+        || (f.netns.is_none() && f.host.enabled("NetworkManager.service").is_some())
 }
 
 /// nm-cloud-setup, amazon-ec2-net-utils, multi-nic-util.

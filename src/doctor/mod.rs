@@ -211,6 +211,9 @@ impl KernelFacts {
 pub struct Facts<'a> {
     pub cfg: Option<&'a Config>,
     pub netns: Option<&'a str>,
+    /// The target's network namespace, when it can be told: a network manager counts only
+    /// when it runs there.
+    pub target_ns: Option<host::NsId>,
     pub host: HostFacts,
     pub kernel: Option<KernelFacts>,
 }
@@ -243,6 +246,10 @@ pub fn inspect(
     let facts = Facts {
         cfg,
         netns: target.netns.as_deref(),
+        target_ns: host::ns_id(&match &target.netns {
+            Some(name) => crate::kernel::netns::netns_path(name),
+            None => std::path::PathBuf::from("/proc/self/ns/net"),
+        }),
         host: host::gather(root),
         kernel,
     };

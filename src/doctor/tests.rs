@@ -322,6 +322,7 @@ fn findings(root: &Path, cfg: &Config, k: KernelFacts) -> Vec<Finding> {
     let f = Facts {
         cfg: Some(cfg),
         netns: None,
+        target_ns: None,
         host: host::gather(root),
         kernel: Some(k),
     };
@@ -591,10 +592,45 @@ fn without_a_config_only_host_wide_checks_run() {
     let f = Facts {
         cfg: None,
         netns: None,
+        target_ns: None,
         host: host::gather(t.path()),
         kernel: Some(kernel()),
     };
     assert_eq!(kinds(&check(&f).findings), ["networkd-foreign"]);
+}
+
+#[test]
+fn for_another_namespace_only_a_manager_running_there_counts() {
+    let t = tree();
+    networkd_runs(t.path());
+    let (here, elsewhere) = ((7, 100), (7, 200));
+    let facts = |netns: Option<&'static str>, manager_ns| {
+        let mut host = host::gather(t.path());
+        host.processes[0].net_ns = manager_ns;
+        Facts {
+            cfg: None,
+            netns,
+            target_ns: Some(here),
+            host,
+            kernel: Some(kernel()),
+        }
+    };
+    let seen = |f: Facts| kinds(&check(&f).findings);
+    let none = Vec::<&str>::new();
+    assert_eq!(seen(facts(Some("blue"), Some(elsewhere))), none);
+    assert_eq!(seen(facts(Some("blue"), Some(here))), ["networkd-foreign"]);
+    // A namespace that cannot be told counts (no privilege to read /proc/PID/ns).
+    assert_eq!(seen(facts(Some("blue"), None)), ["networkd-foreign"]);
+    // A networkd in a container's namespace manages none of the host's links.
+    assert_eq!(seen(facts(None, Some(elsewhere))), none);
+    // Enabled, it starts in the host's namespace: that counts for the host only.
+    put(
+        t.path(),
+        "etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+        "",
+    );
+    assert_eq!(seen(facts(None, Some(elsewhere))), ["networkd-foreign"]);
+    assert_eq!(seen(facts(Some("blue"), Some(elsewhere))), none);
 }
 
 #[test]
@@ -604,7 +640,7 @@ fn host_facts_read_processes_and_units() {
     put(t.path(), "proc/self/comm", "x\n");
     let h: HostFacts = host::gather(t.path());
     assert_eq!(h.processes.len(), 1);
-    assert_eq!(h.process("NetworkManager").map(|p| p.pid), Some(9));
+    assert_eq!(h.process_in("NetworkManager", None).map(|p| p.pid), Some(9));
     assert_eq!(h.kernel_release, None);
 }
 
@@ -707,6 +743,7 @@ fn report(root: &Path, cfg: &Config, k: KernelFacts) -> Report {
     check(&Facts {
         cfg: Some(cfg),
         netns: None,
+        target_ns: None,
         host: host::gather(root),
         kernel: Some(k),
     })
