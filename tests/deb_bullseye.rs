@@ -178,7 +178,8 @@ fn package_installs_and_runs_on_debian_11() {
     );
     let man = chroot(&root, "zcat /usr/share/man/man8/eniroute.8.gz");
     for verb in [
-        "validate", "plan", "apply", "status", "flush", "render", "sandbox", "watch", "doctor",
+        "validate", "plan", "apply", "confirm", "status", "flush", "render", "sandbox", "watch",
+        "doctor",
     ] {
         assert!(
             man.contains(&format!("eniroute {verb}")),
