@@ -195,22 +195,7 @@ fn sigterm_mid_apply_rolls_back_and_a_second_signal_changes_nothing() {
 /// open (the line that says how to confirm).
 fn try_in_background(v: &Vpc, window: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let cfg = v.config.to_string_lossy().into_owned();
-    let mut child = std::process::Command::new(BIN)
-        .args([
-            "--netns",
-            &v.guest.name,
-            "-c",
-            &cfg,
-            "apply",
-            "--try",
-            window,
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = v.spawn(&["apply", "--try", window]);
     let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     while !seen.contains("confirm") {

@@ -228,19 +228,22 @@ fn containers_published_port_and_egress_fail_before_and_pass_after_apply() {
     assert_gone(&r);
 }
 
+/// containers-eip.toml with return_path = false, in a directory of its own.
+fn without_return_path() -> (tempfile::TempDir, std::path::PathBuf) {
+    let text = std::fs::read_to_string(example("containers-eip.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let norp = dir.path().join("norp.toml");
+    let text = text.replace("return_path = true", "return_path = false");
+    std::fs::write(&norp, text).unwrap();
+    (dir, norp)
+}
+
 /// The published-port checks see the reply path itself: an eniroute that applies the same
 /// config with return_path = false (a wrapper swaps the config file) routes everything else,
 /// and the container's replies still leave the wrong ENI.
 #[test]
 fn containers_without_return_path_the_published_port_fails_after_apply() {
-    let text = std::fs::read_to_string(example("containers-eip.toml")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let norp = dir.path().join("norp.toml");
-    std::fs::write(
-        &norp,
-        text.replace("return_path = true", "return_path = false"),
-    )
-    .unwrap();
+    let (dir, norp) = without_return_path();
     // The sandbox runs `EXE --netns NS -c CONFIG ARGS...`.
     let wrapper = dir.path().join("eniroute-norp");
     std::fs::write(
@@ -285,14 +288,7 @@ fn containers_without_return_path_the_published_port_fails_after_apply() {
 /// run (a note says why), and the container's egress still must hold.
 #[test]
 fn containers_with_return_path_false_checks_egress_only() {
-    let text = std::fs::read_to_string(example("containers-eip.toml")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let norp = dir.path().join("norp.toml");
-    std::fs::write(
-        &norp,
-        text.replace("return_path = true", "return_path = false"),
-    )
-    .unwrap();
+    let (_dir, norp) = without_return_path();
     let r = run(&options("norp2", Some(norp)));
     println!("{}", r.render_text());
     assert!(r.passed(), "{}", r.render_text());

@@ -58,7 +58,7 @@ fn sysctls() -> Vec<(&'static str, &'static str)> {
     v
 }
 
-fn fake() -> Fake {
+pub(super) fn fake() -> Fake {
     Fake::with_links(&["eth1", "eth2"], &sysctls())
 }
 

@@ -263,27 +263,7 @@ pub fn confirm_in(state: &State) -> Result<Confirmed, OpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::fake::Fake;
-    use crate::ops::tests::{block, cfg, state};
-
-    const CFG: &str = r#"
-[[eni]]
-name = "eth1"
-interface = "eth1"
-cidr = "192.168.10.0/24"
-gateway = "192.168.10.253"
-private_ips = ["192.168.10.21", "192.168.10.22"]
-"#;
-
-    fn fake() -> Fake {
-        let knobs = ["rp_filter", "arp_ignore", "arp_announce"];
-        let paths: Vec<String> = knobs
-            .iter()
-            .map(|k| format!("net/ipv4/conf/eth1/{k}"))
-            .collect();
-        let sysctls: Vec<(&str, &str)> = paths.iter().map(|p| (p.as_str(), "1")).collect();
-        Fake::with_links(&["eth1"], &sysctls)
-    }
+    use crate::ops::tests::{block, cfg, fake, state, CFG};
 
     fn options(window: Duration, confirmed: bool) -> TryOptions {
         TryOptions {

@@ -298,12 +298,13 @@ impl Vpc {
         eniroute(&v)
     }
 
-    /// eniroute in the background, its output piped.
+    /// eniroute in the background, its output piped, its input empty (never a terminal).
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
         let cfg = self.config.to_string_lossy().into_owned();
         Command::new(BIN)
             .args(["--netns", &self.guest.name, "-c", &cfg])
             .args(args)
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
