@@ -8,6 +8,7 @@ pub mod layout;
 mod mode;
 pub mod nft;
 mod objects;
+mod observed;
 mod sysctl;
 
 pub use change::{phases, Change};
@@ -17,7 +18,7 @@ pub use config::{
 };
 pub use mode::{EipGateway, EipLimit, Mode, DEFAULT_MULTI_EIP_QUOTA, MULTI_EIP_REGIONS};
 pub use objects::{
-    mac_text, Address, Family, ForeignRoute, FwMark, HostLink, Iface, NextHop, Observed, Route,
-    Rule, Scope,
+    mac_text, Address, Family, ForeignRoute, FwMark, HostLink, Iface, NextHop, Route, Rule, Scope,
 };
+pub use observed::Observed;
 pub use sysctl::{sysctl_name, valid_ifname, Knob, Sysctl, SysctlKey};

@@ -249,23 +249,6 @@ pub struct HostLink {
     pub up: bool,
 }
 
-/// What the kernel holds that matters to eniroute, split by ownership: an object is eniroute's
-/// when it carries eniroute's protocol tag (and, for rules, has a shape eniroute makes).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observed {
-    pub links: Vec<HostLink>,
-    /// Addresses carrying eniroute's protocol tag.
-    pub addresses: Vec<Address>,
-    /// Every other address (DHCP, static...): never changed.
-    pub foreign_addresses: Vec<Address>,
-    pub routes: Vec<Route>,
-    pub foreign_routes: Vec<ForeignRoute>,
-    pub rules: Vec<Rule>,
-    pub foreign_rules: Vec<Rule>,
-    /// The table `inet eniroute` (owned wholly).
-    pub nft: super::nft::NftObserved,
-}
-
 /// A route that is not eniroute's, with its protocol (to put it back as it was when the kernel
 /// drops it with eniroute's addresses).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

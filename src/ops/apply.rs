@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::converge::{
-    compute, converge, inverse, links_when_ready, restore_foreign, undo, Computed,
+    compute, converge, inverse, links_when_ready, restore_foreign, undo, Computed, WaitProgress,
 };
 use super::sysctls::{self, SysctlChange};
 use super::verify::verify;
@@ -18,10 +18,6 @@ use crate::host::{HostError, Saved, State};
 use crate::kernel::sysctl::SysctlError;
 use crate::kernel::{failpoint, Kernel, KernelError};
 use crate::model::{Change, Config, Observed};
-
-/// Told while apply waits for ENIs (at least once a second): the ENIs still missing, how
-/// long it has waited, the limit; and once more with nothing missing when they all came.
-pub type WaitProgress = Arc<dyn Fn(&[crate::plan::Missing], Duration, Duration) + Send + Sync>;
 
 /// Told after each netlink batch of apply: the changes the kernel accepted, how many requests
 /// the batch sent, and how long it took (`-v`, `-vv`).

@@ -29,12 +29,17 @@ impl PlanReport {
     }
 }
 
+/// Told while apply waits for ENIs (at least once a second): the ENIs still missing, how
+/// long it has waited, the limit; and once more with nothing missing when they all came.
+pub type WaitProgress =
+    std::sync::Arc<dyn Fn(&[crate::plan::Missing], Duration, Duration) + Send + Sync>;
+
 /// The links, waiting up to `wait` (listening to link events) until every ENI is found.
 pub(super) async fn links_when_ready(
     k: &impl Kernel,
     cfg: &Config,
     wait: Option<Duration>,
-    progress: Option<&super::apply::WaitProgress>,
+    progress: Option<&WaitProgress>,
 ) -> Result<Vec<HostLink>, OpError> {
     let missing = |links: &[HostLink]| plan::desired(cfg, Some(links)).missing;
     let started = Instant::now();

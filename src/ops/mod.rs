@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use apply::{apply_once, ApplyOptions, ApplyReport, BatchTrace, Cause, Failure, WaitProgress};
-pub use converge::{plan_once, PlanReport};
+pub use apply::{apply_once, ApplyOptions, ApplyReport, BatchTrace, Cause, Failure};
+pub use converge::{plan_once, PlanReport, WaitProgress};
 pub use flush::{flush_once, FlushReport};
 pub use status::{
     status_once, ContainersStatus, EniStatus, MarkedCount, Owned, StatusAddress, StatusReport,
