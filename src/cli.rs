@@ -388,40 +388,44 @@ fn apply(
         output::applied(out, &report);
         return Ok(exit::OK);
     };
-    let confirmed = confirm_on_usr1_or_enter();
+    // SIGUSR1 is `eniroute confirm`; Enter counts only once the window is open.
+    let confirmed = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, confirmed.clone());
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let on_enter = confirmed.clone();
     let t_opts = ops::TryOptions {
         window,
         confirmed,
         netns: t.netns.clone(),
         config: l.path.clone(),
-        on_window: Some(Box::new(move |p| output::try_window(p, window, tty))),
+        // Listening first, then the prompt: an Enter typed after the prompt always counts.
+        on_window: Some(Box::new(move |p| {
+            if tty {
+                confirm_on_enter(on_enter.clone());
+            }
+            output::try_window(p, window, tty);
+        })),
     };
     let report = ops::apply_try(&l.config, t, &opts, t_opts, lock)?;
     output::tried(out, &report);
     Ok(exit::OK)
 }
 
-/// The flag `apply --try` waits for: set by SIGUSR1 (`eniroute confirm`) or, on a terminal,
-/// by a line on standard input.
-fn confirm_on_usr1_or_enter() -> Arc<AtomicBool> {
-    use std::io::{BufRead, IsTerminal};
-    let flag = Arc::new(AtomicBool::new(false));
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, flag.clone());
-    if std::io::stdin().is_terminal() {
-        let f = flag.clone();
-        // The thread stays blocked on the terminal until the process ends; a read error or end
-        // of input confirms nothing.
-        let _ = std::thread::Builder::new()
-            .name("eniroute-enter".into())
-            .spawn(move || {
-                let mut line = String::new();
-                if matches!(std::io::stdin().lock().read_line(&mut line), Ok(n) if n > 0) {
-                    f.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-            });
-    }
-    flag
+/// Set `flag` when a line is typed on the terminal from now on: what was typed before the
+/// window opened is discarded (an early Enter must not confirm a routing not yet seen).
+fn confirm_on_enter(flag: Arc<AtomicBool>) {
+    use std::io::BufRead;
+    let _ = nix::sys::termios::tcflush(std::io::stdin(), nix::sys::termios::FlushArg::TCIFLUSH);
+    // The thread stays blocked on the terminal until the process ends; a read error or end of
+    // input confirms nothing.
+    let _ = std::thread::Builder::new()
+        .name("eniroute-enter".into())
+        .spawn(move || {
+            let mut line = String::new();
+            if matches!(std::io::stdin().lock().read_line(&mut line), Ok(n) if n > 0) {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
 }
 
 /// `--try`'s window: a duration between [`ops::MIN_WINDOW`] and [`ops::MAX_WINDOW`].

@@ -260,7 +260,7 @@ fn apply_try_says_why_it_rolled_back_and_enter_on_a_terminal_confirms() {
     assert_eq!(v.guest.dump(), before);
     // A window out of bounds is a usage error.
     assert_eq!(v.run(&["apply", "--try", "2h"]).status.code(), Some(64));
-    // Enter on a terminal (a pty from util-linux `script`; its input is the Enter).
+    // Enter on a terminal (a pty from util-linux `script`), typed once the prompt is there.
     let cmd = format!(
         "{BIN} --netns {} -c {} apply --try 30s",
         v.guest.name,
@@ -273,13 +273,20 @@ fn apply_try_says_why_it_rolled_back_and_enter_on_a_terminal_confirms() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("util-linux `script` (Debian package bsdutils) gives the test a terminal");
+    let mut terminal = std::io::BufReader::new(script.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("press Enter") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut terminal, &mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("press Enter"), "{seen}");
     std::io::Write::write_all(script.stdin.as_mut().unwrap(), b"\n").unwrap();
-    let o = script.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(
-        out.contains("press Enter") && out.contains("Confirmed"),
-        "{out}"
-    );
+    std::io::Read::read_to_string(&mut terminal, &mut seen).unwrap();
+    let status = script.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{seen}");
+    assert!(seen.contains("Confirmed"), "{seen}");
     v.expect(&["plan", "--detailed-exitcode"], 0);
 }
