@@ -320,8 +320,10 @@ pub fn try_window(p: &crate::host::PendingTry, window: std::time::Duration, tty:
     journal::say(
         Level::Info,
         &format!(
-            "applied {} change(s): {how} within {} to keep them, or they are rolled back",
-            p.changes + p.sysctls,
+            "applied {} change(s) and {} sysctl(s): {how} within {} to keep them, or they are \
+             rolled back",
+            p.changes,
+            p.sysctls,
             humantime::format_duration(window)
         ),
     );
