@@ -501,3 +501,68 @@ fn cloud_init_example_disables_competing_policy_routing() {
         );
     }
 }
+
+/// A network manager counts only where it runs: a process called NetworkManager (a copy of
+/// `sleep` under that name) in the guest's namespace makes doctor --netns name the ENIs it
+/// would manage there; in another namespace it does not count, nor does a NetworkManager
+/// unit merely enabled on the host (it would start in the host's namespace).
+#[test]
+fn doctor_counts_a_manager_only_in_the_namespace_it_runs_in() {
+    let vpc = common::Vpc::new(&common::example("nat-secondary.toml"));
+    let other = common::Netns::new("nm-other");
+    let dir = common::tempdir();
+    let fake = dir.path().join("NetworkManager");
+    fs::copy("/bin/sleep", &fake).unwrap();
+    // The host's own files (/ as the root): only what runs in the guest's namespace counts.
+    let ids = || {
+        let out = vpc.run(&["-o", "json", "doctor"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("doctor -o json: {e}: {}", common::text(&out)));
+        let mut ids: Vec<String> = (v["findings"].as_array().unwrap().iter())
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let nm_in = |ns: &str| {
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(&fake)
+            .arg("60")
+            .spawn()
+            .unwrap();
+        // Until /proc shows it under its name.
+        for _ in 0..100 {
+            let comm = fs::read_to_string(format!("/proc/{}/comm", child.id()));
+            if comm.is_ok_and(|c| c.trim() == "NetworkManager") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Kill(child)
+    };
+    let before = ids();
+    assert!(
+        !before.iter().any(|i| i.starts_with("networkmanager")),
+        "{before:?}"
+    );
+    {
+        let _nm = nm_in(&other.name);
+        assert_eq!(ids(), before, "a NetworkManager in another namespace");
+    }
+    let _nm = nm_in(&vpc.guest.name);
+    let with = ids();
+    assert!(
+        with.contains(&"networkmanager-manages-eni".to_string())
+            && with.contains(&"no-watch".to_string()),
+        "{with:?}"
+    );
+}
