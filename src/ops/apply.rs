@@ -52,7 +52,7 @@ impl std::fmt::Debug for ApplyOptions {
 }
 
 impl ApplyOptions {
-    fn interrupted(&self) -> bool {
+    pub(super) fn interrupted(&self) -> bool {
         (self.interrupted.as_ref()).is_some_and(|f| f.load(Ordering::SeqCst))
     }
 }
@@ -218,8 +218,13 @@ impl<K: Kernel> Pass<'_, K> {
 
     /// Undo everything, put the saved originals back as they were, and say why.
     async fn fail(self, cause: Cause) -> OpError {
-        let inverse = inverse(&self.report.applied);
-        self.roll_back(cause, inverse).await
+        self.roll_back_all(cause).await
+    }
+
+    /// Roll back with the inverse of everything the pass applied.
+    pub(super) async fn roll_back_all(self, cause: Cause) -> OpError {
+        let changes = inverse(&self.report.applied);
+        self.roll_back(cause, changes).await
     }
 
     /// Roll back with `changes` (the inverse of what the pass applied, or a way back to the

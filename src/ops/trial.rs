@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::apply::{apply_pass, ApplyOptions, ApplyReport, Cause, Pass};
-use super::converge::inverse;
 use super::OpError;
 use crate::host::{PendingTry, State, TryOutcome};
 use crate::kernel::Kernel;
@@ -73,12 +72,7 @@ pub async fn try_once(
             confirmed: None,
         });
     }
-    let interrupted = || (opts.interrupted.as_ref()).is_some_and(|f| f.load(Ordering::SeqCst));
-    let after = match k.links().await {
-        Ok(links) => k.observe(links).await,
-        Err(e) => Err(e),
-    };
-    let after = match after {
+    let after = match observe_now(k).await {
         Ok(a) => a,
         Err(e) => return Err(pass.roll_back_all(Cause::Kernel(e)).await),
     };
@@ -98,7 +92,10 @@ pub async fn try_once(
     if let Some(tell) = &t.on_window {
         tell(&pending);
     }
-    let decision = wait(Instant::now() + t.window, &t.confirmed, &interrupted).await;
+    let decision = wait(Instant::now() + t.window, &t.confirmed, &|| {
+        opts.interrupted()
+    })
+    .await;
     let pid = pending.pid;
     if decision == Decision::Confirmed {
         let report = pass.report().clone();
@@ -147,10 +144,7 @@ async fn roll_back<K: Kernel>(
     window: Duration,
     decision: Decision,
 ) -> OpError {
-    let now = match k.links().await {
-        Ok(links) => k.observe(links).await.ok(),
-        Err(_) => None,
-    };
+    let now = observe_now(k).await.ok();
     let way_back = now
         .as_ref()
         .filter(|now| drifted(now, after))
@@ -166,9 +160,19 @@ async fn roll_back<K: Kernel>(
     }
 }
 
-/// Multiset equality (dumps need not come in the same order).
-fn same<T: PartialEq>(a: &[T], b: &[T]) -> bool {
-    a.len() == b.len() && a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
+/// Everything in the kernel now.
+async fn observe_now(k: &impl Kernel) -> Result<Observed, crate::kernel::KernelError> {
+    k.observe(k.links().await?).await
+}
+
+/// The same objects, in whatever order the dumps gave them.
+fn same<T: Ord + Clone>(a: &[T], b: &[T]) -> bool {
+    let sorted = |v: &[T]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    a.len() == b.len() && sorted(a) == sorted(b)
 }
 
 /// Whether eniroute's own objects (or its links' up state) differ between `now` and `after`.
@@ -189,21 +193,11 @@ fn back_to(
     applied: &[Change],
 ) -> Result<Vec<Change>, Vec<reconcile::Conflict>> {
     let desired = Desired {
-        protocol: 0,
-        enis: Vec::new(),
-        uplinks: Vec::new(),
-        links_up: Vec::new(),
         addresses: before.addresses.clone(),
         routes: before.routes.clone(),
         rules: before.rules.clone(),
-        sysctls: Vec::new(),
-        checks: Vec::new(),
-        egress_checks: Vec::new(),
-        missing: Vec::new(),
-        notes: Vec::new(),
         nft: before.nft.table.clone(),
-        mark_checks: Vec::new(),
-        mark_mask: None,
+        ..Desired::default()
     };
     let mut changes = reconcile::reconcile(&desired, now)?;
     // Last, as the inverse would: a link down drops its routes.
@@ -218,14 +212,6 @@ fn back_to(
             .map(|i| Change::LinkDown(i.clone())),
     );
     Ok(changes)
-}
-
-impl<K: Kernel> Pass<'_, K> {
-    /// Roll back with the inverse of everything the pass applied.
-    async fn roll_back_all(self, cause: Cause) -> OpError {
-        let changes = inverse(&self.report().applied);
-        self.roll_back(cause, changes).await
-    }
 }
 
 /// What `eniroute confirm` confirmed.

@@ -94,7 +94,7 @@ pub struct EniPlan {
 }
 
 /// The whole desired state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Desired {
     pub protocol: u8,
     pub enis: Vec<EniPlan>,
@@ -132,20 +132,9 @@ pub fn desired(cfg: &Config, links: Option<&[HostLink]>) -> Desired {
     let (ifaces, missing) = resolve(cfg, links);
     let mut d = Desired {
         protocol: r.protocol,
-        enis: Vec::new(),
-        uplinks: Vec::new(),
-        links_up: Vec::new(),
-        addresses: Vec::new(),
-        routes: Vec::new(),
-        rules: Vec::new(),
-        sysctls: Vec::new(),
-        checks: Vec::new(),
-        egress_checks: Vec::new(),
         notes: notes(links.is_some(), missing.len()),
         missing,
-        nft: None,
-        mark_checks: Vec::new(),
-        mark_mask: None,
+        ..Desired::default()
     };
     for (e, (iface, found)) in cfg.enis.iter().zip(&ifaces) {
         plan_eni(&mut d, r, e, iface, *found);
