@@ -478,6 +478,12 @@ impl fmt::Display for OpError {
                 "{verb} changes the kernel's routing and needs root or CAP_NET_ADMIN (try sudo)"
             ),
             OpError::Signal(e) => write!(f, "cannot listen for or send signals: {e}"),
+            OpError::WatchRunning { pid } => write!(
+                f,
+                "eniroute watch (pid {pid}) serves this namespace and would put its own config back \
+                 during the try: stop it first (systemctl stop eniroute-watch leaves the routing \
+                 in place), and start it again once the try is confirmed"
+            ),
             OpError::NoPendingTry => f.write_str(
                 "no `eniroute apply --try` is waiting for a confirmation in this namespace",
             ),

@@ -366,6 +366,16 @@ fn sigterm_exits_0_and_leaves_the_routing_while_apply_and_status_work_meanwhile(
     let (v, d, before) = watched();
     // The lock is held only during passes: an operator's apply runs.
     v.expect(&["apply", "--lock-timeout", "5s"], 0);
+    // apply --try is refused: the daemon would put its config back during the window.
+    let tried = v.run(&["apply", "--try", "30s"]);
+    assert_eq!(tried.status.code(), Some(1), "{}", common::text(&tried));
+    let said = common::text(&tried);
+    assert!(
+        said.contains(&format!("eniroute watch (pid {})", d.child.id()))
+            && said.contains("stop it first"),
+        "{said}"
+    );
+    assert_eq!(owned(&v.guest), before, "a refused try changed the routing");
     let status = v.run(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(

@@ -68,6 +68,10 @@ pub enum OpError {
     },
     /// watch or `apply --try` cannot listen for its signals, or confirm cannot signal.
     Signal(std::io::Error),
+    /// `apply --try`: a watch daemon serves the namespace and would undo the try.
+    WatchRunning {
+        pid: u32,
+    },
     /// `confirm`: no `apply --try` is waiting in the namespace.
     NoPendingTry,
     /// `confirm`: the try's window had closed; it rolled back.
@@ -222,6 +226,9 @@ pub fn apply_try(
         cfg.routing.protocol,
         Box::new(move |k, st| {
             Box::pin(async move {
+                if let Some(w) = st.watch() {
+                    return Err(OpError::WatchRunning { pid: w.pid });
+                }
                 let _lock = lock.take(st, "eniroute apply --try")?;
                 trial::try_once(k, st, &cfg, &opts, &t).await
             })
