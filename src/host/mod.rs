@@ -104,10 +104,20 @@ impl State {
         let _ = fs::remove_dir_all(&self.dir);
     }
 
-    /// Write the file `name` of the directory atomically and durably: a temporary file,
-    /// fsync'd, renamed over it, then the directory fsync'd, so that a reader never sees half
-    /// of it and a crash leaves the old file or the new one.
+    /// Write the file `name` of the directory atomically (a temporary file renamed over it), so
+    /// that a reader never sees half of it: the status files of watch and of a try, which
+    /// live only as long as their process.
     fn write_atomic(&self, name: &str, body: &[u8]) -> Result<(), HostError> {
+        self.write_file(name, body, false)
+    }
+
+    /// [`State::write_atomic`], and durable: the file fsync'd before the rename, the directory
+    /// after it, so that a crash leaves the old file or the new one (the saved originals).
+    fn write_durable(&self, name: &str, body: &[u8]) -> Result<(), HostError> {
+        self.write_file(name, body, true)
+    }
+
+    fn write_file(&self, name: &str, body: &[u8], durable: bool) -> Result<(), HostError> {
         use std::io::Write;
         let path = self.dir.join(name);
         let fail = |source| HostError::State {
@@ -117,12 +127,17 @@ impl State {
         self.ensure_dir().map_err(fail)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(fail)?;
         tmp.write_all(body).map_err(fail)?;
-        tmp.as_file().sync_all().map_err(fail)?;
+        if durable {
+            tmp.as_file().sync_all().map_err(fail)?;
+        }
         tmp.persist(&path).map_err(|e| fail(e.error))?;
-        // The rename is durable only once the directory is.
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(fail)
+        if durable {
+            // The rename is durable only once the directory is.
+            fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(fail)?;
+        }
+        Ok(())
     }
 
     /// The directory, created (mode 0700) if it is not there.

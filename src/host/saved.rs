@@ -175,7 +175,7 @@ impl State {
         let mut doc = saved.clone();
         doc.version = VERSION;
         let body = serde_json::to_vec_pretty(&doc).map_err(|e| err(e.into()))?;
-        self.write_atomic(SAVED, &body)
+        self.write_durable(SAVED, &body)
     }
 }
 
