@@ -24,7 +24,7 @@ const RUN_DIR: &str = "/run/eniroute";
 /// Errors of the host state.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("cannot save eniroute state in {path}: {source}")]
+    #[error("cannot use eniroute state {path}: {source}")]
     State {
         path: String,
         source: std::io::Error,

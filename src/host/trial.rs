@@ -94,18 +94,29 @@ impl State {
 
     /// The pending try of this namespace, if its process is alive; a file left by a process
     /// that is gone (killed, or one that cannot be read) is removed.
-    pub fn pending(&self) -> Option<PendingTry> {
+    /// A file that cannot be read (no privilege: the directory is root's, mode 0700) is an
+    /// error, not "no try".
+    pub fn pending(&self) -> Result<Option<PendingTry>, HostError> {
         self.pending_if(is_eniroute)
     }
 
-    fn pending_if(&self, alive: fn(u32) -> bool) -> Option<PendingTry> {
+    fn pending_if(&self, alive: fn(u32) -> bool) -> Result<Option<PendingTry>, HostError> {
         let path = self.dir.join(PENDING);
-        let text = fs::read_to_string(&path).ok()?;
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(HostError::State {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
         match PendingTry::parse(&text) {
-            Some(t) if alive(t.pid) => Some(t),
+            Some(t) if alive(t.pid) => Ok(Some(t)),
             _ => {
                 let _ = fs::remove_file(&path);
-                None
+                Ok(None)
             }
         }
     }
@@ -168,16 +179,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = State::at(dir.path());
         st.store_pending(&sample(42)).unwrap();
-        let back = st.pending_if(|_| true).unwrap();
+        let back = st.pending_if(|_| true).unwrap().unwrap();
         assert_eq!(back.netns.as_deref(), Some("bluex"), "one line per value");
         assert_eq!((back.pid, back.changes, back.sysctls), (42, 12, 3));
         assert!(st.try_pending_file());
         // The test binary is not called eniroute: its pid counts as gone, and the file goes.
         st.store_pending(&sample(std::process::id())).unwrap();
-        assert_eq!(st.pending(), None);
+        assert_eq!(st.pending().unwrap(), None);
         assert!(!st.try_pending_file(), "a stale file is removed");
         fs::write(dir.path().join(PENDING), "pid=x\n").unwrap();
-        assert_eq!(st.pending_if(|_| true), None, "unreadable: removed");
+        assert_eq!(st.pending_if(|_| true).unwrap(), None, "garbage: removed");
         assert!(!st.try_pending_file());
     }
 

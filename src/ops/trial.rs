@@ -228,7 +228,7 @@ const CONFIRM_WAIT: Duration = Duration::from_secs(60);
 pub fn confirm_in(state: &State) -> Result<Confirmed, OpError> {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    let pending = state.pending().ok_or(OpError::NoPendingTry)?;
+    let pending = state.pending()?.ok_or(OpError::NoPendingTry)?;
     let pid = Pid::from_raw(pending.pid as i32);
     kill(pid, Signal::SIGUSR1).map_err(|e| OpError::Signal(e.into()))?;
     let started = Instant::now();
