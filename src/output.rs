@@ -696,6 +696,16 @@ pub fn status(out: &Out, r: &StatusReport) {
         r.protocol, r.owned.addresses, r.owned.routes, r.owned.rules,
     ));
     out.info(&watch_line(r.watch.as_ref()));
+    if let Some(t) = &r.pending_try {
+        out.info(&format!(
+            "try: eniroute apply --try (PID {}, {}) waits for `eniroute confirm` until {} UTC; \
+             unconfirmed, its {} change(s) are rolled back.",
+            t.pid,
+            t.config,
+            clock(t.deadline),
+            t.changes
+        ));
+    }
     out.info(&status_summary(r));
 }
 
@@ -784,6 +794,8 @@ struct StatusJson<'a> {
     conflicts: &'a [Conflict],
     watch: Option<WatchJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pending_try: Option<&'a crate::host::PendingTry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     containers: Option<&'a ContainersStatus>,
 }
 
@@ -836,6 +848,7 @@ impl<'a> StatusJson<'a> {
             sysctl_drift: &r.sysctl_drift,
             conflicts: &r.conflicts,
             watch: r.watch.as_ref().map(WatchJson::of),
+            pending_try: r.pending_try.as_ref(),
             containers: r.containers.as_ref(),
         }
     }

@@ -222,6 +222,12 @@ fn apply_try_keeps_the_routing_only_when_confirmed() {
             && seen.contains("within 30s"),
         "{seen}"
     );
+    let status = v.run(&["status"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains(&format!("try: eniroute apply --try (PID {}", child.id())),
+        "{shown}"
+    );
     let confirmed = v.expect(&["confirm"], 0);
     assert!(confirmed.contains("keeps its routing"), "{confirmed}");
     let o = child.wait_with_output().unwrap();

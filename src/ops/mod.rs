@@ -270,6 +270,8 @@ pub fn status(cfg: &Config, target: &Target) -> Result<StatusReport, OpError> {
             Box::pin(async move {
                 let mut report = status_once(k, st, &cfg).await?;
                 report.watch = st.watch();
+                // (one that cannot be read is not status's business: status reads the kernel)
+                report.pending_try = st.pending().ok().flatten();
                 Ok(report)
             })
         }),

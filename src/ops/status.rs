@@ -56,6 +56,8 @@ pub struct StatusReport {
     pub conflicts: Vec<Conflict>,
     /// The watch daemon serving the namespace, if one runs.
     pub watch: Option<crate::host::WatchStatus>,
+    /// An `apply --try` waiting for its confirmation in the namespace.
+    pub pending_try: Option<crate::host::PendingTry>,
     /// The table `inet eniroute` and its counters ([containers]).
     pub containers: Option<ContainersStatus>,
 }
@@ -181,6 +183,7 @@ pub async fn status_once(
         sysctl_drift,
         conflicts,
         watch: None,
+        pending_try: None,
         containers: containers_status(cfg, &d, &observed),
     })
 }
