@@ -293,28 +293,13 @@ fn docker_published_port_answers_and_container_egress_leaves_the_chosen_eni_as_i
 fn flush_leaves_the_foreign_table_and_every_foreign_object_as_they_were() {
     let d = docker();
     let v = &d.v;
-    let before = (routing_state(&v.guest), nft(&v.guest, &["list", "ruleset"]));
+    let before = (v.guest.routing(), nft(&v.guest, &["list", "ruleset"]));
     v.expect(&["apply"], 0);
     assert!(table_exists(&v.guest));
     v.expect(&["flush"], 0);
-    let after = (routing_state(&v.guest), nft(&v.guest, &["list", "ruleset"]));
+    let after = (v.guest.routing(), nft(&v.guest, &["list", "ruleset"]));
     assert_eq!(after.1, before.1, "nft ruleset");
     assert_eq!(after.0, before.0, "addresses, routes, rules");
-}
-
-/// Addresses, routes of every table and rules, IPv4 and IPv6, as iproute2 prints them.
-fn routing_state(ns: &Netns) -> String {
-    let mut s = String::new();
-    for args in [
-        vec!["-o", "addr"],
-        vec!["-d", "route", "show", "table", "all"],
-        vec!["-6", "-d", "route", "show", "table", "all"],
-        vec!["-d", "rule"],
-        vec!["-6", "-d", "rule"],
-    ] {
-        s.push_str(&ns.ip(&args));
-    }
-    s
 }
 
 #[test]

@@ -381,26 +381,12 @@ fn ipv6_apply() {
 fn second_apply_changes_nothing() {
     let v = Vpc::new(&example("nat-secondary.toml"));
     v.expect(&["apply"], 0);
-    let mut mon = Command::new("ip")
-        .args([
-            "-n",
-            &v.guest.name,
-            "monitor",
-            "link",
-            "address",
-            "route",
-            "rule",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("ip monitor");
+    let mon = v.guest.monitor(&["link", "address", "route", "rule"]);
     std::thread::sleep(Duration::from_millis(300));
     let out = v.expect(&["apply"], 0);
     assert!(out.contains("No changes"), "{out}");
     std::thread::sleep(Duration::from_millis(300));
-    mon.kill().ok();
-    let seen = mon.wait_with_output().unwrap();
-    let events = String::from_utf8_lossy(&seen.stdout);
+    let events = mon.stop();
     assert!(
         events.trim().is_empty(),
         "a no-op apply changed the kernel:\n{events}"
@@ -780,11 +766,7 @@ fn invalid_config_touches_nothing() {
     let dir = tempdir();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[[eni]]\nname = \"eth1\"\nmac = \"zz\"\n").unwrap();
-    let mut mon = Command::new("ip")
-        .args(["-n", &v.guest.name, "monitor", "all"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mon = v.guest.monitor(&["all"]);
     std::thread::sleep(Duration::from_millis(200));
     let before = v.guest.dump();
     for verb in ["apply", "plan", "flush", "status"] {
@@ -800,9 +782,7 @@ fn invalid_config_touches_nothing() {
     ]);
     assert_eq!(o.status.code(), Some(65), "{}", text(&o));
     std::thread::sleep(Duration::from_millis(200));
-    mon.kill().ok();
-    let events = mon.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&events.stdout).trim().is_empty());
+    assert!(mon.stop().trim().is_empty());
     assert_eq!(v.guest.dump(), before);
     let _ = std::fs::remove_dir_all(dir);
 }

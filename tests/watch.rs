@@ -402,26 +402,12 @@ fn idle_watch_sends_nothing_to_the_kernel() {
     std::thread::sleep(Duration::from_secs(2));
     // The kinds eniroute writes (links, addresses, routes, rules, and netconf for its sysctls);
     // neighbour entries age on their own timers and are not eniroute's.
-    let mut monitor = Command::new("ip")
-        .args([
-            "-n",
-            &v.guest.name,
-            "monitor",
-            "link",
-            "address",
-            "route",
-            "rule",
-            "netconf",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let monitor = v
+        .guest
+        .monitor(&["link", "address", "route", "rule", "netconf"]);
     let ticks0 = d.cpu_ticks();
     std::thread::sleep(Duration::from_secs(3));
-    let _ = monitor.kill();
-    let out = monitor.wait_with_output().unwrap();
-    let seen = String::from_utf8_lossy(&out.stdout);
+    let seen = monitor.stop();
     let changes = eniroute_changes(&seen);
     assert!(
         changes.is_empty(),

@@ -103,25 +103,43 @@ impl Netns {
         ]);
     }
 
-    /// The full routing state: addresses, routes of every table, rules; IPv4 and IPv6.
-    pub fn dump(&self) -> String {
+    /// Addresses (one line each, without their links' details), routes of every table and
+    /// rules, IPv4 and IPv6, as iproute2 prints them.
+    pub fn routing(&self) -> String {
         let mut s = String::new();
         for args in [
-            vec!["-d", "addr"],
+            vec!["-o", "addr"],
             vec!["-d", "route", "show", "table", "all"],
             vec!["-6", "-d", "route", "show", "table", "all"],
             vec!["-d", "rule"],
             vec!["-6", "-d", "rule"],
-            vec!["-d", "link"],
         ] {
             s.push_str(&self.ip(&args));
         }
+        s
+    }
+
+    /// The full routing state ([`Netns::routing`]) and the links with their details.
+    pub fn dump(&self) -> String {
+        let s = self.routing() + &self.ip(&["-d", "link"]);
         // A link's first "up" attaches its default qdisc for good: kernel bookkeeping that a
         // rollback cannot (and need not) undo.
         s.split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
             .replace("qdisc noop", "qdisc noqueue")
+    }
+
+    /// `ip monitor` of these kinds (`all`, `link`, `rule`...) in the namespace, until stopped.
+    pub fn monitor(&self, kinds: &[&str]) -> Monitor {
+        let child = Command::new("ip")
+            .args(["-n", &self.name, "monitor"])
+            .args(kinds)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ip monitor");
+        Monitor(Some(child))
     }
 
     /// TX packets of an interface.
@@ -371,4 +389,28 @@ pub fn tempdir() -> tempfile::TempDir {
         .prefix("eniroute-test-")
         .tempdir()
         .unwrap()
+}
+
+/// A running `ip monitor` (killed when dropped).
+pub struct Monitor(Option<std::process::Child>);
+
+impl Monitor {
+    /// Stop it; what it printed.
+    pub fn stop(mut self) -> String {
+        let Some(mut child) = self.0.take() else {
+            return String::new();
+        };
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("ip monitor's output");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
