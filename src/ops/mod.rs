@@ -153,6 +153,26 @@ fn run<R: Send + 'static>(target: &Target, proto: u8, core: Core<R>) -> Result<R
     }
 }
 
+/// [`run`], holding the namespace's lock (taken for `command`) around `core`.
+fn run_locked<R: Send + 'static>(
+    target: &Target,
+    proto: u8,
+    lock: LockWait,
+    command: &'static str,
+    core: Core<R>,
+) -> Result<R, OpError> {
+    run(
+        target,
+        proto,
+        Box::new(move |k, st| {
+            Box::pin(async move {
+                let _lock = lock.take(st, command)?;
+                core(k, st).await
+            })
+        }),
+    )
+}
+
 /// The links of the target namespace (for `render --netns`).
 pub fn host_links(target: &Target) -> Result<Vec<HostLink>, OpError> {
     run(
@@ -198,15 +218,13 @@ pub fn apply(
 ) -> Result<ApplyReport, OpError> {
     require_net_admin("apply")?;
     let (cfg, opts) = (cfg.clone(), opts.clone());
-    run(
+    let proto = cfg.routing.protocol;
+    run_locked(
         target,
-        cfg.routing.protocol,
-        Box::new(move |k, st| {
-            Box::pin(async move {
-                let _lock = lock.take(st, "eniroute apply")?;
-                apply_once(k, st, &cfg, &opts).await
-            })
-        }),
+        proto,
+        lock,
+        "eniroute apply",
+        Box::new(move |k, st| Box::pin(async move { apply_once(k, st, &cfg, &opts).await })),
     )
 }
 
@@ -221,15 +239,17 @@ pub fn apply_try(
 ) -> Result<TryReport, OpError> {
     require_net_admin("apply")?;
     let (cfg, opts) = (cfg.clone(), opts.clone());
-    run(
+    let proto = cfg.routing.protocol;
+    run_locked(
         target,
-        cfg.routing.protocol,
+        proto,
+        lock,
+        "eniroute apply --try",
         Box::new(move |k, st| {
             Box::pin(async move {
                 if let Some(w) = st.watch() {
                     return Err(OpError::WatchRunning { pid: w.pid });
                 }
-                let _lock = lock.take(st, "eniroute apply --try")?;
                 trial::try_once(k, st, &cfg, &opts, &t).await
             })
         }),
@@ -248,15 +268,12 @@ pub fn confirm(target: &Target) -> Result<Confirmed, OpError> {
 /// `flush`: remove every object tagged `proto` and restore the saved sysctls.
 pub fn flush(proto: u8, target: &Target, lock: LockWait) -> Result<FlushReport, OpError> {
     require_net_admin("flush")?;
-    run(
+    run_locked(
         target,
         proto,
-        Box::new(move |k, st| {
-            Box::pin(async move {
-                let _lock = lock.take(st, "eniroute flush")?;
-                flush_once(k, st).await
-            })
-        }),
+        lock,
+        "eniroute flush",
+        Box::new(|k, st| Box::pin(flush_once(k, st))),
     )
 }
 
