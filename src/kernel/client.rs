@@ -190,6 +190,38 @@ impl Netlink {
             .collect())
     }
 
+    /// Send rtnetlink changes, [`BATCH`] per `sendmsg`, pushing whether each succeeded onto
+    /// `done` and the first error into `first`. False when the connection is gone.
+    async fn send_batched(
+        &self,
+        changes: &[Change],
+        done: &mut Vec<bool>,
+        first: &mut Option<KernelError>,
+    ) -> bool {
+        for chunk in changes.chunks(BATCH) {
+            let msgs = chunk
+                .iter()
+                .filter_map(|c| change_message(c, self.proto))
+                .collect();
+            let Ok(answers) = self.exchange(msgs).await else {
+                let what = chunk.first().map(|c| c.to_string()).unwrap_or_default();
+                first.get_or_insert(KernelError::Connection { what });
+                return false;
+            };
+            super::failpoint::hit("batch");
+            for (c, a) in chunk.iter().zip(answers) {
+                done.push(a.is_ok());
+                if let (Err(source), None) = (a, &first) {
+                    *first = Some(KernelError::Request {
+                        what: c.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        true
+    }
+
     /// The rules of other nftables tables that read or write marks (for doctor); None when the
     /// kernel has no nf_tables. nfnetlink needs CAP_NET_ADMIN even to read (EPERM without).
     pub fn nft_foreign_marks(&self) -> Result<Option<Vec<nft::ForeignMark>>, KernelError> {
@@ -318,42 +350,28 @@ impl Kernel for Netlink {
     async fn apply_batch(&self, changes: &[Change]) -> (Vec<bool>, Option<KernelError>) {
         let mut done = Vec::with_capacity(changes.len());
         let mut first = None;
-        // The table is a transaction of its own; the rest goes in rtnetlink batches.
-        if changes.iter().any(|c| matches!(c, Change::SetTable { .. })) {
-            for c in changes {
-                let r = self.apply(c).await;
+        // The table is a transaction of its own (nfnetlink); what comes before and after it
+        // goes in rtnetlink batches, in the same order.
+        for part in changes.split_inclusive(|c| matches!(c, Change::SetTable { .. })) {
+            let (table, rest) = match part.split_last() {
+                Some((t @ Change::SetTable { .. }, rest)) => (Some(t), rest),
+                _ => (None, part),
+            };
+            if !self.send_batched(rest, &mut done, &mut first).await {
+                done.resize(changes.len(), false);
+                return (done, first);
+            }
+            if let Some(t) = table {
+                let r = self.apply(t).await;
                 done.push(r.is_ok());
                 if let (Err(e), None) = (r, &first) {
                     first = Some(e);
-                }
-            }
-            return (done, first);
-        }
-        for chunk in changes.chunks(BATCH) {
-            let msgs = chunk
-                .iter()
-                .filter_map(|c| change_message(c, self.proto))
-                .collect();
-            let Ok(answers) = self.exchange(msgs).await else {
-                done.resize(changes.len(), false);
-                let what = chunk.first().map(|c| c.to_string()).unwrap_or_default();
-                return (done, first.or(Some(KernelError::Connection { what })));
-            };
-            super::failpoint::hit("batch");
-            for (c, a) in chunk.iter().zip(answers) {
-                done.push(a.is_ok());
-                if let (Err(source), None) = (a, &first) {
-                    first = Some(KernelError::Request {
-                        what: c.to_string(),
-                        source,
-                    });
                 }
             }
         }
         (done, first)
     }
 
-    /// Many route lookups, [`BATCH`] per `sendmsg`; one answer per lookup, in order.
     async fn route_get_marked(&self, mark: u32, dst: IpAddr) -> Result<Lookup, KernelError> {
         let mut m = lookup_message(None, dst);
         m.attributes.push(RouteAttribute::Mark(mark));
@@ -370,6 +388,7 @@ impl Kernel for Netlink {
             .ok_or_else(|| KernelError::Unexpected { what: what() })
     }
 
+    /// Many route lookups, [`BATCH`] per `sendmsg`; one answer per lookup, in order.
     async fn route_get_many(
         &self,
         lookups: &[(Option<IpAddr>, IpAddr)],
