@@ -187,3 +187,23 @@ fn current_netns_id() -> std::io::Result<String> {
         std::fs::metadata("/proc/thread-self/ns/net")?.ino()
     ))
 }
+
+/// The status files of watch and of a try: `key=value` lines, each value one line of at
+/// most this many characters.
+const MAX_VALUE: usize = 512;
+
+/// The value of `key` in a status file.
+fn value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// `s` as one status-file value: no newline, at most [`MAX_VALUE`] characters.
+fn clean(s: &str) -> String {
+    s.chars().filter(|c| *c != '\n').take(MAX_VALUE).collect()
+}
+
+/// Whether `pid` is a live eniroute (a dead one, or a pid reused by another program, is not).
+fn is_eniroute(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "eniroute")
+}

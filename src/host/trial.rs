@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use super::{HostError, State};
+use super::{clean, is_eniroute, value, HostError, State};
 
 /// A try waiting for `eniroute confirm` (or Enter on its terminal).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +30,16 @@ pub enum TryOutcome {
     RolledBack,
 }
 
+impl TryOutcome {
+    /// Its word in the file (as in JSON).
+    fn as_str(self) -> &'static str {
+        match self {
+            TryOutcome::Kept => "kept",
+            TryOutcome::RolledBack => "rolled-back",
+        }
+    }
+}
+
 /// The end of one try: its pid, outcome and when (seconds since the epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TryResult {
@@ -38,19 +48,8 @@ pub struct TryResult {
     pub at: u64,
 }
 
-/// The longest value kept in the file (a config path).
-const MAX_VALUE: usize = 512;
 const PENDING: &str = "try";
 const LAST: &str = "try.last";
-
-fn value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-}
-
-fn clean(s: &str) -> String {
-    s.chars().filter(|c| *c != '\n').take(MAX_VALUE).collect()
-}
 
 impl PendingTry {
     fn render(&self) -> String {
@@ -79,11 +78,6 @@ impl PendingTry {
             sysctls: num("sysctls")? as usize,
         })
     }
-}
-
-/// Whether `pid` is a live eniroute (a dead one, or a pid reused by another program, is not).
-fn is_eniroute(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "eniroute")
 }
 
 impl State {
@@ -124,10 +118,7 @@ impl State {
     /// The try ends: record how (first, so that whoever sees the pending file gone can read
     /// it), then remove the pending file.
     pub fn finish_try(&self, pid: u32, outcome: TryOutcome, at: u64) -> Result<(), HostError> {
-        let word = match outcome {
-            TryOutcome::Kept => "kept",
-            TryOutcome::RolledBack => "rolled-back",
-        };
+        let word = outcome.as_str();
         let written = self.write_atomic(
             LAST,
             format!("pid={pid}\noutcome={word}\nat={at}\n").as_bytes(),
@@ -139,11 +130,10 @@ impl State {
     /// How the last try ended, if it was `pid`'s.
     pub fn try_result(&self, pid: u32) -> Option<TryResult> {
         let text = fs::read_to_string(self.dir.join(LAST)).ok()?;
-        let outcome = match value(&text, "outcome")?.trim() {
-            "kept" => TryOutcome::Kept,
-            "rolled-back" => TryOutcome::RolledBack,
-            _ => return None,
-        };
+        let word = value(&text, "outcome")?.trim();
+        let outcome = [TryOutcome::Kept, TryOutcome::RolledBack]
+            .into_iter()
+            .find(|o| o.as_str() == word)?;
         let r = TryResult {
             pid: value(&text, "pid")?.trim().parse().ok()?,
             outcome,

@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use super::{HostError, State};
+use super::{clean, is_eniroute, value, HostError, State};
 
 /// What a watch daemon says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,9 +17,6 @@ pub struct WatchStatus {
     pub last_heal: Option<(u64, String)>,
 }
 
-/// The longest summary line kept in the file.
-const MAX_LINE: usize = 512;
-
 impl WatchStatus {
     fn render(&self) -> String {
         let mut s = format!(
@@ -27,17 +24,14 @@ impl WatchStatus {
             self.pid, self.since, self.heals
         );
         if let Some((at, line)) = &self.last_heal {
-            let line: String = line.chars().filter(|c| *c != '\n').take(MAX_LINE).collect();
+            let line = clean(line);
             s.push_str(&format!("last_heal={at}\nlast_heal_summary={line}\n"));
         }
         s
     }
 
     fn parse(text: &str) -> Option<WatchStatus> {
-        let get = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        };
+        let get = |key: &str| value(text, key);
         let last = get("last_heal").and_then(|a| a.trim().parse().ok());
         Some(WatchStatus {
             pid: get("pid")?.trim().parse().ok()?,
@@ -45,7 +39,7 @@ impl WatchStatus {
             heals: get("heals")?.trim().parse().ok()?,
             last_heal: last.map(|at| {
                 let line = get("last_heal_summary").unwrap_or_default();
-                (at, line.chars().take(MAX_LINE).collect())
+                (at, clean(line))
             }),
         })
     }
@@ -61,9 +55,7 @@ impl State {
     /// a daemon that is gone, e.g. killed, is ignored).
     pub fn watch(&self) -> Option<WatchStatus> {
         let text = fs::read_to_string(self.dir.join("watch")).ok()?;
-        let s = WatchStatus::parse(&text)?;
-        let comm = fs::read_to_string(format!("/proc/{}/comm", s.pid)).ok()?;
-        (comm.trim() == "eniroute").then_some(s)
+        WatchStatus::parse(&text).filter(|s| is_eniroute(s.pid))
     }
 
     /// Remove the daemon's status file (it exits).
