@@ -520,14 +520,19 @@ fn refresh_metadata(
     let spawned = std::thread::Builder::new()
         .name("eniroute-metadata".into())
         .spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let sleep_until = |t: std::time::Instant| {
+                std::thread::sleep(t.saturating_duration_since(std::time::Instant::now()))
+            };
+            loop {
+                // Read the file and the links only when the metadata is due.
+                sleep_until(source.next_due());
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let text = config::read_text(&path).unwrap_or_default();
                 let links = ops::host_links(&target).unwrap_or_default();
-                let sleep_until = |t: std::time::Instant| {
-                    std::thread::sleep(t.saturating_duration_since(std::time::Instant::now()))
-                };
                 match source.tick(&text, &shown, &links) {
-                    Tick::NotDue { next } => sleep_until(next),
+                    Tick::NotDue { .. } => {}
                     Tick::Unchanged => {}
                     Tick::Apply(loaded) => {
                         if let Ok(mut p) = pending.lock() {

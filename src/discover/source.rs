@@ -92,6 +92,11 @@ impl MetadataSource {
         Ok((loaded, excluded))
     }
 
+    /// When the next read is due.
+    pub fn next_due(&self) -> std::time::Instant {
+        self.refresher.next_due()
+    }
+
     /// One tick of `watch` (see [`Tick`]); `links`: the host's links now.
     pub fn tick(&mut self, text: &str, path: &str, links: &[HostLink]) -> Tick {
         let opts = self.refresher_options();
