@@ -129,8 +129,7 @@ fn rules(d: &Desired, o: &Observed, changes: &mut Vec<Change>) {
 
 /// The table `inet eniroute`, as a unit: nothing when the kernel's is the desired one.
 fn table(d: &Desired, o: &Observed) -> Option<Change> {
-    let same = !o.nft.unknown && o.nft.table == d.nft;
-    (!same).then(|| Change::SetTable {
+    (!o.nft.holds(&d.nft)).then(|| Change::SetTable {
         old: o.nft.table.clone(),
         new: d.nft.clone(),
     })

@@ -208,6 +208,14 @@ pub struct NftObserved {
     pub foreign_marks: Vec<ForeignMark>,
 }
 
+impl NftObserved {
+    /// Whether the kernel's table is exactly `want` (None: no table), and nothing of it is
+    /// unknown to eniroute.
+    pub fn holds(&self, want: &Option<NftTable>) -> bool {
+        !self.unknown && &self.table == want
+    }
+}
+
 /// A rule of another nftables table and the mark bits it reads or writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ForeignMark {

@@ -116,7 +116,7 @@ fn containers_status(cfg: &Config, d: &Desired, o: &Observed) -> Option<Containe
     }
     Some(ContainersStatus {
         present: o.nft.table.is_some(),
-        as_planned: !o.nft.unknown && o.nft.table == d.nft,
+        as_planned: o.nft.holds(&d.nft),
         marked,
         egress,
     })
