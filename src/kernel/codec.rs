@@ -354,6 +354,12 @@ fn nexthop_entry(nh: &NextHop) -> RouteNextHop {
     h
 }
 
+/// An fwmark selector before the kernel's attributes fill it (the mask defaults to all ones).
+const UNSET_MARK: FwMark = FwMark {
+    mark: 0,
+    mask: u32::MAX,
+};
+
 /// A rule message as eniroute state, with its protocol. None for rules eniroute could not
 /// have made (other actions or selectors): they are foreign whatever their tag.
 pub(super) fn parse_rule(r: &RuleMessage) -> Option<(Rule, u8)> {
@@ -381,20 +387,8 @@ pub(super) fn parse_rule(r: &RuleMessage) -> Option<(Rule, u8)> {
             RuleAttribute::SuppressPrefixLen(_) => {}
             RuleAttribute::Protocol(p) => proto = u8::from(*p),
             // The kernel reports the mask with any mark (default all ones).
-            RuleAttribute::FwMark(m) => {
-                let f = rule.fwmark.get_or_insert(FwMark {
-                    mark: 0,
-                    mask: u32::MAX,
-                });
-                f.mark = *m;
-            }
-            RuleAttribute::FwMask(k) => {
-                let f = rule.fwmark.get_or_insert(FwMark {
-                    mark: 0,
-                    mask: u32::MAX,
-                });
-                f.mask = *k;
-            }
+            RuleAttribute::FwMark(m) => rule.fwmark.get_or_insert(UNSET_MARK).mark = *m,
+            RuleAttribute::FwMask(k) => rule.fwmark.get_or_insert(UNSET_MARK).mask = *k,
             // Attributes the kernel always reports and eniroute never sets differently.
             RuleAttribute::Other(_) => {}
             _ => extra = true,

@@ -277,12 +277,10 @@ pub(crate) fn expressions_attr(kind: u16, rule: &NftRule) -> DefaultNla {
                 .iter()
                 .map(|(k, v)| attr(&e.name, *k, v.clone()))
                 .collect();
-            let mut name = e.name.as_bytes().to_vec();
-            name.push(0);
             nest(
                 NFTA_LIST_ELEM,
                 &[
-                    DefaultNla::new(NFTA_EXPR_NAME, name),
+                    DefaultNla::new(NFTA_EXPR_NAME, super::cstr(&e.name)),
                     nest(NFTA_EXPR_DATA, &data),
                 ],
             )
@@ -307,14 +305,7 @@ pub(crate) fn parse_expressions(buf: &[u8]) -> Vec<Expr> {
         .filter(|(k, _)| *k == NFTA_LIST_ELEM)
         .map(|(_, elem)| {
             let parts = nlas(&elem);
-            let name = parts
-                .iter()
-                .find(|(k, _)| *k == NFTA_EXPR_NAME)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            let name = String::from_utf8_lossy(&name)
-                .trim_end_matches('\0')
-                .to_string();
+            let name = super::attr_str(&parts, NFTA_EXPR_NAME).unwrap_or_default();
             let attrs = parts
                 .iter()
                 .find(|(k, _)| *k == NFTA_EXPR_DATA)
