@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use super::{Excerpt, Problem};
 
-/// How much of a span is underlined at most (the renderer cuts long lines to the terminal).
-const MAX_MARK: usize = 120;
+/// How much of a span is underlined at most, in bytes: half the drawing's width of 100
+/// columns, so that a long value's mark never widens its line past it.
+const MAX_MARK: usize = 50;
 
 /// The config text and where its lines start.
 pub(super) struct LineIndex {

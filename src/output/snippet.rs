@@ -92,8 +92,8 @@ fn draw(
         });
     }
     for x in excerpts {
-        // Tabs drawn as one space each (annotate-snippets widens them, past the width), and a
-        // mark no wider than the drawing: both keep the byte offsets of the line.
+        // Tabs drawn as one space each (annotate-snippets widens them, past the width): the
+        // byte offsets of the line stay.
         let line = x.text().replace('\t', " ");
         group = group.element(
             Snippet::source(line)
@@ -101,7 +101,7 @@ fn draw(
                 .line_start(x.line)
                 .annotation(
                     AnnotationKind::Primary
-                        .span(mark_within(x.text(), x.mark.clone()))
+                        .span(x.mark.clone())
                         .label(x.label.as_deref()),
                 ),
         );
@@ -110,18 +110,6 @@ fn draw(
         group = group.element(Level::HELP.message(help));
     }
     renderer(colour).render(&[group])
-}
-
-/// The widest mark drawn: the span's start, and at most this many bytes of it.
-const MAX_MARK: usize = WIDTH / 2;
-
-/// `mark` cut to [`MAX_MARK`] bytes, ending on a character of `line`.
-fn mark_within(line: &str, mark: std::ops::Range<usize>) -> std::ops::Range<usize> {
-    let mut end = mark.end.min(mark.start + MAX_MARK);
-    while end > mark.start && !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    mark.start..end.max(mark.start)
 }
 
 fn renderer(colour: bool) -> Renderer {
