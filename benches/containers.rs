@@ -12,11 +12,15 @@
 //!
 //! `cargo bench --bench containers`
 
+mod common;
+
 use std::net::UdpSocket;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::{runs, sh, Series};
 
 const BIN: &str = env!("CARGO_BIN_EXE_eniroute");
 const RATIO_TARGET: f64 = 0.9;
@@ -37,18 +41,6 @@ cidr = "192.168.10.0/24"
 gateway = "192.168.10.253"
 private_ips = ["192.168.10.21", "192.168.10.22"]
 "#;
-
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run");
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// Network namespaces removed on drop.
 struct Spaces(Vec<String>);
@@ -212,38 +204,17 @@ fn apply(guest: &str, cfg: &std::path::Path) {
     );
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
-    use std::os::unix::fs::MetadataExt as _;
-    // `cargo bench -- FILTER`: run only when the filter (if any) names this bench.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    if !filters.is_empty() && !filters.iter().any(|f| "containers".contains(f.as_str())) {
+    let Some(runs) = runs("containers", 5) else {
         return;
-    }
-    // /proc/self belongs to the effective user.
-    if std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1)
-        != 0
-    {
-        println!("containers bench: needs root (network namespaces); skipped");
-        return;
-    }
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
     };
-    let (secs, runs) = (env("ENIROUTE_BENCH_SECS", 3), env("ENIROUTE_BENCH_RUNS", 5));
-    let dir = std::env::temp_dir().join(format!("eniroute-bench-ct-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let spaces = topology(&dir);
+    let secs = (std::env::var("ENIROUTE_BENCH_SECS").ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    // Removed on drop, even when the bench panics.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let spaces = topology(dir);
     let (guest, vpc, ctr) = (&spaces.0[0], &spaces.0[1], &spaces.0[2]);
     let with = dir.join("with.toml");
     let without = dir.join("without.toml");
@@ -260,7 +231,7 @@ fn main() {
         on.push(run(vpc, secs));
     }
     stop.store(true, Ordering::Relaxed);
-    let (on, off) = (median(on), median(off));
+    let (on, off) = (Series(on).median(), Series(off).median());
     let ratio = on / off;
     println!("published port, UDP echo through DNAT, 1 flow, median of {runs} x {secs} s:");
     println!("  without return_path: {off:>10.0} echoes/s (replies leave eth0)");
@@ -273,5 +244,4 @@ fn main() {
             "NOT met"
         }
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
