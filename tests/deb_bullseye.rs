@@ -47,7 +47,7 @@ fn bullseye_root() -> PathBuf {
         return root;
     }
     assert!(
-        nix_is_root(),
+        is_root(),
         "this test needs root (debootstrap, chroot): run it with sudo"
     );
     let partial = target_dir().join("debootstrap/bullseye.partial");
@@ -69,15 +69,9 @@ fn bullseye_root() -> PathBuf {
     root
 }
 
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
+/// The effective user is root (/proc/self belongs to it).
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
 
 /// Run a shell command inside the root.
@@ -105,7 +99,7 @@ fn has_interpreter(elf: &[u8]) -> bool {
 #[test]
 fn package_installs_and_runs_on_debian_11() {
     assert!(
-        nix_is_root(),
+        is_root(),
         "this test needs root (debootstrap, chroot, dpkg)"
     );
     let deb = build_deb();

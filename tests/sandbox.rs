@@ -6,6 +6,9 @@ use std::process::Command;
 
 use eniroute::sandbox::{self, Kind, SandboxOptions, SandboxReport};
 
+mod common;
+use common::example;
+
 fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status
@@ -173,12 +176,6 @@ fn every_example_config_passes_after_apply() {
         failed.len(),
         failed.join("\n")
     );
-}
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("configs/examples")
-        .join(name)
 }
 
 /// The container rows (published port, container egress) of a report.
