@@ -286,10 +286,7 @@ pub fn build(config: &Config, names: Names) -> Result<Topology, String> {
         taken: &taken,
         internet: internet.host,
     };
-    let containers = containers::build(config, &names, &at, &mut notes)?;
-    if let Some(c) = &containers {
-        conn_checks.extend(c.checks.iter().cloned());
-    }
+    let containers = containers::build(config, &names, &at, &mut notes, &mut conn_checks)?;
     Ok(Topology {
         names,
         internet_host: internet.host,

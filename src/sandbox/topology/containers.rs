@@ -40,15 +40,16 @@ pub struct ContainerSide {
     pub ops: Vec<SimOp>,
     /// The guest's foreign nftables table: the published port's DNAT and the masquerade.
     pub guest_ruleset: String,
-    pub checks: Vec<ConnCheck>,
 }
 
-/// The container side of `config` (None without [containers]).
+/// The container side of `config` (None without [containers]); its published-port and
+/// container-egress checks go into `checks`.
 pub(super) fn build(
     config: &Config,
     names: &Names,
     at: &At,
     notes: &mut Vec<String>,
+    checks: &mut Vec<ConnCheck>,
 ) -> Result<Option<ContainerSide>, String> {
     let (Some(c), Some(ns)) = (&config.containers, &names.container) else {
         return Ok(None);
@@ -75,7 +76,6 @@ pub(super) fn build(
             .ok_or_else(|| format!("container network {network} has no host {k}"))
     };
     let (gateway, address) = (host(1)?, host(2)?);
-    let mut checks = Vec::new();
     let publish = published_eni(config, egress.map(|e| e.eni.as_str()));
     match publish {
         // Replies of forwarded connections are what return_path routes; without it eniroute
@@ -104,7 +104,6 @@ pub(super) fn build(
             default_route(IpAddr::V4(gateway), CONTAINER_IF, false)?,
         ],
         guest_ruleset: guest_ruleset(publish.map(|(_, ip)| ip), network, address),
-        checks,
     }))
 }
 
