@@ -5,7 +5,7 @@
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::reference::{KEYS, TABLES};
+use super::reference::{child_name, KEYS, TABLES};
 
 /// An unknown key: where it is (byte span of the key) and what to say.
 pub(super) struct Unknown {
@@ -72,13 +72,8 @@ fn message(path: &str, name: &str) -> String {
         "eni" | "eni.eip" | "egress.via" | "containers.egress" => format!("in [[{path}]]"),
         p => format!("in [{p}]"),
     };
-    let best = known
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(name, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min();
-    match best {
-        Some((_, k)) => format!("unknown field `{shown}` {table}; did you mean `{k}`?"),
+    match closest(name, known.iter().copied()) {
+        Some(k) => format!("unknown field `{shown}` {table}; did you mean `{k}`?"),
         None => format!(
             "unknown field `{shown}` {table}; the keys here are: {}",
             known.join(", ")
@@ -86,12 +81,18 @@ fn message(path: &str, name: &str) -> String {
     }
 }
 
-/// `table` is a direct child of `parent`: its last name.
-fn child_name<'a>(table: &'a str, parent: &str) -> Option<&'a str> {
-    if parent.is_empty() {
-        return (!table.is_empty() && !table.contains('.')).then_some(table);
-    }
-    table.strip_prefix(parent)?.strip_prefix('.')
+/// The known name closest to `given` ("did you mean"): at most 2 edits, or a third of its
+/// length for long names; the nearest, then the first in order, when several are.
+pub(super) fn closest<'a>(
+    given: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(given, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
 }
 
 #[cfg(test)]

@@ -109,6 +109,14 @@ pub const KEYS: &[Key] = &[
     key("containers.egress", "source", "IP address", "the ENI's primary private IP", "SNAT to this OS-visible address of that ENI."),
 ];
 
+/// `table` is a direct child of `parent`: its last name.
+pub(super) fn child_name<'a>(table: &'a str, parent: &str) -> Option<&'a str> {
+    if parent.is_empty() {
+        return (!table.is_empty() && !table.contains('.')).then_some(table);
+    }
+    table.strip_prefix(parent)?.strip_prefix('.')
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -139,17 +147,13 @@ mod tests {
             .split('`')
             .skip(1)
             .step_by(2)
-            .filter(|k| !TABLES.iter().any(|(t, _)| child_of(t, table) == Some(k)))
+            .filter(|k| {
+                !TABLES
+                    .iter()
+                    .any(|(t, _)| super::child_name(t, table) == Some(k))
+            })
             .map(str::to_string)
             .collect()
-    }
-
-    /// `table` is `parent.name`: the name.
-    fn child_of<'a>(table: &'a str, parent: &str) -> Option<&'a str> {
-        if parent.is_empty() {
-            return (!table.is_empty() && !table.contains('.')).then_some(table);
-        }
-        table.strip_prefix(parent)?.strip_prefix('.')
     }
 
     fn documented(table: &str) -> BTreeSet<String> {

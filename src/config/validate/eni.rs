@@ -146,12 +146,8 @@ impl Validator {
         if mode.is_none() {
             let given = m.get_ref().as_str();
             let known = modes_where(|_| true, ", ");
-            let close = known
-                .split(", ")
-                .map(|k| (strsim::damerau_levenshtein(given, k), k))
-                .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-                .min()
-                .map(|(_, k)| format!("; did you mean {k:?}?"))
+            let close = crate::config::keys::closest(given, Mode::ALL.map(Mode::as_str))
+                .map(|k| format!("; did you mean {k:?}?"))
                 .unwrap_or_default();
             self.err(
                 &m.span(),
