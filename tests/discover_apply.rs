@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{text, Netns, Vpc};
+use common::{text, within, Netns, Vpc};
 
 const MACS: &str = "/latest/meta-data/network/interfaces/macs/";
 const MAC0: &str = "00:16:3e:0e:00:01";
@@ -137,9 +137,7 @@ private_ips = ["192.168.52.30"]
 #[test]
 fn apply_with_discover_manages_the_metadata_enis_and_never_the_excluded_one() {
     let dir = tempfile::tempdir().unwrap();
-    let shape = dir.path().join("shape.toml");
-    std::fs::write(&shape, SHAPE).unwrap();
-    let vpc = Vpc::new(&shape);
+    let vpc = Vpc::from_text(SHAPE);
     let ecs = Ecs::new(routes());
     let file = dir.path().join("eniroute.toml");
     std::fs::write(
@@ -214,27 +212,13 @@ address = "203.0.113.77"
     let _keep: &Netns = &vpc.vpc;
 }
 
-/// Poll `f` every 100 ms until it holds or `secs` pass.
-fn eventually(secs: u64, f: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
-
 /// `watch` with `[discover]`: a private IP assigned in the console (added to the metadata) is
 /// configured within one refresh, with no restart; while the metadata fails the routing stays
 /// as it was; the excluded ENI stays untouched throughout.
 #[test]
 fn watch_with_discover_follows_the_metadata_and_keeps_the_routing_while_it_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let shape = dir.path().join("shape.toml");
-    std::fs::write(&shape, SHAPE).unwrap();
-    let vpc = Vpc::new(&shape);
+    let vpc = Vpc::from_text(SHAPE);
     let routes = Arc::new(Mutex::new(routes()));
     let failing = Arc::new(AtomicBool::new(false));
     let ecs = Ecs::shared(routes.clone(), failing.clone());
@@ -257,7 +241,9 @@ fn watch_with_discover_follows_the_metadata_and_keeps_the_routing_while_it_fails
         .unwrap();
     let rules = || g.ip(&["rule", "show"]);
     assert!(
-        eventually(10, || rules().contains("from 192.168.51.20/31 ")),
+        within(Duration::from_secs(10), || rules()
+            .contains("from 192.168.51.20/31 "))
+        .is_some(),
         "{}",
         rules()
     );
@@ -277,12 +263,16 @@ fn watch_with_discover_follows_the_metadata_and_keeps_the_routing_while_it_fails
     failing.store(false, Ordering::SeqCst);
     let eth1 = || g.ip(&["-o", "addr", "show", "dev", "eth1"]);
     assert!(
-        eventually(20, || eth1().contains("192.168.51.40/24")),
+        within(Duration::from_secs(20), || eth1()
+            .contains("192.168.51.40/24"))
+        .is_some(),
         "{}",
         eth1()
     );
     assert!(
-        eventually(2, || rules().contains("from 192.168.51.40 ")),
+        within(Duration::from_secs(2), || rules()
+            .contains("from 192.168.51.40 "))
+        .is_some(),
         "{}",
         rules()
     );

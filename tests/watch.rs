@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{example, Netns, Vpc, BIN};
+use common::{example, within, Netns, Vpc, BIN};
 
 /// How long a heal may take (the bound; the benchmark measures the real figure).
 const HEALED_WITHIN: Duration = Duration::from_secs(1);
@@ -58,20 +58,6 @@ fn egress_dev(ns: &Netns, src: &str) -> String {
         }
     }
     format!("no route: {}", String::from_utf8_lossy(&out.stderr).trim())
-}
-
-/// Poll every 20 ms until `ok` or the deadline; how long it took.
-fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if ok() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A running `eniroute watch`, its stderr in a file; killed on drop.

@@ -414,3 +414,20 @@ impl Drop for Monitor {
         }
     }
 }
+
+/// Poll every 20 ms until `ok` or the deadline; how long it took.
+pub fn within(
+    limit: std::time::Duration,
+    mut ok: impl FnMut() -> bool,
+) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        if ok() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
