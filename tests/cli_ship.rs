@@ -3,6 +3,9 @@
 
 use std::process::{Command, Output};
 
+mod common;
+use common::Netns;
+
 fn eniroute(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_eniroute"))
         .args(args)
@@ -17,37 +20,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A network namespace for one test, deleted on drop (root).
-struct Ns(String);
-
-impl Ns {
-    fn new(tag: &str) -> Ns {
-        let name = format!("erc{tag}{}", std::process::id());
-        let o = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("ip");
-        assert!(o.status.success(), "needs root: {}", stderr(&o));
-        Ns(name)
-    }
-
-    /// `ip -n NS ARGS`, which must succeed.
-    fn ip(&self, args: &[&str]) {
-        let o = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args)
-            .output()
-            .expect("ip");
-        assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 #[test]
@@ -220,7 +192,7 @@ fn config_errors_that_help() {
 /// Root: a namespace holding an interface with a known MAC under a name the config never says.
 #[test]
 fn render_names_mac_only_enis_by_the_host_interface_or_says_it_cannot() {
-    let ns = Ns::new("s");
+    let ns = Netns::new("s");
     ns.ip(&[
         "link",
         "add",
@@ -235,7 +207,7 @@ fn render_names_mac_only_enis_by_the_host_interface_or_says_it_cannot() {
         "address",
         "00:16:3e:aa:bb:02",
     ]);
-    let ns = ns.0.clone();
+    let ns = ns.name.clone();
     let config = |mac: &str| {
         format!(
             "[[eni]]\nname = \"web\"\nmac = \"{mac}\"\nprimary = true\ncidr = \"192.168.10.0/24\"\n\
@@ -370,8 +342,8 @@ fn json_documents_share_one_envelope() {
 /// Root: an ENI that is not there makes status say so in its one summary line, never "in sync".
 #[test]
 fn status_with_a_missing_eni_is_not_healthy_and_says_why() {
-    let guard = Ns::new("m");
-    let ns = guard.0.clone();
+    let guard = Netns::new("m");
+    let ns = guard.name.clone();
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(
         file.path(),
@@ -399,8 +371,8 @@ fn status_with_a_missing_eni_is_not_healthy_and_says_why() {
 /// stderr is a log; a line rewritten each second on a terminal (util-linux `script` gives one).
 #[test]
 fn apply_wait_reports_progress() {
-    let guard = Ns::new("w");
-    let ns = guard.0.clone();
+    let guard = Netns::new("w");
+    let ns = guard.name.clone();
     let file = tempfile::NamedTempFile::new().expect("temp file");
     let config = ENI.replace("interface = \"eth1\"", "mac = \"00:16:3e:aa:bb:55\"");
     std::fs::write(file.path(), config).expect("write");
@@ -465,7 +437,7 @@ fn apply_wait_reports_progress() {
 /// Root: -v shows each change as the kernel accepts it, -vv also each netlink batch.
 #[test]
 fn verbose_levels_of_apply() {
-    let ns = Ns::new("v");
+    let ns = Netns::new("v");
     ns.ip(&[
         "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
     ]);
@@ -473,7 +445,7 @@ fn verbose_levels_of_apply() {
     std::fs::write(file.path(), ENI).expect("write");
     let path = file.path().to_str().expect("UTF-8");
     let run = |args: &[&str]| {
-        let mut all = vec!["--netns", ns.0.as_str(), "-c", path];
+        let mut all = vec!["--netns", ns.name.as_str(), "-c", path];
         all.extend_from_slice(args);
         let o = eniroute(&all);
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
@@ -498,7 +470,7 @@ fn verbose_levels_of_apply() {
 /// own syntax, the independent witness).
 #[test]
 fn plan_lines_paste_after_ip() {
-    let ns = Ns::new("p");
+    let ns = Netns::new("p");
     ns.ip(&[
         "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
     ]);
@@ -506,7 +478,7 @@ fn plan_lines_paste_after_ip() {
     std::fs::write(file.path(), ENI).expect("write");
     let o = eniroute(&[
         "--netns",
-        &ns.0,
+        &ns.name,
         "-c",
         file.path().to_str().expect("UTF-8"),
         "plan",
@@ -524,35 +496,16 @@ fn plan_lines_paste_after_ip() {
         lines.iter().any(|l| l.starts_with("route add default via")),
         "{plan}"
     );
+    let script = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(script.path(), lines.join("\n")).expect("write the script");
     let ip = Command::new("ip")
-        .args(["-n", &ns.0, "-batch", "-"])
-        .stdin(std::process::Stdio::piped())
-        .output_with_stdin(&lines.join("\n"));
+        .args(["-n", &ns.name, "-batch"])
+        .arg(script.path())
+        .output()
+        .expect("ip");
     assert!(
         ip.status.success(),
         "ip -batch refused the plan: {}\n{plan}",
         stderr(&ip)
     );
-}
-
-trait WithStdin {
-    fn output_with_stdin(&mut self, input: &str) -> Output;
-}
-
-impl WithStdin for Command {
-    fn output_with_stdin(&mut self, input: &str) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-        child.wait_with_output().expect("wait")
-    }
 }
