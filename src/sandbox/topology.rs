@@ -1078,7 +1078,8 @@ prefix = 25
 gateway = "198.51.100.129"
 "#;
 
-    fn topology(toml: &str) -> Result<Topology, String> {
+    /// The topology of a config, with test namespace names.
+    pub(super) fn topology(toml: &str) -> Result<Topology, String> {
         let loaded = crate::config::load_str(toml, "t.toml").map_err(|e| e.to_string())?;
         let names = Names {
             guest: "t-guest".into(),

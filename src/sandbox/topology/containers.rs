@@ -254,19 +254,12 @@ fn guest_ruleset(published: Option<Ipv4Addr>, network: Ipv4Network, container: I
 
 #[cfg(test)]
 mod tests {
-    use super::super::{build, Topology};
+    use super::super::Topology;
     use super::*;
 
     fn topology(path: &str, edit: impl Fn(String) -> String) -> Topology {
         let text = edit(std::fs::read_to_string(path).unwrap());
-        let loaded = crate::config::load_str(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
-        let names = Names {
-            guest: "t-guest".into(),
-            vpc: "t-vpc".into(),
-            internet: "t-inet".into(),
-            container: Some("t-ctr".into()),
-        };
-        build(&loaded.config, names).unwrap_or_else(|e| panic!("{e}"))
+        super::super::tests::topology(&text).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn checks(t: &Topology) -> Vec<(Kind, Origin, String, Expect)> {
