@@ -190,6 +190,47 @@ impl Netlink {
             .collect())
     }
 
+    /// Route lookups (`queries`), [`BATCH`] per `sendmsg`; one answer per query, in order;
+    /// `what(i)` names query i in errors.
+    async fn lookup_batch(
+        &self,
+        queries: Vec<RouteMessage>,
+        what: impl Fn(usize) -> String,
+    ) -> Vec<Result<Lookup, KernelError>> {
+        let mut out = Vec::with_capacity(queries.len());
+        for (n, chunk) in queries.chunks(BATCH).enumerate() {
+            let base = n * BATCH;
+            let msgs = (chunk.iter())
+                .map(|m| (RouteNetlinkMessage::GetRoute(m.clone()), NLM_F_REQUEST))
+                .collect();
+            let Ok(answers) = self.exchange(msgs).await else {
+                out.extend((0..chunk.len()).map(|i| {
+                    Err(KernelError::Connection {
+                        what: what(base + i),
+                    })
+                }));
+                continue;
+            };
+            for (i, a) in answers.into_iter().enumerate() {
+                out.push(match a {
+                    Ok(msgs) => (msgs.iter())
+                        .find_map(|m| match m {
+                            RouteNetlinkMessage::NewRoute(r) => Some(lookup_answer(r)),
+                            _ => None,
+                        })
+                        .ok_or_else(|| KernelError::Unexpected {
+                            what: what(base + i),
+                        }),
+                    Err(source) => Err(KernelError::Request {
+                        what: what(base + i),
+                        source,
+                    }),
+                });
+            }
+        }
+        out
+    }
+
     /// Send rtnetlink changes, [`BATCH`] per `sendmsg`, pushing whether each succeeded onto
     /// `done` and the first error into `first`. False when the connection is gone.
     async fn send_batched(
@@ -372,20 +413,22 @@ impl Kernel for Netlink {
         (done, first)
     }
 
-    async fn route_get_marked(&self, mark: u32, dst: IpAddr) -> Result<Lookup, KernelError> {
-        let mut m = lookup_message(None, dst);
-        m.attributes.push(RouteAttribute::Mark(mark));
-        let what = || format!("route lookup to {dst} with mark {mark:#x}");
-        let answers = self
-            .request(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST, what)
-            .await?;
-        answers
-            .iter()
-            .find_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => Some(lookup_answer(r)),
-                _ => None,
+    async fn route_get_marked_many(
+        &self,
+        lookups: &[(u32, IpAddr)],
+    ) -> Vec<Result<Lookup, KernelError>> {
+        let queries = (lookups.iter())
+            .map(|(mark, dst)| {
+                let mut m = lookup_message(None, *dst);
+                m.attributes.push(RouteAttribute::Mark(*mark));
+                m
             })
-            .ok_or_else(|| KernelError::Unexpected { what: what() })
+            .collect();
+        self.lookup_batch(queries, |i| {
+            let (mark, dst) = lookups[i];
+            format!("route lookup to {dst} with mark {mark:#x}")
+        })
+        .await
     }
 
     /// Many route lookups, [`BATCH`] per `sendmsg`; one answer per lookup, in order.
@@ -393,44 +436,11 @@ impl Kernel for Netlink {
         &self,
         lookups: &[(Option<IpAddr>, IpAddr)],
     ) -> Vec<Result<Lookup, KernelError>> {
-        let mut out = Vec::with_capacity(lookups.len());
-        for chunk in lookups.chunks(BATCH) {
-            let msgs = chunk
-                .iter()
-                .map(|(src, dst)| {
-                    (
-                        RouteNetlinkMessage::GetRoute(lookup_message(*src, *dst)),
-                        NLM_F_REQUEST,
-                    )
-                })
-                .collect();
-            match self.exchange(msgs).await {
-                Ok(answers) => {
-                    for ((src, dst), a) in chunk.iter().zip(answers) {
-                        let what = || lookup_what(*src, *dst);
-                        out.push(match a {
-                            Ok(msgs) => msgs
-                                .iter()
-                                .find_map(|m| match m {
-                                    RouteNetlinkMessage::NewRoute(r) => Some(lookup_answer(r)),
-                                    _ => None,
-                                })
-                                .ok_or_else(|| KernelError::Unexpected { what: what() }),
-                            Err(source) => Err(KernelError::Request {
-                                what: what(),
-                                source,
-                            }),
-                        });
-                    }
-                }
-                Err(()) => out.extend(chunk.iter().map(|(src, dst)| {
-                    Err(KernelError::Connection {
-                        what: lookup_what(*src, *dst),
-                    })
-                })),
-            }
-        }
-        out
+        let queries = (lookups.iter())
+            .map(|(src, dst)| lookup_message(*src, *dst))
+            .collect();
+        self.lookup_batch(queries, |i| lookup_what(lookups[i].0, lookups[i].1))
+            .await
     }
 
     /// Waits on a multicast subscription to the link group, made on the first call. An

@@ -83,8 +83,12 @@ pub trait Kernel {
         &self,
         lookups: &[(Option<IpAddr>, IpAddr)],
     ) -> Vec<Result<Lookup, KernelError>>;
-    /// A route lookup of a packet carrying fwmark `mark` (RTA_MARK), from no bound source.
-    async fn route_get_marked(&self, mark: u32, dst: IpAddr) -> Result<Lookup, KernelError>;
+    /// Route lookups of packets carrying fwmark `mark` (RTA_MARK) to `dst`, from no bound
+    /// source; one answer per lookup, in order.
+    async fn route_get_marked_many(
+        &self,
+        lookups: &[(u32, IpAddr)],
+    ) -> Vec<Result<Lookup, KernelError>>;
     /// Wait up to `timeout` for a link to appear or change; false when none did.
     async fn link_event(&self, timeout: Duration) -> Result<bool, KernelError>;
     /// A sysctl's value (trimmed); `path` is below /proc/sys.

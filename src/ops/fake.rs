@@ -231,9 +231,17 @@ impl Kernel for Fake {
         (done, first)
     }
 
-    async fn route_get_marked(&self, mark: u32, dst: IpAddr) -> Result<Lookup, KernelError> {
-        self.lookup(None, dst, mark)
-            .ok_or_else(|| refused(format!("route lookup to {dst} with mark {mark:#x}"), 101))
+    async fn route_get_marked_many(
+        &self,
+        lookups: &[(u32, IpAddr)],
+    ) -> Vec<Result<Lookup, KernelError>> {
+        (lookups.iter())
+            .map(|(mark, dst)| {
+                self.lookup(None, *dst, *mark).ok_or_else(|| {
+                    refused(format!("route lookup to {dst} with mark {mark:#x}"), 101)
+                })
+            })
+            .collect()
     }
 
     async fn route_get_many(

@@ -148,9 +148,12 @@ async fn verify_marks(
     d: &Desired,
     name: &dyn Fn(Option<u32>) -> String,
 ) -> Vec<Verdict> {
+    let queries: Vec<(u32, IpAddr)> = (d.mark_checks.iter())
+        .map(|c| (c.mark, probe_target(d, c.family)))
+        .collect();
+    let lookups = k.route_get_marked_many(&queries).await;
     let mut out = Vec::new();
-    for c in &d.mark_checks {
-        let lookup = k.route_get_marked(c.mark, probe_target(d, c.family)).await;
+    for (c, lookup) in d.mark_checks.iter().zip(lookups) {
         let (seen, ok, table) = via_verdict(lookup, &c.iface, c.gateway, name);
         out.push(Verdict {
             eni: c.eni.clone(),
